@@ -1,0 +1,191 @@
+"""HR file -> SCIM bulk requests: read, map, validate and batch in one streaming pass.
+
+Before any user is produced, a check pass reads the whole file once: it hashes the content
+(for deterministic bulkIds), surfaces file-level faults (encoding, broken quoting, bad JSON)
+and finds duplicate externalIds. So a bad file is rejected whole before a single request
+exists, and every duplicate is rejected, not just the later ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
+from .mapping import BoundMapping, Mapping
+from .readers import FileError, Table, detect_format, open_table
+from .validation import CORE, DuplicateFinder, RowError, duplicate_reason, field_count_problem
+
+Opener = Callable[[], IO[bytes]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A re-readable file: the pipeline reads it more than once and never holds it whole."""
+
+    name: str
+    open: Opener
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Source:
+        path = Path(path)
+        return cls(path.name, lambda: path.open("rb"))
+
+
+@dataclass
+class Summary:
+    file: str
+    format: str = ""
+    mapping: str = ""
+    content_hash: str = ""
+    rows_read: int = 0
+    rows_rejected: int = 0
+    users: int = 0
+    requests: int = 0
+    duplicate_ids: int = 0
+    file_error: str | None = None
+    rejections_by_attribute: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def content_hash(source: Source) -> str:
+    digest = hashlib.sha256()
+    with source.open() as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Conversion:
+    """One conversion of one file. Iterate :meth:`requests`; read :attr:`summary` after."""
+
+    def __init__(
+        self,
+        source: Source,
+        mapping: Mapping,
+        *,
+        fmt: str | None = None,
+        batch_size: int = MAX_OPERATIONS,
+        on_reject: Callable[[RowError], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.on_reject = on_reject or (lambda error: None)
+        self.on_progress = on_progress
+        self.summary = Summary(file=source.name, mapping=mapping.source)
+        self._fmt = fmt
+        self._duplicates: dict[str, int] = {}
+
+    def requests(self) -> Iterator[BulkRequest]:
+        """Yield the bulk requests; raises FileError (before the first one) for a bad file."""
+        try:
+            self._check_file()
+        except FileError as exc:
+            self.summary.file_error = str(exc)
+            raise
+        for request in batches(self._operations(), self.batch_size):
+            self.summary.requests += 1
+            yield request
+
+    def _open(self, stream: IO[bytes]) -> tuple[Table, BoundMapping]:
+        table = open_table(stream, self.source.name, self.summary.format)
+        return table, self.mapping.bind(table.header)
+
+    def _check_file(self) -> None:
+        self.summary.format = self._fmt or detect_format(self.source.name)
+        self.summary.content_hash = content_hash(self.source)
+        finder = DuplicateFinder()
+        with self.source.open() as stream:
+            table, bound = self._open(stream)
+            for row in table.rows:
+                external_id = bound.external_id(row.values) if not row.problem else None
+                if external_id is not None:
+                    finder.add(external_id)
+        candidates = finder.candidates()
+        if candidates:
+            with self.source.open() as stream:
+                table, bound = self._open(stream)
+                ids = (bound.external_id(row.values) for row in table.rows if not row.problem)
+                self._duplicates = DuplicateFinder.confirm(
+                    candidates, (i for i in ids if i is not None)
+                )
+        self.summary.duplicate_ids = len(self._duplicates)
+
+    def _reject(self, line: int, column: str, attribute: str, reason: str, value: str) -> None:
+        summary = self.summary
+        key = attribute or column or "row"
+        counts = summary.rejections_by_attribute
+        counts[key] = counts.get(key, 0) + 1
+        self.on_reject(RowError(self.source.name, line, column, attribute, reason, value))
+
+    def _operations(self) -> Iterator[Operation]:
+        summary = self.summary
+        duplicates = self._duplicates
+        extensions = self.mapping.extensions
+        file_hash = summary.content_hash
+        progress = self.on_progress
+        with self.source.open() as stream:
+            table, bound = self._open(stream)
+            width = len(table.header)
+            ext_leaf = bound.external_id_leaf
+            ext_column = ", ".join(ext_leaf.columns)
+            errors: list[Any] = []
+            for row in table.rows:
+                summary.rows_read += 1
+                if progress is not None and summary.rows_read % 1000 == 0:
+                    progress(table.progress())
+                values = row.values
+                if row.problem is not None:
+                    summary.rows_rejected += 1
+                    column, reason = row.problem
+                    self._reject(row.line, column, "", reason, "")
+                    continue
+                if len(values) != width:
+                    summary.rows_rejected += 1
+                    self._reject(row.line, "", "", field_count_problem(len(values), width), "")
+                    continue
+                user = bound.build(values, errors)
+                external_id = user.get("externalId")
+                if errors or external_id in duplicates:
+                    summary.rows_rejected += 1
+                    for leaf, reason in errors:
+                        self._reject(
+                            row.line,
+                            ", ".join(leaf.columns),
+                            leaf.path,
+                            reason,
+                            bound.raw_value(leaf, values),
+                        )
+                    if external_id in duplicates:
+                        count = duplicates[external_id]
+                        self._reject(
+                            row.line, ext_column, "externalId", duplicate_reason(count), external_id
+                        )
+                    errors.clear()
+                    continue
+                schemas = [CORE]
+                for urn in extensions:
+                    if urn in user:
+                        schemas.append(urn)
+                summary.users += 1
+                yield Operation(
+                    bulk_id(file_hash, row.line),
+                    external_id,
+                    row.line,
+                    {"schemas": schemas, **user},
+                )
+        if progress is not None:
+            progress(1.0)
+
+
+def convert_all(source: Source, mapping: Mapping, **options: Any) -> tuple[list[BulkRequest], Summary]:
+    """Convenience for small inputs and tests: materialise every request."""
+    conversion = Conversion(source, mapping, **options)
+    return list(conversion.requests()), conversion.summary
