@@ -83,6 +83,7 @@ class MappingFile(BaseModel):
         return self
 
 
+Errors = list[tuple["Leaf", str]]
 # A built value getter: row values -> SCIM value (None when empty). May raise ValueProblem.
 Getter = Callable[[list[str]], Any]
 
@@ -221,11 +222,15 @@ def _compile_object(obj: dict[str, Any], namespace: str, prefix: str, where: str
             leaves.append((key, _compile_leaf(value, namespace, path, here)))
         elif namespace == CORE and not prefix and key in MULTI_VALUED:
             entries = value if isinstance(value, list) else [value]
-            lists.append((key, [_compile_entry(e, key, f"{here}[{i}]") for i, e in enumerate(entries)]))
+            lists.append(
+                (key, [_compile_entry(e, key, f"{here}[{i}]") for i, e in enumerate(entries)])
+            )
         elif isinstance(value, dict):
             if namespace != ENTERPRISE and namespace != CORE:
                 raise SpecError(f"{here}: custom extension attributes must be single values")
-            if namespace == CORE and key != "name" or namespace == ENTERPRISE and key != "manager":
+            if (namespace == CORE and key != "name") or (
+                namespace == ENTERPRISE and key != "manager"
+            ):
                 raise SpecError(f"{here}: '{key}' is not a complex attribute of the schema")
             objects.append((key, _compile_object(value, namespace, f"{path}.", here)))
         else:
@@ -381,7 +386,9 @@ class BoundMapping:
 
         return value
 
-    def _bind_node(self, node: Node) -> Callable[[list[str], list[tuple[Leaf, str]]], dict[str, Any]]:
+    def _bind_node(
+        self, node: Node
+    ) -> Callable[[list[str], list[tuple[Leaf, str]]], dict[str, Any]]:
         leaves = [(key, self._bind_leaf(leaf)) for key, leaf in node.leaves]
         objects = [(key, self._bind_node(child)) for key, child in node.objects]
         # An entry counts only if a column filled it: a lone constant such as primary: true

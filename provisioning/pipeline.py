@@ -152,7 +152,7 @@ class Conversion:
                     self._reject(row.line, "", "", field_count_problem(len(values), width), "")
                     continue
                 user = bound.build(values, errors)
-                external_id = user.get("externalId")
+                external_id: str = user.get("externalId", "")
                 if errors or external_id in duplicates:
                     summary.rows_rejected += 1
                     for leaf, reason in errors:
@@ -185,7 +185,9 @@ class Conversion:
             progress(1.0)
 
 
-def convert_all(source: Source, mapping: Mapping, **options: Any) -> tuple[list[BulkRequest], Summary]:
+def convert_all(
+    source: Source, mapping: Mapping, **options: Any
+) -> tuple[list[BulkRequest], Summary]:
     """Convenience for small inputs and tests: materialise every request."""
     conversion = Conversion(source, mapping, **options)
     return list(conversion.requests()), conversion.summary

@@ -84,7 +84,7 @@ def open_table(stream: IO[bytes], name: str, fmt: str | None = None) -> Table:
         raise FileError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
     if fmt == "xlsx":
         return _open_xlsx(stream)
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     encoding = _sniff_encoding(buffered.peek(4)[:4])
     text = io.TextIOWrapper(buffered, encoding=encoding, newline="" if fmt == "csv" else None)
     progress = _position_of(buffered)
@@ -93,8 +93,10 @@ def open_table(stream: IO[bytes], name: str, fmt: str | None = None) -> Table:
             sample = buffered.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
             return _open_csv(text, _sniff_delimiter(sample, encoding), progress)
         if fmt == "jsonl":
-            return _open_jsonl(text, progress)
-        return _open_json_array(text, progress)
+            return _records_table(_jsonl_records(text), progress, "the file is empty: no records")
+        return _records_table(
+            _json_array_records(text), progress, "the file holds an empty array: no records"
+        )
     except UnicodeDecodeError as exc:
         raise FileError(_decode_reason(encoding, exc)) from None
 
@@ -212,25 +214,28 @@ def _header_from(obj: Any, line: int) -> list[str]:
     return _clean_header([str(k) for k in obj], line)
 
 
-def _open_jsonl(text: io.TextIOWrapper, progress: Callable[[], float]) -> Table:
-    records = _jsonl_records(text)
-    for line, obj in records:
-        header = _header_from(obj, line)
-        first = _record_row(obj, header, line)
+def _records_table(
+    records: Iterator[tuple[int, Any]], progress: Callable[[], float], empty: str
+) -> Table:
+    """Table over JSON records: the first record's keys are the header."""
+    first = next(records, None)
+    if first is None:
+        raise FileError(empty)
+    line, obj = first
+    header = _header_from(obj, line)
 
-        def rows() -> Iterator[Row]:
-            yield first
-            for number, item in records:
-                yield _record_row(item, header, number)
+    def rows() -> Iterator[Row]:
+        yield _record_row(obj, header, line)
+        for number, item in records:
+            yield _record_row(item, header, number)
 
-        return Table(header, rows(), progress)
-    raise FileError("the file is empty: no records")
+    return Table(header, rows(), progress)
 
 
 def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
     number = 0
     try:
-        for number, line in enumerate(text, start=1):  # noqa: B007 - read after the loop
+        for number, line in enumerate(text, start=1):
             if line.strip():
                 try:
                     yield number, json.loads(line)
@@ -238,21 +243,6 @@ def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
                     raise FileError(f"invalid JSON: {exc}", number) from None
     except UnicodeDecodeError as exc:
         raise FileError(_decode_reason(text.encoding, exc), number + 1) from None
-
-
-def _open_json_array(text: io.TextIOWrapper, progress: Callable[[], float]) -> Table:
-    records = _json_array_records(text)
-    for line, obj in records:
-        header = _header_from(obj, line)
-        first = _record_row(obj, header, line)
-
-        def rows() -> Iterator[Row]:
-            yield first
-            for number, item in records:
-                yield _record_row(item, header, number)
-
-        return Table(header, rows(), progress)
-    raise FileError("the file holds an empty array: no records")
 
 
 def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
@@ -346,7 +336,7 @@ def _open_xlsx(stream: IO[bytes]) -> Table:
     cells = sheet.iter_rows(values_only=True)
     header: list[str] | None = None
     number = 0
-    for number, raw in enumerate(cells, start=1):  # noqa: B007 - read after the loop
+    for number, raw in enumerate(cells, start=1):
         if any(_cell_text(c) for c in raw):
             header = _clean_header([_cell_text(c) for c in raw], number)
             break

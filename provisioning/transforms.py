@@ -41,7 +41,9 @@ def _upper(value: Value) -> Value:
 SIMPLE: dict[str, Transform] = {"trim": _trim, "lower": _lower, "upper": _upper}
 
 
-def value_map(table: dict[str, Value], *, case_sensitive: bool = False, **fallback: Value) -> Transform:
+def value_map(
+    table: dict[str, Value], *, case_sensitive: bool = False, **fallback: Value
+) -> Transform:
     """Replace a value by its entry in ``table``; ``default`` (if given) for anything else."""
     if not table:
         raise SpecError("map: the table is empty")

@@ -1,0 +1,1 @@
+"""HR-driven provisioning for Microsoft Entra ID through API-driven inbound provisioning."""
