@@ -1,0 +1,154 @@
+"""The command line, run in-process through provisioning.cli.main."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from provisioning.cli import main
+from provisioning.mapping import parse_mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_1000 = ROOT / "samples" / "csv-with-1000-records.csv"
+HEADER = (
+    "WorkerID,WorkerStatus,WorkerType,UserID,FirstName,LastName,FullName,GenderPronoun,"
+    "ManagerID,HireDate,OnLeave,Department,Division,CostCenter,Company,Location,JobTitle,"
+    "StreetAddress,City,CountryCode,OfficePhone,Custom01,Custom02,ZipCode"
+)
+
+
+def _row(worker_id: str, status: str = "Active", full_name: str = "Ada Lovelace") -> str:
+    return (
+        f"{worker_id},{status},Employee,EMP{worker_id},Ada,Lovelace,{full_name},SHE/HER,1000,"
+        "2020-01-01,False,Sales,Food,CC1,Woodgrove,Europe,Engineer,1 Main St,Paris,FR,"
+        "555-0100,,,75001"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+def _table_lines(output: str) -> list[int]:
+    """Line numbers in the first column of the rich error table."""
+    return [int(m.group(1)) for m in re.finditer(r"^│\s*(\d+)\s*│", output, re.MULTILINE)]
+
+
+def test_validate_lists_every_rejected_row_with_its_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["validate", str(SAMPLE_1000), "--limit", "5000"])
+    output = capsys.readouterr().out
+    assert code == 1
+    with SAMPLE_1000.open(encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["WorkerID"]] = counts.get(r["WorkerID"], 0) + 1
+    # The header is line 1, so data row i (0-based) sits on line i + 2.
+    expected = [i + 2 for i, r in enumerate(rows) if counts[r["WorkerID"]] > 1]
+    assert len(expected) == 641
+    assert _table_lines(output) == expected
+    assert "1000 rows read, 359 valid, 641 rejected (265 duplicated externalIds)" in output
+
+
+def test_validate_exit_zero_on_a_clean_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "samples" / "csv-with-2-records.csv")]) == 0
+    assert "2 rows read, 2 valid, 0 rejected" in capsys.readouterr().out
+
+
+def test_validate_limit_says_how_many_are_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(SAMPLE_1000), "--limit", "10"]) == 1
+    output = capsys.readouterr().out
+    assert len(_table_lines(output)) == 10
+    assert "631 more errors not shown" in output
+
+
+def test_convert_writes_requests_summary_and_formula_safe_report(tmp_path: Path) -> None:
+    source = tmp_path / "hr.csv"
+    lines = [HEADER, _row("1", full_name="=HYPERLINK(x)"), _row("2", status="@Maybe")]
+    lines += [_row(str(n)) for n in range(3, 103)]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bulk-0009.json").write_text("stale")
+
+    assert main(["convert", str(source), "--out", str(out)]) == 0
+
+    written = sorted(p.name for p in out.glob("bulk-*.json"))
+    assert written == ["bulk-0001.json", "bulk-0002.json", "bulk-0003.json"]
+    bodies = [json.loads((out / name).read_bytes()) for name in written]
+    assert [len(b["Operations"]) for b in bodies] == [50, 50, 1]
+    first = bodies[0]["Operations"][0]["data"]
+    assert first["displayName"] == "=HYPERLINK(x)"  # carried to Entra unchanged
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["rows_read"], summary["users"], summary["rows_rejected"]) == (102, 101, 1)
+    assert summary["requests_written"] == written
+    with (out / "rejected.csv").open(encoding="utf-8") as f:
+        rejected = list(csv.DictReader(f))
+    assert len(rejected) == 1
+    assert rejected[0]["line"] == "3"
+    assert rejected[0]["column"] == "WorkerStatus"
+    assert rejected[0]["value"] == "'@Maybe"  # never a live formula in a spreadsheet
+
+
+def test_convert_strict_and_batch_size(tmp_path: Path) -> None:
+    source = tmp_path / "hr.csv"
+    source.write_text("\n".join([HEADER, _row("1"), _row("1"), _row("2")]) + "\n")
+    out = tmp_path / "out"
+    assert main(["convert", str(source), "--out", str(out), "--strict"]) == 1
+    assert main(["convert", str(source), "--out", str(out), "--batch-size", "1"]) == 0
+    assert len(list(out.glob("bulk-*.json"))) == 1
+
+
+def test_file_rejected_whole_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "hr.csv"
+    source.write_text("WorkerID,FirstName\n1,Ada\n")
+    out = tmp_path / "out"
+    assert main(["convert", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "file rejected" in err and "'LastName'" in err
+    assert list(out.glob("bulk-*.json")) == []
+    assert json.loads((out / "summary.json").read_text())["file_error"]
+
+
+def test_mapping_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("user:\n  externalId: WorkerID\n  userNme: UserID\n")
+    code = main(["validate", str(SAMPLE_1000), "--mapping", str(mapping)])
+    assert code == 2
+    assert "userNme" in capsys.readouterr().err
+
+
+def test_readme_mapping_example_is_valid() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"A full example:\n\n```yaml\n(.*?)```", readme, re.DOTALL)
+    assert example is not None
+    mapping = parse_mapping(example.group(1), name="readme", source="README.md")
+    header = mapping.columns
+    bound = mapping.bind(header)
+    values = {c: "" for c in header}
+    values.update(
+        {
+            "Employee ID": "E1",
+            "Work Email": "Ada@Contoso.com",
+            "First Name": "Ada",
+            "Last Name": "Lovelace",
+            "Employment Status": "terminated",
+            "Hire Date": "03/01/2024",
+            "Badge": "42",
+        }
+    )
+    errors: list[object] = []
+    user = bound.build([values[c] for c in header], errors)  # type: ignore[arg-type]
+    assert errors == []
+    assert user["userName"] == "ada@contoso.com"
+    assert user["active"] is False
+    assert user["userType"] == "Employee"
+    custom = user["urn:ietf:params:scim:schemas:extension:contoso:1.0:User"]
+    assert custom == {"hireDate": "2024-03-01T00:00:00Z", "badgeNumber": 42}
