@@ -12,6 +12,7 @@ Everything that can be wrong with a mapping is found by :func:`load_mapping` and
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ def load_mapping(ref: str | Path | None = None) -> Mapping:
 
 def parse_mapping(text: str, *, name: str, source: str) -> Mapping:
     try:
-        data = yaml.safe_load(text)  # JSON is a subset of YAML 1.2 as far as mappings go
+        data = yaml.load(text, Loader=_MappingLoader)  # a SafeLoader subclass: no objects
     except yaml.YAMLError as exc:
         raise SpecError(f"mapping '{name}' is not valid YAML/JSON: {exc}") from None
     try:
@@ -179,6 +180,33 @@ def parse_mapping(text: str, *, name: str, source: str) -> Mapping:
         raise SpecError(f"mapping '{name}': {_pydantic_reason(exc)}") from None
     root, extensions = _compile_user(spec.user)
     return Mapping(name=name, source=source, trim=spec.trim, root=root, extensions=extensions)
+
+
+class _MappingLoader(yaml.SafeLoader):
+    """YAML as people write mappings: only true/false are booleans (YAML 1.2), so HR values
+    such as Yes, No, On, Off stay text; a key given twice is an error, not last-one-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_MappingLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_MappingLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _pydantic_reason(exc: ValidationError) -> str:
@@ -195,8 +223,10 @@ def _compile_user(user: dict[str, Any]) -> tuple[Node, list[str]]:
     objects: list[tuple[str, Node]] = []
     for key, value in user.items():
         if key.startswith("urn:"):
-            if key == CORE:
+            if key.casefold() == CORE.casefold():
                 raise SpecError("put core attributes directly under 'user', not under the core URN")
+            if key.casefold() == ENTERPRISE.casefold() and key != ENTERPRISE:
+                raise SpecError(f"user.{key}: the enterprise extension URN is spelt {ENTERPRISE}")
             if not isinstance(value, dict):
                 raise SpecError(f"user.{key}: an extension must be an object of attributes")
             objects.append((key, _compile_object(value, key, "", f"user.{key}")))
@@ -207,8 +237,12 @@ def _compile_user(user: dict[str, Any]) -> tuple[Node, list[str]]:
     return Node(root.leaves, root.objects + objects, root.lists), extensions
 
 
+_LEAF_KEYS = frozenset(LeafSpec.model_fields)
+
+
 def _is_leaf(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, dict) and any(s in value for s in _SOURCES))
+    # Any leaf option marks a leaf, so a leaf that forgot its source gets the source error.
+    return isinstance(value, str) or (isinstance(value, dict) and not _LEAF_KEYS.isdisjoint(value))
 
 
 def _compile_object(obj: dict[str, Any], namespace: str, prefix: str, where: str) -> Node:
@@ -268,6 +302,8 @@ def _compile_leaf(raw: Any, namespace: str, path: str, where: str) -> Leaf:
         steps.append(tf.default(spec.default))
     if spec.template is not None:
         _check_template(spec.template, where)
+    if spec.type is not None and namespace in (CORE, ENTERPRISE) and spec.type != known:
+        raise SpecError(f"{where}: '{path}' is a SCIM {known}; its type cannot be changed")
     scim_type = spec.type or known
     max_length = spec.max_length or default_max_length(namespace, path)
     full_path = path if namespace == CORE else f"{namespace}:{path}"
@@ -279,6 +315,8 @@ def _check_template(template: str, where: str) -> None:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as exc:
         raise SpecError(f"{where}: bad template: {exc}") from None
+    if all(name is None for name, _, _ in fields):
+        raise SpecError(f"{where}: the template names no column; use constant for fixed text")
     for name, format_spec, conversion in fields:
         if name is None:
             continue

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
 from .mapping import BoundMapping, Mapping
-from .readers import FileError, Table, detect_format, open_table
+from .readers import FileError, Row, Table, detect_format, open_table
 from .validation import CORE, DuplicateFinder, RowError, duplicate_reason, field_count_problem
 
 Opener = Callable[[], IO[bytes]]
@@ -53,6 +53,10 @@ class Summary:
         return asdict(self)
 
 
+def _usable(row: Row, table: Table) -> bool:
+    return row.problem is None and len(row.values) == len(table.header)
+
+
 def content_hash(source: Source) -> str:
     digest = hashlib.sha256()
     with source.open() as stream:
@@ -74,6 +78,8 @@ class Conversion:
         on_reject: Callable[[RowError], None] | None = None,
         on_progress: Callable[[float], None] | None = None,
     ) -> None:
+        if not 1 <= batch_size <= MAX_OPERATIONS:
+            raise ValueError(f"batch size must be between 1 and {MAX_OPERATIONS}, not {batch_size}")
         self.source = source
         self.mapping = mapping
         self.batch_size = batch_size
@@ -105,14 +111,15 @@ class Conversion:
         with self.source.open() as stream:
             table, bound = self._open(stream)
             for row in table.rows:
-                external_id = bound.external_id(row.values) if not row.problem else None
+                # Rows the main pass rejects anyway must not make a good row a "duplicate".
+                external_id = bound.external_id(row.values) if _usable(row, table) else None
                 if external_id is not None:
                     finder.add(external_id)
         candidates = finder.candidates()
         if candidates:
             with self.source.open() as stream:
                 table, bound = self._open(stream)
-                ids = (bound.external_id(row.values) for row in table.rows if not row.problem)
+                ids = (bound.external_id(r.values) for r in table.rows if _usable(r, table))
                 self._duplicates = DuplicateFinder.confirm(
                     candidates, (i for i in ids if i is not None)
                 )

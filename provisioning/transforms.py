@@ -47,6 +47,8 @@ def value_map(
     """Replace a value by its entry in ``table``; ``default`` (if given) for anything else."""
     if not table:
         raise SpecError("map: the table is empty")
+    if not isinstance(case_sensitive, bool):
+        raise SpecError("map: case_sensitive must be true or false")
     fold: Callable[[str], str] = (lambda s: s) if case_sensitive else str.casefold
     lookup = {fold(str(k)): v for k, v in table.items()}
     if len(lookup) != len(table):
@@ -84,8 +86,9 @@ def date_parse(formats: list[str], output: str = "date") -> Transform:
     shown = ", ".join(formats)
 
     def parse(value: str) -> dt.datetime:
-        if iso_only and len(value) == 10:
-            # date.fromisoformat is ~40x faster than strptime for the most common HR format.
+        if iso_only and len(value) == 10 and value[4] == value[7] == "-":
+            # date.fromisoformat is ~40x faster than strptime for the most common HR format;
+            # the shape test keeps out the other ISO forms it accepts, such as week dates.
             try:
                 day = dt.date.fromisoformat(value)
                 return dt.datetime(day.year, day.month, day.day)

@@ -63,7 +63,7 @@ ENTERPRISE_ATTRIBUTES: dict[str, str] = {
 # Longest value Entra ID stores in the user property each attribute lands in by default
 # (Microsoft Graph user resource). Longer values fail in Entra, so they are rejected here.
 MAX_LENGTH: dict[str, int] = {
-    "externalId": 64,
+    "externalId": 16,  # lands in employeeId, whose documented maximum is 16
     "userName": 113,
     "displayName": 256,
     "nickName": 64,
@@ -109,6 +109,9 @@ _PLAIN_EMAIL = re.compile(
 
 
 def _check_email(value: str) -> None:
+    local_length = value.rfind("@")
+    if local_length > 64:  # RFC 5321; email-validator 2.x does not enforce it
+        raise ValueProblem("not a valid email address: more than 64 characters before the @")
     if len(value) <= 254 and _PLAIN_EMAIL.fullmatch(value):
         return
     from email_validator import EmailNotValidError, validate_email
