@@ -19,7 +19,7 @@ def bulk_id(content_hash: str, line: int) -> str:
     return f"{content_hash[:16]}-{line}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Operation:
     bulk_id: str
     external_id: str

@@ -34,6 +34,7 @@ from .validation import (
     attribute_type,
     default_max_length,
     make_check,
+    plain_text,
 )
 
 BUILTIN = ("microsoft-sample", "hr-suite")
@@ -333,7 +334,7 @@ class BoundMapping:
         self.width = len(header)
         self._index = {name: i for i, name in enumerate(header)}
         self._trim = mapping.trim
-        self._root = self._bind_node(mapping.root)
+        self._root = self._bind_node(mapping.root, seed=("schemas",))
         ext_leaf = next(leaf for key, leaf in mapping.root.leaves if key == "externalId")
         self.external_id_leaf = ext_leaf
         self._external_id = self._getter(ext_leaf)
@@ -348,8 +349,18 @@ class BoundMapping:
         return None if value is None else str(value)
 
     def build(self, values: list[str], errors: list[tuple[Leaf, str]]) -> dict[str, Any]:
-        """Build the SCIM user of one row; problems are appended to ``errors``."""
-        return self._root(values, errors)
+        """Build the SCIM user of one row; problems are appended to ``errors``.
+
+        ``schemas`` lists exactly the URNs the user carries: core, plus each extension that
+        got at least one value in this row.
+        """
+        user = self._root(values, errors)
+        schemas = [CORE]
+        for urn in self.extensions:
+            if urn in user:
+                schemas.append(urn)
+        user["schemas"] = schemas
+        return user
 
     def raw_value(self, leaf: Leaf, values: list[str]) -> str:
         for column in leaf.columns:
@@ -406,9 +417,11 @@ class BoundMapping:
         return lambda v: transform(source(v))
 
     def _bind_leaf(self, leaf: Leaf) -> Callable[[list[str], list[tuple[Leaf, str]]], Any]:
-        get = self._getter(leaf)
         check = leaf.check
         required = leaf.spec.required or leaf.path == "externalId"
+        if leaf.spec.column is not None and leaf.transform is None:
+            return self._bind_column(leaf, check, required)
+        get = self._getter(leaf)
 
         def value(v: list[str], errors: list[tuple[Leaf, str]]) -> Any:
             try:
@@ -424,9 +437,34 @@ class BoundMapping:
 
         return value
 
+    def _bind_column(
+        self, leaf: Leaf, check: Callable[[Any], Any], required: bool
+    ) -> Callable[[list[str], list[tuple[Leaf, str]]], Any]:
+        """The common leaf, a plain column, in one closure: it runs for every cell of a file."""
+        i = self._index[leaf.spec.column or ""]
+        trim = self._trim
+        plain = check is plain_text
+
+        def value(v: list[str], errors: list[tuple[Leaf, str]]) -> Any:
+            text = v[i].strip() if trim else v[i]
+            if not text:
+                if required:
+                    errors.append((leaf, _missing(leaf)))
+                return None
+            if plain:
+                return text
+            try:
+                return check(text)
+            except ValueProblem as exc:
+                errors.append((leaf, str(exc)))
+                return None
+
+        return value
+
     def _bind_node(
-        self, node: Node
+        self, node: Node, seed: tuple[str, ...] = ()
     ) -> Callable[[list[str], list[tuple[Leaf, str]]], dict[str, Any]]:
+        """Builder of one object; ``seed`` keys are put first (schemas leads a SCIM user)."""
         leaves = [(key, self._bind_leaf(leaf)) for key, leaf in node.leaves]
         objects = [(key, self._bind_node(child)) for key, child in node.objects]
         # An entry counts only if a column filled it: a lone constant such as primary: true
@@ -437,7 +475,7 @@ class BoundMapping:
         ]
 
         def build(v: list[str], errors: list[tuple[Leaf, str]]) -> dict[str, Any]:
-            out: dict[str, Any] = {}
+            out: dict[str, Any] = dict.fromkeys(seed)
             for key, leaf in leaves:
                 result = leaf(v, errors)
                 if result is not None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
 from .mapping import BoundMapping, Mapping
 from .readers import FileError, Row, Table, detect_format, open_table
-from .validation import CORE, DuplicateFinder, RowError, duplicate_reason, field_count_problem
+from .validation import DuplicateFinder, RowError, duplicate_reason, field_count_problem
 
 Opener = Callable[[], IO[bytes]]
 
@@ -135,7 +135,6 @@ class Conversion:
     def _operations(self) -> Iterator[Operation]:
         summary = self.summary
         duplicates = self._duplicates
-        extensions = self.mapping.extensions
         file_hash = summary.content_hash
         progress = self.on_progress
         with self.source.open() as stream:
@@ -177,17 +176,8 @@ class Conversion:
                         )
                     errors.clear()
                     continue
-                schemas = [CORE]
-                for urn in extensions:
-                    if urn in user:
-                        schemas.append(urn)
                 summary.users += 1
-                yield Operation(
-                    bulk_id(file_hash, row.line),
-                    external_id,
-                    row.line,
-                    {"schemas": schemas, **user},
-                )
+                yield Operation(bulk_id(file_hash, row.line), external_id, row.line, user)
         if progress is not None:
             progress(1.0)
 

@@ -31,6 +31,10 @@ _SUFFIXES = {
 DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_BYTES = 64 * 1024
 _JSON_CHUNK = 1 << 20
+# A JSON record still undecodable with this much text after its start is invalid, not cut short
+# by the chunk boundary (like csv's field size limit, it keeps a syntax error from reading the
+# rest of a big file into memory).
+_JSON_MAX_RECORD = 4 * 1024 * 1024
 
 # csv's default cap (128 KiB) would turn one huge notes column into a crash; HR cells are small,
 # but a generous explicit cap still stops a runaway unbalanced quote from eating memory.
@@ -133,13 +137,31 @@ def _decode_reason(encoding: str, exc: UnicodeDecodeError) -> str:
     )
 
 
+def _decode_error(encoding: str, exc: UnicodeDecodeError, lines_read: int) -> FileError:
+    """FileError on the line of the byte that does not decode.
+
+    The text layer decodes a chunk ahead of the reader; when a chunk fails, ``lines_read`` whole
+    lines have been handed out and ``exc.object[:exc.start]`` is what the chunk holds before
+    the bad byte (the line being read continues into it).
+    """
+    before = exc.object[: exc.start].decode(exc.encoding, errors="replace")
+    ends = before.count("\n") + before.count("\r") - before.count("\r\n")
+    return FileError(_decode_reason(encoding, exc), lines_read + 1 + ends)
+
+
 def _sniff_delimiter(sample: bytes, encoding: str) -> str:
     text = sample.decode(encoding, errors="ignore")
-    for line in text.splitlines():
-        if line.strip():
-            # The header decides: column names rarely contain delimiters, data often does.
-            return max(DELIMITERS, key=lambda d: len(next(csv.reader([line], delimiter=d))))
-    return ","
+
+    def width(delimiter: str) -> int:
+        # The header decides: column names rarely contain delimiters, data often does. It is
+        # found as _open_csv finds it, so a quoted name with a line break (or a U+2028, which
+        # str.splitlines() would cut at) does not hide the header's other columns.
+        for record in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            if any(cell.strip() for cell in record):
+                return len(record)
+        return 0
+
+    return max(DELIMITERS, key=width)
 
 
 def _clean_header(raw: list[str], line: int) -> list[str]:
@@ -162,6 +184,8 @@ def _open_csv(text: io.TextIOWrapper, delimiter: str, progress: Callable[[], flo
                 break
     except csv.Error as exc:
         raise FileError(f"malformed CSV: {exc}", reader.line_num) from None
+    except UnicodeDecodeError as exc:
+        raise _decode_error(text.encoding, exc, reader.line_num) from None
     if header is None:
         raise FileError("the file is empty: no header row")
     return Table(header, _csv_rows(reader, text), progress)
@@ -178,7 +202,7 @@ def _csv_rows(reader: Any, text: io.TextIOWrapper) -> Iterator[Row]:
     except csv.Error as exc:
         raise FileError(f"malformed CSV: {exc}", last + 1) from None
     except UnicodeDecodeError as exc:
-        raise FileError(_decode_reason(text.encoding, exc), last + 1) from None
+        raise _decode_error(text.encoding, exc, reader.line_num) from None
 
 
 def _scalar(value: Any) -> str | None:
@@ -197,6 +221,8 @@ def _scalar(value: Any) -> str | None:
 def _record_row(obj: Any, header: list[str], line: int) -> Row:
     if not isinstance(obj, dict):
         return Row(line, [""] * len(header), ("", "record is not a JSON object"))
+    if not all(key == key.strip() for key in obj):
+        obj = {key.strip(): value for key, value in obj.items()}
     values: list[str] = []
     problem = None
     for column in header:
@@ -241,8 +267,10 @@ def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
                     yield number, json.loads(line)
                 except ValueError as exc:
                     raise FileError(f"invalid JSON: {exc}", number) from None
+                except RecursionError:
+                    raise FileError("invalid JSON: nested too deeply", number) from None
     except UnicodeDecodeError as exc:
-        raise FileError(_decode_reason(text.encoding, exc), number + 1) from None
+        raise _decode_error(text.encoding, exc, number) from None
 
 
 def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
@@ -262,7 +290,9 @@ def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
         try:
             chunk = text.read(_JSON_CHUNK)
         except UnicodeDecodeError as exc:
-            raise FileError(_decode_reason(text.encoding, exc), line) from None
+            # No line: read() drops the text it decoded before the bad chunk, so the lines
+            # before the byte cannot be counted (the scan position may be 1 MiB behind it).
+            raise FileError(_decode_reason(text.encoding, exc)) from None
         if not chunk:
             eof = True
             return False
@@ -309,9 +339,11 @@ def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
                 break
             except ValueError as exc:
                 # An element cut by the chunk boundary looks invalid until the rest arrives.
-                if not eof and fill():
+                if not eof and len(buf) - pos < _JSON_MAX_RECORD and fill():
                     continue
                 raise FileError(f"invalid JSON: {exc.args[0].split(':')[0]}", line) from None
+            except RecursionError:
+                raise FileError("invalid JSON: nested too deeply", line) from None
         start_line = line
         line += buf.count("\n", pos, end)
         pos = end

@@ -129,6 +129,11 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def plain_text(value: Any) -> str:
+    """The check of an unbounded string: any value is fine as text."""
+    return value if isinstance(value, str) else _as_text(value)
+
+
 def make_check(scim_type: str, max_length: int | None) -> Check:
     """Return a function that coerces a mapped value to ``scim_type`` or raises ValueProblem."""
     if scim_type == _BOOLEAN:
@@ -158,6 +163,8 @@ def make_check(scim_type: str, max_length: int | None) -> Check:
 
         return integer
     is_email = scim_type == _EMAIL
+    if max_length is None and not is_email:
+        return plain_text
 
     def string(value: Any) -> str:
         text = value if isinstance(value, str) else _as_text(value)
