@@ -53,8 +53,16 @@ class Summary:
         return asdict(self)
 
 
-def _usable(row: Row, table: Table) -> bool:
-    return row.problem is None and len(row.values) == len(table.header)
+def row_problem(row: Row, width: int, mapped: frozenset[str]) -> tuple[str, str] | None:
+    """(column, reason) when the row cannot be mapped at all, else None."""
+    if row.problem is not None:
+        return row.problem
+    if len(row.values) != width:
+        return "", field_count_problem(len(row.values), width)
+    for column in row.nested:
+        if column in mapped:
+            return column, "holds an object or array; a single value is expected"
+    return None
 
 
 def content_hash(source: Source) -> str:
@@ -108,18 +116,26 @@ class Conversion:
         self.summary.format = self._fmt or detect_format(self.source.name)
         self.summary.content_hash = content_hash(self.source)
         finder = DuplicateFinder()
+        mapped = frozenset(self.mapping.columns)
         with self.source.open() as stream:
             table, bound = self._open(stream)
+            width = len(table.header)
             for row in table.rows:
                 # Rows the main pass rejects anyway must not make a good row a "duplicate".
-                external_id = bound.external_id(row.values) if _usable(row, table) else None
-                if external_id is not None:
-                    finder.add(external_id)
+                if row_problem(row, width, mapped) is None:
+                    external_id = bound.external_id(row.values)
+                    if external_id is not None:
+                        finder.add(external_id)
         candidates = finder.candidates()
         if candidates:
             with self.source.open() as stream:
                 table, bound = self._open(stream)
-                ids = (bound.external_id(r.values) for r in table.rows if _usable(r, table))
+                width = len(table.header)
+                ids = (
+                    bound.external_id(r.values)
+                    for r in table.rows
+                    if row_problem(r, width, mapped) is None
+                )
                 self._duplicates = DuplicateFinder.confirm(
                     candidates, (i for i in ids if i is not None)
                 )
@@ -140,6 +156,7 @@ class Conversion:
         with self.source.open() as stream:
             table, bound = self._open(stream)
             width = len(table.header)
+            mapped = frozenset(self.mapping.columns)
             ext_leaf = bound.external_id_leaf
             ext_column = ", ".join(ext_leaf.columns)
             errors: list[Any] = []
@@ -148,15 +165,12 @@ class Conversion:
                 if progress is not None and summary.rows_read % 1000 == 0:
                     progress(table.progress())
                 values = row.values
-                if row.problem is not None:
-                    summary.rows_rejected += 1
-                    column, reason = row.problem
-                    self._reject(row.line, column, "", reason, "")
-                    continue
-                if len(values) != width:
-                    summary.rows_rejected += 1
-                    self._reject(row.line, "", "", field_count_problem(len(values), width), "")
-                    continue
+                if row.problem is not None or row.nested or len(values) != width:
+                    problem = row_problem(row, width, mapped)
+                    if problem is not None:
+                        summary.rows_rejected += 1
+                        self._reject(row.line, problem[0], "", problem[1], "")
+                        continue
                 user = bound.build(values, errors)
                 external_id: str = user.get("externalId", "")
                 if errors or external_id in duplicates:

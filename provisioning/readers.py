@@ -58,6 +58,8 @@ class Row:
     values: list[str]
     # A problem the reader found with this record alone (column, reason); the row is rejected.
     problem: tuple[str, str] | None = None
+    # JSON columns holding an object or array: fatal only if the mapping reads them.
+    nested: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,7 +85,7 @@ def detect_format(name: str) -> str:
 
 def open_table(stream: IO[bytes], name: str, fmt: str | None = None) -> Table:
     """Read the header of ``stream`` and return a table whose rows stream lazily."""
-    fmt = fmt or detect_format(name)
+    fmt = fmt.lower() if fmt else detect_format(name)
     if fmt not in FORMATS:
         raise FileError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
     if fmt == "xlsx":
@@ -123,8 +125,15 @@ def _position_of(stream: IO[bytes]) -> Callable[[], float]:
 
 
 def _sniff_encoding(head: bytes) -> str:
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise FileError("the file is UTF-32; export it as UTF-8 or UTF-16 with BOM")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    if b"\x00" in head:
+        raise FileError(
+            "the file looks like UTF-16 without a byte order mark; "
+            "export it as UTF-8 or UTF-16 with BOM"
+        )
     # utf-8-sig reads plain UTF-8 too, and drops a BOM that would otherwise stick to column one.
     return "utf-8-sig"
 
@@ -196,7 +205,8 @@ def _csv_rows(reader: Any, text: io.TextIOWrapper) -> Iterator[Row]:
     try:
         for values in reader:
             start, last = last + 1, reader.line_num
-            if not values or (len(values) == 1 and not values[0].strip()):
+            # A line of only delimiters (";;;;") is an export artefact, not a worker.
+            if not "".join(values).strip():
                 continue
             yield Row(start, values)
     except csv.Error as exc:
@@ -218,20 +228,28 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
+_MISSING = object()
+
+
 def _record_row(obj: Any, header: list[str], line: int) -> Row:
     if not isinstance(obj, dict):
         return Row(line, [""] * len(header), ("", "record is not a JSON object"))
-    if not all(key == key.strip() for key in obj):
-        obj = {key.strip(): value for key, value in obj.items()}
     values: list[str] = []
-    problem = None
+    nested: list[str] = []
+    stripped: dict[str, Any] | None = None
     for column in header:
-        text = _scalar(obj.get(column))
+        value = obj.get(column, _MISSING)
+        if value is _MISSING:
+            # Header names are stripped, so a key padded with spaces must match too.
+            if stripped is None:
+                stripped = {key.strip(): item for key, item in obj.items()}
+            value = stripped.get(column)
+        text = _scalar(value)
         if text is None:
-            problem = problem or (column, "holds an object or array; a single value is expected")
+            nested.append(column)
             text = ""
         values.append(text)
-    return Row(line, values, problem)
+    return Row(line, values, None, tuple(nested))
 
 
 def _header_from(obj: Any, line: int) -> list[str]:

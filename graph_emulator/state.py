@@ -1,0 +1,782 @@
+"""In-memory state of the emulated tenant: tokens, jobs, users, provisioning logs, uploads and
+injected faults. Every public method takes the state's lock, so HTTP handler threads and the
+test thread can call them concurrently."""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import odata
+from ._util import iso, new_guid
+from .scim import MAPPED_PROPERTIES, graph_fields, manager_reference
+
+GRAPH_RESOURCES = frozenset(
+    {
+        "https://graph.microsoft.com",
+        "https://graph.microsoft.com/",
+        "00000003-0000-0000-c000-000000000000",
+    }
+)
+JOB_STATUSES = ("Active", "Paused", "Quarantine", "NotRun")
+QUARANTINE_REASONS = (
+    "EncounteredBaseEscrowThreshold",
+    "EncounteredTotalEscrowThreshold",
+    "EncounteredEscrowProportionThreshold",
+    "EncounteredQuarantineException",
+    "Unknown",
+    "QuarantinedOnDemand",
+    "TooManyDeletes",
+    "IngestionInterrupted",
+)
+FAULT_STATUSES = (0, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504)
+DAY = 86400.0
+
+# Properties Graph v1.0 returns for a user when the request has no $select.
+DEFAULT_USER_PROPERTIES = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
+USER_PROPERTIES = (
+    "id",
+    *MAPPED_PROPERTIES,
+    "mobilePhone",
+    "officeLocation",
+    "createdDateTime",
+)
+LOG_FILTERS = {
+    "id": "string",
+    "jobId": "string",
+    "cycleId": "string",
+    "changeId": "string",
+    "activityDateTime": "datetime",
+    "provisioningAction": "string",
+    "provisioningStatusInfo/status": "string",
+    "sourceIdentity/id": "string",
+    "sourceIdentity/displayName": "string",
+    "targetIdentity/id": "string",
+    "servicePrincipal/id": "string",
+}
+USER_FILTERS = {
+    "id": "string",
+    "employeeId": "string",
+    "userPrincipalName": "string",
+    "displayName": "string",
+    "mail": "string",
+    "employeeType": "string",
+    "department": "string",
+    "accountEnabled": "bool",
+}
+
+
+class FaultError(ValueError):
+    """An invalid ``set_faults`` argument."""
+
+
+@dataclass(slots=True)
+class Token:
+    expires_on: float
+    resource: str
+    client_id: str
+
+
+@dataclass(slots=True)
+class Job:
+    sp_id: str
+    job_id: str
+    status: str = "Active"
+    quarantine: dict[str, Any] | None = None
+    held: list[list[dict[str, Any]]] = field(default_factory=list)
+    last_execution: dict[str, Any] | None = None
+    last_success: dict[str, Any] | None = None
+    window: deque[float] = field(default_factory=deque)
+    day_window: deque[float] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    seq: int
+    timestamp: int  # microseconds since the epoch, truncated to the printed milliseconds
+    visible_at: float
+    entry: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Faults:
+    status_sequence: list[int] = field(default_factory=list)
+    latency_ms: int = 0
+    drop_connections: int = 0
+    fail_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rate_limit: tuple[int, float] | None = (40, 5.0)
+    retry_after: bool = True
+    daily_quota: int | None = None
+    log_delay: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status_sequence": list(self.status_sequence),
+            "latency_ms": self.latency_ms,
+            "drop_connections": self.drop_connections,
+            "fail_records": copy.deepcopy(self.fail_records),
+            "rate_limit": list(self.rate_limit) if self.rate_limit else None,
+            "retry_after": self.retry_after,
+            "daily_quota": self.daily_quota,
+            "log_delay": self.log_delay,
+        }
+
+
+def parse_rate_limit(value: Any) -> tuple[int, float] | None:
+    """``None``/"none", ``(n, seconds)``, ``[n, seconds]`` or ``"n/seconds"``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+        return None
+    usage = "rate_limit must be None, (requests, seconds) or 'requests/seconds'"
+    if isinstance(value, str):
+        head, _, tail = value.partition("/")
+        value = (head, tail or "1")
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise FaultError(usage)
+    try:
+        count, seconds = int(value[0]), float(value[1])
+    except (TypeError, ValueError) as exc:
+        raise FaultError(usage) from exc
+    if count < 1 or seconds <= 0:
+        raise FaultError("rate_limit needs requests >= 1 and seconds > 0")
+    return count, seconds
+
+
+def _new_user(now: float) -> dict[str, Any]:
+    user: dict[str, Any] = {key: None for key in USER_PROPERTIES}
+    user.update(
+        id=new_guid(),
+        businessPhones=[],
+        employeeOrgData={"division": None, "costCenter": None},
+        accountEnabled=True,
+        createdDateTime=iso(now),
+        manager=None,
+    )
+    return user
+
+
+def _text(value: Any) -> str | None:
+    """modifiedProperty values are strings in Graph."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+class EmulatorState:
+    def __init__(
+        self,
+        jobs: dict[str, list[str]],
+        *,
+        rate_limit: tuple[int, float] | None,
+        retry_after: bool,
+        log_delay: float,
+        daily_quota: int | None,
+        token_lifetime: float,
+        tenant_id: str,
+        system_client_id: str,
+        msi_client_ids: Iterable[str] | None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.tenant_id = tenant_id
+        self.system_client_id = system_client_id
+        self.msi_client_ids = (
+            {c.lower() for c in msi_client_ids} if msi_client_ids is not None else None
+        )
+        self.token_lifetime = token_lifetime
+        self.app_name = "API-driven provisioning to Microsoft Entra ID (emulated)"
+        self._job_spec = {sp: list(ids) for sp, ids in jobs.items()}
+        self._defaults = Faults(
+            rate_limit=rate_limit,
+            retry_after=retry_after,
+            log_delay=log_delay,
+            daily_quota=daily_quota,
+        )
+        self.tokens: dict[str, Token] = {}
+        self._reset_locked()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _reset_locked(self) -> None:
+        self.faults = copy.deepcopy(self._defaults)
+        self.jobs: dict[tuple[str, str], Job] = {
+            (sp.lower(), job_id.lower()): Job(sp, job_id)
+            for sp, ids in self._job_spec.items()
+            for job_id in ids
+        }
+        self.users: dict[str, dict[str, Any]] = {}  # id -> user (insertion order = creation)
+        self.user_seq: dict[str, int] = {}
+        self.by_employee_id: dict[str, str] = {}
+        self.log_records: list[LogRecord] = []
+        self.upload_records: list[dict[str, Any]] = []
+        self._seq = 0
+
+    def reset(self) -> None:
+        """Forget users, logs, uploads, held operations and faults. Issued tokens stay valid."""
+        with self.lock:
+            self._reset_locked()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # ---------------------------------------------------------------- tokens
+    def issue_token(self, resource: str, client_id: str | None) -> tuple[str, Token]:
+        with self.lock:
+            token = "emu." + secrets.token_urlsafe(32)
+            record = Token(
+                expires_on=time.time() + self.token_lifetime,
+                resource=resource,
+                client_id=client_id or self.system_client_id,
+            )
+            self.tokens[token] = record
+            return token, record
+
+    def known_client_id(self, client_id: str) -> bool:
+        return self.msi_client_ids is None or client_id.lower() in self.msi_client_ids
+
+    def check_token(self, authorization: str | None) -> str | None:
+        """None when the bearer token is valid, else Graph's 401 message."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return "Access token is empty."
+        with self.lock:
+            record = self.tokens.get(token)
+        if record is None:
+            return "Access token validation failure. Invalid signature."
+        if record.expires_on <= time.time():
+            return "Access token has expired or is not yet valid."
+        if record.resource.lower() not in GRAPH_RESOURCES:
+            return "Access token validation failure. Invalid audience."
+        return None
+
+    # ---------------------------------------------------------------- faults
+    def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply the given fault settings (keys left out keep their current value)."""
+        allowed = {
+            "status_sequence",
+            "latency_ms",
+            "drop_connections",
+            "fail_records",
+            "rate_limit",
+            "retry_after",
+            "daily_quota",
+            "log_delay",
+            "job_status",
+            "quarantine_reason",
+            "job_id",
+        }
+        unknown = set(changes) - allowed
+        if unknown:
+            raise FaultError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+        with self.lock:
+            faults = self.faults
+            if "status_sequence" in changes:
+                sequence = list(changes["status_sequence"] or [])
+                for status in sequence:
+                    if isinstance(status, bool) or not isinstance(status, int):
+                        raise FaultError("status_sequence must be a list of HTTP status codes")
+                    if status not in FAULT_STATUSES:
+                        raise FaultError(f"status_sequence supports {FAULT_STATUSES}")
+                faults.status_sequence = sequence
+            for key in ("latency_ms", "drop_connections"):
+                if key in changes:
+                    value = changes[key]
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                        raise FaultError(f"{key} must be a non-negative integer")
+                    setattr(faults, key, value)
+            if "fail_records" in changes:
+                records = changes["fail_records"] or {}
+                if not isinstance(records, dict) or not all(
+                    isinstance(k, str) and isinstance(v, dict) for k, v in records.items()
+                ):
+                    raise FaultError("fail_records must map externalId -> errorInformation dict")
+                faults.fail_records = copy.deepcopy(records)
+            if "rate_limit" in changes:
+                faults.rate_limit = parse_rate_limit(changes["rate_limit"])
+            if "retry_after" in changes:
+                faults.retry_after = bool(changes["retry_after"])
+            if "daily_quota" in changes:
+                quota = changes["daily_quota"]
+                if quota is not None and (
+                    isinstance(quota, bool) or not isinstance(quota, int) or quota < 1
+                ):
+                    raise FaultError("daily_quota must be None or a positive integer")
+                faults.daily_quota = quota
+            if "log_delay" in changes:
+                delay = float(changes["log_delay"])
+                if delay < 0:
+                    raise FaultError("log_delay must be >= 0")
+                faults.log_delay = delay
+            if "job_status" in changes or "quarantine_reason" in changes:
+                self._set_job_status(
+                    changes.get("job_status"),
+                    changes.get("quarantine_reason"),
+                    changes.get("job_id"),
+                )
+            return self.faults_json()
+
+    def faults_json(self) -> dict[str, Any]:
+        with self.lock:
+            out = self.faults.as_json()
+            out["jobs"] = {
+                job.job_id: {
+                    "status": job.status,
+                    "quarantine": copy.deepcopy(job.quarantine),
+                    "held_operations": sum(len(batch) for batch in job.held),
+                }
+                for job in self.jobs.values()
+            }
+            return out
+
+    def _set_job_status(self, status: Any, reason: Any, job_id: Any) -> None:
+        targets = list(self.jobs.values())
+        if job_id is not None:
+            targets = [j for j in targets if j.job_id.lower() == str(job_id).lower()]
+            if not targets:
+                raise FaultError("job_id does not name a job of this emulator")
+        if status is None:
+            status = "Quarantine"  # only a reason was given
+        canonical = {s.lower(): s for s in JOB_STATUSES}.get(str(status).lower())
+        if canonical is None:
+            raise FaultError(f"job_status must be one of {JOB_STATUSES}")
+        if reason is not None and reason not in QUARANTINE_REASONS:
+            raise FaultError(f"quarantine_reason must be one of {QUARANTINE_REASONS}")
+        now = time.time()
+        for job in targets:
+            job.status = canonical
+            if canonical == "Quarantine":
+                previous = job.quarantine or {}
+                job.quarantine = {
+                    "currentBegan": iso(now),
+                    "nextAttempt": iso(now + 3600),
+                    "reason": reason or previous.get("reason") or "TooManyDeletes",
+                    "seriesBegan": previous.get("seriesBegan", iso(now)),
+                    "seriesCount": int(previous.get("seriesCount", 0)) + 1,
+                    "error": None,
+                }
+            else:
+                job.quarantine = None
+            if canonical == "Active":
+                held, job.held = job.held, []
+                for operations in held:
+                    self._apply(job, operations)
+
+    # ---------------------------------------------------------------- bulkUpload
+    def find_job(self, sp_id: str, job_id: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get((sp_id.lower(), job_id.lower()))
+
+    def latency(self) -> float:
+        with self.lock:
+            return self.faults.latency_ms / 1000.0
+
+    def take_drop(self) -> bool:
+        with self.lock:
+            if self.faults.drop_connections > 0:
+                self.faults.drop_connections -= 1
+                return True
+            return False
+
+    def admit(self, job: Job) -> tuple[bool, int | None, bool]:
+        """Count a request against the job's sliding windows.
+
+        Returns (admitted, retry_after_seconds, send_retry_after). Rejected requests don't
+        count, so a client that waits ``Retry-After`` seconds is admitted again."""
+        with self.lock:
+            now = time.monotonic()
+            limits = (
+                (job.window, self.faults.rate_limit),
+                (
+                    job.day_window,
+                    (self.faults.daily_quota, DAY) if self.faults.daily_quota else None,
+                ),
+            )
+            for window, limit in limits:
+                horizon = limit[1] if limit else DAY
+                while window and window[0] <= now - horizon:
+                    window.popleft()
+                if limit and len(window) >= limit[0]:
+                    wait = window[len(window) - limit[0]] + limit[1] - now
+                    return False, max(1, math.ceil(wait)), self.faults.retry_after
+            job.window.append(now)
+            job.day_window.append(now)
+            return True, None, self.faults.retry_after
+
+    def next_fault_status(self) -> int | None:
+        with self.lock:
+            if self.faults.status_sequence:
+                return self.faults.status_sequence.pop(0)
+            return None
+
+    def record_upload(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            record["index"] = len(self.upload_records) + 1
+            self.upload_records.append(record)
+
+    def accept(self, job: Job, operations: list[dict[str, Any]]) -> bool:
+        """Stage accepted operations: applied now when the job is Active, else held.
+
+        Returns True when the operations were held."""
+        with self.lock:
+            operations = copy.deepcopy(operations)
+            if job.status != "Active":
+                job.held.append(operations)
+                return True
+            self._apply(job, operations)
+            return False
+
+    def _apply(self, job: Job, operations: list[dict[str, Any]]) -> None:
+        """Process one staged bulk request as one provisioning cycle (lock held)."""
+        # Millisecond precision, as printed: filtering on a printed value is then exact.
+        now = time.time_ns() // 1_000_000 / 1000
+        cycle_id = new_guid()
+        outcomes: list[dict[str, Any]] = []
+        for op in operations:
+            data = op["data"]
+            external_id = data["externalId"]
+            user_id = self.by_employee_id.get(external_id)
+            user = self.users.get(user_id) if user_id else None
+            fields = graph_fields(data)
+            enabling = fields.get("accountEnabled")
+            if user is None:
+                action = "create"
+            elif enabling is False and user.get("accountEnabled") is not False:
+                action = "disable"
+            else:
+                action = "update"
+            fault = self.faults.fail_records.get(external_id)
+            outcome: dict[str, Any] = {
+                "data": data,
+                "action": action,
+                "user": user,
+                "changes": [],
+                "fault": fault,
+            }
+            outcomes.append(outcome)
+            if fault is not None:
+                continue
+            created = user is None
+            if user is None:
+                user = _new_user(now)
+                self.users[user["id"]] = user
+                self.user_seq[user["id"]] = self._next_seq()
+                self.by_employee_id[external_id] = user["id"]
+                outcome["user"] = user
+                outcome["changes"].append(("objectId", None, user["id"]))
+                if "accountEnabled" not in fields:
+                    outcome["changes"].append(("accountEnabled", None, True))
+            for key, value in fields.items():
+                old = user.get(key)
+                if key == "employeeOrgData":
+                    value = {**(old or {}), **value}
+                if created and value not in (None, [], {"division": None, "costCenter": None}):
+                    outcome["changes"].append((key, None, value))  # a create sets, not changes
+                elif not created and old != value:
+                    outcome["changes"].append((key, old, value))
+                user[key] = value
+            user["scim"] = copy.deepcopy(data)
+        # Second pass: manager references, so a manager sent later in the same request resolves.
+        for outcome in outcomes:
+            if outcome["fault"] is not None:
+                continue
+            present, manager_external_id = manager_reference(outcome["data"])
+            if not present:
+                continue
+            user = outcome["user"]
+            old_manager = (user.get("manager") or {}).get("id")
+            new_manager = None
+            if manager_external_id is not None:
+                new_manager = self.by_employee_id.get(manager_external_id)
+                if new_manager is None:
+                    outcome["unresolved_manager"] = True
+            if new_manager is None and outcome.get("unresolved_manager"):
+                continue  # keep the existing reference; the entry becomes a warning
+            if new_manager != old_manager:
+                user["manager"] = {"id": new_manager} if new_manager else None
+                outcome["changes"].append(("manager", old_manager, new_manager))
+        exported = 0
+        for outcome in outcomes:
+            self._write_log(job, cycle_id, now, outcome)
+            exported += 1 if outcome["changes"] and outcome["fault"] is None else 0
+        failed = sum(1 for o in outcomes if o["fault"] is not None)
+        execution = {
+            "activityIdentifier": cycle_id,
+            "countEntitled": len(outcomes),
+            "countEscrowed": failed,
+            "countExported": exported,
+            "countExports": exported,
+            "countImported": len(outcomes),
+            "error": None,
+            "state": "Succeeded" if not failed else "Failed",
+            "timeBegan": iso(now),
+            "timeEnded": iso(time.time()),
+        }
+        job.last_execution = execution
+        if not failed:
+            job.last_success = execution
+
+    def _write_log(self, job: Job, cycle_id: str, now: float, outcome: dict[str, Any]) -> None:
+        data = outcome["data"]
+        external_id = data["externalId"]
+        user = outcome["user"]
+        fault = outcome["fault"]
+        changes = outcome["changes"]
+        action = outcome["action"]
+        error: dict[str, Any] | None = None
+        if fault is not None:
+            status = "failure"
+            error = {
+                "errorCode": fault.get("errorCode", "EmulatedFailure"),
+                "errorCategory": fault.get("errorCategory", "nonServiceFailure"),
+                "reason": fault.get("reason", "The emulator was told to fail this record."),
+                "additionalDetails": fault.get("additionalDetails"),
+                "recommendedAction": fault.get("recommendedAction"),
+            }
+            changes = []
+        elif outcome.get("unresolved_manager"):
+            status = "warning"
+            error = {
+                "errorCode": "ManagerReferenceNotResolved",
+                "errorCategory": "nonServiceFailure",
+                "reason": (
+                    "No user has an employeeId equal to the manager reference; the user was "
+                    "provisioned without changing its manager."
+                ),
+                "additionalDetails": None,
+                "recommendedAction": "Send the manager's record, then resend this record.",
+            }
+            if not changes:
+                action = "other"
+        elif not changes:
+            status = "skipped"
+            action = "other"
+        else:
+            status = "success"
+        target_id = user["id"] if user else ""
+        target_name = (user or {}).get("displayName") or ""
+        verb = {"create": "created", "update": "updated", "disable": "disabled"}.get(action)
+        export_description = (
+            f"User '{external_id}' was {verb} in Microsoft Entra ID"
+            if status in ("success", "warning") and verb
+            else f"Failed to {action} User '{external_id}' in Microsoft Entra ID"
+            if status == "failure"
+            else f"User '{external_id}' needs no changes in Microsoft Entra ID"
+        )
+        entry = {
+            "id": new_guid(),
+            "activityDateTime": iso(now),
+            "tenantId": self.tenant_id,
+            "jobId": job.job_id,
+            "cycleId": cycle_id,
+            "changeId": new_guid(),
+            "durationInMilliseconds": 40 + secrets.randbelow(400),
+            "provisioningAction": action,
+            "provisioningStatusInfo": {"status": status, "errorInformation": error},
+            "provisioningSteps": [
+                {
+                    "name": "EntryImport",
+                    "provisioningStepType": "import",
+                    "status": "success",
+                    "description": f"Received User '{external_id}' from the API",
+                    "details": {},
+                },
+                {
+                    "name": "EntryExport",
+                    "provisioningStepType": "export",
+                    "status": status,
+                    "description": export_description,
+                    "details": {},
+                },
+            ],
+            "modifiedProperties": [
+                {"displayName": name, "oldValue": _text(old), "newValue": _text(new)}
+                for name, old, new in changes
+            ],
+            "servicePrincipal": {"id": job.sp_id, "displayName": self.app_name},
+            "sourceSystem": {"id": job.sp_id, "displayName": "API", "details": {}},
+            "targetSystem": {
+                "id": self.tenant_id,
+                "displayName": "Microsoft Entra ID",
+                "details": {
+                    "ServicePrincipalId": job.sp_id,
+                    "ServicePrincipalDisplayName": self.app_name,
+                },
+            },
+            "initiatedBy": {
+                "id": "",
+                "displayName": "Azure AD Provisioning Service",
+                "initiatorType": "system",
+            },
+            "sourceIdentity": {
+                "id": external_id,
+                "displayName": data.get("displayName") or "",
+                "identityType": "User",
+                "details": {},
+            },
+            "targetIdentity": {
+                "id": target_id,
+                "displayName": target_name,
+                "identityType": "User",
+                "details": {},
+            },
+        }
+        self.log_records.append(
+            LogRecord(self._next_seq(), round(now * 1_000_000), now + self.faults.log_delay, entry)
+        )
+
+    # ---------------------------------------------------------------- reads
+    def directory(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(list(self.users.values()))
+
+    def uploads(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self.upload_records)
+
+    def logs(self, visible_only: bool = False) -> list[dict[str, Any]]:
+        with self.lock:
+            now = time.time()
+            return [
+                copy.deepcopy(r.entry)
+                for r in self.log_records
+                if not visible_only or r.visible_at <= now
+            ]
+
+    def query_logs(
+        self, clauses: list[odata.Clause], descending: bool, top: int, after: list[Any] | None
+    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """Visible entries matching ``clauses``, keyset-paged on (activityDateTime, seq)."""
+
+        def getter(record: LogRecord) -> Any:
+            def get(prop: str) -> Any:
+                if prop == "activityDateTime":
+                    return record.timestamp
+                value: Any = record.entry
+                for part in prop.split("/"):
+                    value = value.get(part) if isinstance(value, dict) else None
+                return value
+
+            return get
+
+        clauses = [
+            odata.Clause(c.prop, c.op, round(c.value * 1_000_000))
+            if c.prop == "activityDateTime"
+            else c
+            for c in clauses
+        ]
+        with self.lock:
+            now = time.time()
+            rows = [
+                r
+                for r in self.log_records
+                if r.visible_at <= now and odata.matches(clauses, getter(r))
+            ]
+            rows.sort(key=lambda r: (r.timestamp, r.seq), reverse=descending)
+            if after is not None:
+                key = (int(after[0]), int(after[1]))
+                rows = [
+                    r
+                    for r in rows
+                    if ((r.timestamp, r.seq) < key if descending else (r.timestamp, r.seq) > key)
+                ]
+            page = rows[:top]
+            next_key = [page[-1].timestamp, page[-1].seq] if len(rows) > top else None
+            return [copy.deepcopy(r.entry) for r in page], next_key
+
+    def query_users(
+        self, clauses: list[odata.Clause], top: int, after: int | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        with self.lock:
+            rows = [
+                u
+                for u in self.users.values()
+                if (after is None or self.user_seq[u["id"]] > after)
+                and odata.matches(clauses, u.get, fold_case=True)
+            ]
+            page = rows[:top]
+            next_key = self.user_seq[page[-1]["id"]] if len(rows) > top else None
+            return copy.deepcopy(page), next_key
+
+    def get_user(self, key: str) -> dict[str, Any] | None:
+        """A user by id or userPrincipalName (as Graph's /users/{id | userPrincipalName})."""
+        with self.lock:
+            user = self.users.get(key)
+            if user is None:
+                for candidate in self.users.values():
+                    upn = candidate.get("userPrincipalName")
+                    if isinstance(upn, str) and upn.lower() == key.lower():
+                        user = candidate
+                        break
+            return copy.deepcopy(user) if user else None
+
+    def seed_users(self, users: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Put users straight into the directory (no logs, no uploads): drift-test fixtures."""
+        created = []
+        with self.lock:
+            for fields in users:
+                employee_id = fields.get("employeeId")
+                user = _new_user(time.time())
+                user.update(copy.deepcopy(fields))
+                if user["id"] in self.users:
+                    raise FaultError("a seeded user's id is already in the directory")
+                if employee_id is not None:
+                    if employee_id in self.by_employee_id:
+                        raise FaultError("a seeded user's employeeId is already in the directory")
+                    self.by_employee_id[employee_id] = user["id"]
+                self.users[user["id"]] = user
+                self.user_seq[user["id"]] = self._next_seq()
+                created.append(copy.deepcopy(user))
+        return created
+
+    def job_json(self, job: Job) -> dict[str, Any]:
+        with self.lock:
+            template = job.job_id.split(".", 1)[0] if "." in job.job_id else "API2AAD"
+            users = len(self.users)
+            return {
+                "id": job.job_id,
+                "templateId": template,
+                "schedule": {
+                    "expiration": None,
+                    "interval": "PT40M",
+                    "state": "Paused" if job.status == "Paused" else "Active",
+                },
+                "status": {
+                    "code": job.status,
+                    "countSuccessiveCompleteFailures": 0,
+                    "escrowsPruned": False,
+                    "lastExecution": copy.deepcopy(job.last_execution),
+                    "lastSuccessfulExecution": copy.deepcopy(job.last_success),
+                    "lastSuccessfulExecutionWithExports": copy.deepcopy(job.last_success),
+                    "progress": [],
+                    "quarantine": copy.deepcopy(job.quarantine),
+                    "steadyStateFirstAchievedTime": "0001-01-01T00:00:00Z",
+                    "steadyStateLastAchievedTime": "0001-01-01T00:00:00Z",
+                    "synchronizedEntryCountByType": [{"key": "User to User", "value": users}],
+                    "troubleshootingUrl": None,
+                },
+                "synchronizationJobSettings": [],
+            }
