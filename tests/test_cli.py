@@ -152,3 +152,90 @@ def test_readme_mapping_example_is_valid() -> None:
     assert user["userType"] == "Employee"
     custom = user["urn:ietf:params:scim:schemas:extension:contoso:1.0:User"]
     assert custom == {"hireDate": "2024-03-01T00:00:00Z", "badgeNumber": 42}
+
+
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "mapping", "bad_lines", "reasons"),
+    [
+        (
+            "messy-bad-rows.csv",
+            "microsoft-sample",
+            [3, 4, 5, 6, 7, 8],
+            ["missing externalId", "appears on 2 rows", "mapped values", "too long", "fields"],
+        ),
+        (
+            "hr-suite-bad.csv",
+            "hr-suite",
+            [3, 4, 5, 6],
+            ["not a valid email", "not a date", "mapped values", "missing externalId"],
+        ),
+    ],
+)
+def test_validate_messy_sample_lists_every_bad_row(
+    name: str,
+    mapping: str,
+    bad_lines: list[int],
+    reasons: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["validate", str(DATA / name), "--mapping", mapping]) == 1
+    output = capsys.readouterr().out
+    assert _table_lines(output) == bad_lines
+    for reason in reasons:
+        assert reason in output
+
+
+@pytest.mark.parametrize(
+    ("path", "mapping", "custom_urn"),
+    [
+        *[(p, "microsoft-sample", None) for p in sorted((ROOT / "samples").glob("*.csv"))],
+        (
+            ROOT / "samples" / "hr-suite" / "hr-suite-export.csv",
+            "hr-suite",
+            "urn:ietf:params:scim:schemas:extension:contoso:1.0:User",
+        ),
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else str(v),
+)
+def test_convert_bundled_samples_writes_requests_scim2_models_accepts(
+    path: Path, mapping: str, custom_urn: str | None, tmp_path: Path
+) -> None:
+    from tests.test_scim_compliance import validate_envelope
+
+    assert main(["convert", str(path), "--out", str(tmp_path), "--mapping", mapping]) == 0
+    files = sorted(tmp_path.glob("bulk-*.json"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert files and summary["users"] > 0
+    operations = 0
+    for file in files:
+        body = json.loads(file.read_bytes())
+        assert len(body["Operations"]) <= 50
+        validate_envelope(body, custom_urn)
+        operations += len(body["Operations"])
+    assert operations == summary["users"]
+
+
+def test_progress_bar_shows_on_a_terminal_for_large_files(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from provisioning.cli import _progress
+
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"x" * (2 << 20))
+    small = tmp_path / "small.csv"
+    small.write_bytes(b"x")
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=100)
+    with _progress(terminal, big) as update:
+        assert update is not None
+        update(0.5)
+    with _progress(terminal, small) as update:
+        assert update is None
+    with _progress(Console(file=io.StringIO(), force_terminal=False), big) as update:
+        assert update is None
+    assert "50%" in screen.getvalue()
