@@ -15,6 +15,7 @@ from provisioning.mapping import Mapping, load_mapping
 from provisioning.pipeline import Conversion, Source, Summary, convert_all
 from provisioning.readers import FileError
 from provisioning.validation import CORE, ENTERPRISE, RowError
+from tests.columns import HR_SUITE_HEADER
 
 CONTOSO = "urn:ietf:params:scim:schemas:extension:contoso:1.0:User"
 
@@ -400,34 +401,8 @@ def test_schemas_with_the_sample_mapping(tmp_path: Path, sample: Mapping) -> Non
     assert op["data"][ENTERPRISE]["employeeNumber"] == "1001"
 
 
-HR_HEADER = [
-    "Employee ID",
-    "Work Email",
-    "First Name",
-    "Last Name",
-    "Preferred Name",
-    "Job Title",
-    "Employee Type",
-    "Employment Status",
-    "Work Phone",
-    "Office Street",
-    "Office City",
-    "Office State",
-    "Office Postal Code",
-    "Office Country",
-    "Department",
-    "Cost Center",
-    "Company",
-    "Division",
-    "Manager Employee ID",
-    "Hire Date",
-    "Termination Date",
-    "Location",
-]
-
-
 def hr_row(n: int, **overrides: str) -> dict[str, str]:
-    row = dict.fromkeys(HR_HEADER, "")
+    row = dict.fromkeys(HR_SUITE_HEADER, "")
     row.update(
         {
             "Employee ID": f"E{n:03d}",
@@ -448,7 +423,7 @@ def test_custom_urn_listed_only_when_used(tmp_path: Path) -> None:
         hr_row(2, **{"Hire Date": "01/31/2020"}),
         hr_row(3, Location="Oslo", Department="Ops"),
     ]
-    path = write_csv(tmp_path / "hr.csv", rows, HR_HEADER)
+    path = write_csv(tmp_path / "hr.csv", rows, HR_SUITE_HEADER)
     requests, summary, rejected = convert(path, mapping)
     assert rejected == []
     assert summary.users == 3

@@ -15,6 +15,7 @@ import pytest
 
 from provisioning import readers
 from provisioning.readers import FileError, Row, detect_format, open_table
+from tests.columns import HR_SUITE_HEADER
 
 DATA = Path(__file__).parent / "data"
 
@@ -27,30 +28,6 @@ def _load_csv(name: str) -> list[list[str]]:
 EMPLOYEES = _load_csv("employeeData.csv")
 HEADER = EMPLOYEES[0]
 COL = {name: i for i, name in enumerate(HEADER)}
-HR_SUITE_HEADER = [
-    "Employee ID",
-    "First Name",
-    "Preferred Name",
-    "Last Name",
-    "Work Email",
-    "Job Title",
-    "Employee Type",
-    "Employment Status",
-    "Work Phone",
-    "Office Street",
-    "Office City",
-    "Office State",
-    "Office Postal Code",
-    "Office Country",
-    "Department",
-    "Cost Center",
-    "Company",
-    "Division",
-    "Manager Employee ID",
-    "Hire Date",
-    "Termination Date",
-    "Location",
-]
 
 
 def read(name: str, fmt: str | None = None, *, as_name: str | None = None):

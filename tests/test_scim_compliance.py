@@ -27,6 +27,7 @@ from scim2_models import BulkRequest, Context, EnterpriseUser, User
 from provisioning.mapping import load_mapping
 from provisioning.pipeline import Source, Summary, convert_all
 from provisioning.validation import RowError
+from tests.columns import HR_SUITE_HEADER
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.csv"))
@@ -218,38 +219,14 @@ def test_scim2_models_catches_what_we_would_get_wrong() -> None:
 
 # --- the hr-suite mapping, with its custom extension ----------------------------------------------
 
-HR_HEADER = [
-    "Employee ID",
-    "Work Email",
-    "First Name",
-    "Last Name",
-    "Preferred Name",
-    "Job Title",
-    "Employee Type",
-    "Employment Status",
-    "Work Phone",
-    "Office Street",
-    "Office City",
-    "Office State",
-    "Office Postal Code",
-    "Office Country",
-    "Department",
-    "Cost Center",
-    "Company",
-    "Division",
-    "Manager Employee ID",
-    "Hire Date",
-    "Termination Date",
-    "Location",
-]
 
 HR_ROWS = [
     [
         "E001",
-        "Ceo@Contoso.com",
         "Dana",
-        "Boss",
         "",
+        "Boss",
+        "Ceo@Contoso.com",
         "Chief Executive",
         "Employee",
         "Active",
@@ -267,13 +244,13 @@ HR_ROWS = [
         "01/15/2010",
         "",
         "HQ",
-    ],
+    ],  # unknown status: rejected
     [
         "E002",
-        "alice.smith+hr@contoso.com",
         "Alice",
-        "Smith",
         "Ally",
+        "Smith",
+        "alice.smith+hr@contoso.com",
         "Engineer",
         "",
         "On Leave",
@@ -291,13 +268,13 @@ HR_ROWS = [
         "2021-03-15",
         "",
         "",
-    ],
+    ],  # day-first date: rejected
     [
         "E003",
-        "bob@contoso.com",
         "Bob",
-        "Jones",
         "",
+        "Jones",
+        "bob@contoso.com",
         "",
         "Contractor",
         "Terminated",
@@ -318,10 +295,10 @@ HR_ROWS = [
     ],
     [
         "E004",
-        "carol@sales.contoso.com",
         "Carol",
         "",
         "",
+        "carol@sales.contoso.com",
         "",
         "",
         "inactive",
@@ -342,10 +319,10 @@ HR_ROWS = [
     ],
     [
         "E005",
-        "eve@contoso.com",
         "Eve",
-        "Adams",
         "",
+        "Adams",
+        "eve@contoso.com",
         "",
         "",
         "Retired",
@@ -363,13 +340,13 @@ HR_ROWS = [
         "",
         "",
         "",
-    ],  # unknown status: rejected
+    ],
     [
         "E006",
-        "frank@contoso.com",
         "Frank",
-        "Moss",
         "",
+        "Moss",
+        "frank@contoso.com",
         "",
         "",
         "Active",
@@ -387,7 +364,7 @@ HR_ROWS = [
         "31/12/2020",
         "",
         "",
-    ],  # day-first date: rejected
+    ],
 ]
 
 
@@ -396,7 +373,7 @@ def hr_export(tmp_path: Path) -> Path:
     path = tmp_path / "hr-suite-export.csv"
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
-        writer.writerow(HR_HEADER)
+        writer.writerow(HR_SUITE_HEADER)
         writer.writerows(HR_ROWS)
     return path
 
@@ -475,9 +452,9 @@ def test_many_hr_rows_split_into_valid_requests(tmp_path: Path) -> None:
     path = tmp_path / "many.csv"
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
-        writer.writerow(HR_HEADER)
+        writer.writerow(HR_SUITE_HEADER)
         for n in range(1, 124):
-            row = dict.fromkeys(HR_HEADER, "")
+            row = dict.fromkeys(HR_SUITE_HEADER, "")
             row.update(
                 {
                     "Employee ID": f"W{n:04d}",
@@ -489,7 +466,7 @@ def test_many_hr_rows_split_into_valid_requests(tmp_path: Path) -> None:
                     "Hire Date": f"{(n % 12) + 1:02d}/01/2020" if n % 2 else "",
                 }
             )
-            writer.writerow([row[c] for c in HR_HEADER])
+            writer.writerow([row[c] for c in HR_SUITE_HEADER])
     bodies, summary, rejected = convert(path, "hr-suite")
     assert rejected == []
     assert summary.users == 123
