@@ -19,26 +19,8 @@ from tests.columns import HR_SUITE_HEADER
 
 CONTOSO = "urn:ietf:params:scim:schemas:extension:contoso:1.0:User"
 
-HEADER = [
-    "WorkerID",
-    "WorkerStatus",
-    "WorkerType",
-    "UserID",
-    "FirstName",
-    "LastName",
-    "FullName",
-    "ManagerID",
-    "Department",
-    "Division",
-    "CostCenter",
-    "Company",
-    "JobTitle",
-    "StreetAddress",
-    "City",
-    "CountryCode",
-    "OfficePhone",
-    "ZipCode",
-]
+# Every column the Microsoft sample mapping reads.
+HEADER = load_mapping("microsoft-sample").columns
 
 
 def worker(n: int, **overrides: str) -> dict[str, str]:
