@@ -1,9 +1,8 @@
-"""Azure Functions entry point: wires triggers to the provisioning stages, nothing more.
-
-The blob drop, Logic Apps and reconciliation triggers register their blueprints here as they
-are built; the conversion they share lives in ``provisioning/``.
-"""
+"""Azure Functions entry point: wires triggers to the provisioning stages, nothing more."""
 
 import azure.functions as func
 
+from provisioning.blob_trigger import bp as blob_drop
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(blob_drop)

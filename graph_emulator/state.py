@@ -36,7 +36,8 @@ QUARANTINE_REASONS = (
     "TooManyDeletes",
     "IngestionInterrupted",
 )
-FAULT_STATUSES = (0, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504)
+# 202 in a status sequence means "no fault for this request": it is handled normally.
+FAULT_STATUSES = (0, 202, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504)
 DAY = 86400.0
 
 # Properties Graph v1.0 returns for a user when the request has no $select.
@@ -429,7 +430,8 @@ class EmulatorState:
     def next_fault_status(self) -> int | None:
         with self.lock:
             if self.faults.status_sequence:
-                return self.faults.status_sequence.pop(0)
+                status = self.faults.status_sequence.pop(0)
+                return None if status == 202 else status
             return None
 
     def record_upload(self, record: dict[str, Any]) -> None:

@@ -85,6 +85,7 @@ class Conversion:
         batch_size: int = MAX_OPERATIONS,
         on_reject: Callable[[RowError], None] | None = None,
         on_progress: Callable[[float], None] | None = None,
+        content_hash: str | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_OPERATIONS:
             raise ValueError(f"batch size must be between 1 and {MAX_OPERATIONS}, not {batch_size}")
@@ -95,6 +96,7 @@ class Conversion:
         self.on_progress = on_progress
         self.summary = Summary(file=source.name, mapping=mapping.source)
         self._fmt = fmt
+        self._known_hash = content_hash
         self._duplicates: dict[str, int] = {}
 
     def requests(self) -> Iterator[BulkRequest]:
@@ -114,7 +116,7 @@ class Conversion:
 
     def _check_file(self) -> None:
         self.summary.format = self._fmt or detect_format(self.source.name)
-        self.summary.content_hash = content_hash(self.source)
+        self.summary.content_hash = self._known_hash or content_hash(self.source)
         finder = DuplicateFinder()
         mapped = frozenset(self.mapping.columns)
         with self.source.open() as stream:

@@ -129,7 +129,8 @@ def _sniff_encoding(head: bytes) -> str:
         raise FileError("the file is UTF-32; export it as UTF-8 or UTF-16 with BOM")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    if b"\x00" in head:
+    # ASCII text in UTF-16 has a zero in every other byte; UTF-8 text practically never does.
+    if len(head) == 4 and (head[1] == head[3] == 0 or head[0] == head[2] == 0):
         raise FileError(
             "the file looks like UTF-16 without a byte order mark; "
             "export it as UTF-8 or UTF-16 with BOM"

@@ -1,25 +1,76 @@
 """All configuration, read once from environment / Functions app settings into one typed object.
 
 Every field is documented in the README (Settings). Names are the field names upper-cased with
-the ``PROVISIONING_`` prefix, e.g. ``PROVISIONING_MAPPING``.
+the ``PROVISIONING_`` prefix, e.g. ``PROVISIONING_MAPPING``; the storage connection follows the
+Functions convention for identity-based connections (``HRSTORAGE__blobServiceUri`` ...).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bulk import MAX_OPERATIONS
+
+# Name of the storage connection used by the blob trigger and by our own blob clients.
+STORAGE_CONNECTION = "HRSTORAGE"
+INBOUND_CONTAINER = "hr-inbound"
+RESULTS_CONTAINER = "results"
+STATE_CONTAINER = "state"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROVISIONING_", extra="ignore", frozen=True)
 
+    # --- conversion ---
     # Built-in mapping name (microsoft-sample, hr-suite) or path to a YAML/JSON mapping file.
     mapping: str = "microsoft-sample"
     # Input format; by default it is chosen from the file extension.
     input_format: Literal["csv", "json", "jsonl", "xlsx"] | None = None
     # Operations per bulk request (Graph allows at most 50).
     batch_size: int = Field(default=MAX_OPERATIONS, ge=1, le=MAX_OPERATIONS)
+
+    # --- Microsoft Graph ---
+    # Object id of the API-driven provisioning app's service principal.
+    service_principal_id: str = ""
+    # Provisioning job id (API2AAD.<hex>.<guid> or API2AD.<...>).
+    job_id: str = ""
+    # Graph root including the version; a loopback http URL is allowed for the emulator.
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    # auto: managed identity when the Functions host provides one (IDENTITY_ENDPOINT),
+    # otherwise DefaultAzureCredential (developer sign-in).
+    credential: Literal["auto", "managedidentity", "default"] = "auto"
+    # Client id of a user-assigned managed identity; empty for the system-assigned one.
+    managed_identity_client_id: str = ""
+
+    # --- pacing and retries of bulkUpload ---
+    # At most this many requests per window (Entra documents 40 per 5 seconds).
+    rate_limit_requests: int = Field(default=40, ge=1)
+    rate_limit_window_seconds: float = Field(default=5.0, gt=0)
+    # Attempts per bulk request on 429, 5xx, timeouts and dropped connections.
+    max_attempts: int = Field(default=8, ge=1)
+    # Exponential backoff: base * 2^(attempt-1), capped, with jitter; Retry-After wins if sent.
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    retry_max_seconds: float = Field(default=300.0, ge=0)
+    # Timeout of one bulkUpload call.
+    request_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Lease on a run's claim: how long a dead instance blocks a retry (Azure allows 15-60).
+    lease_seconds: int = Field(default=60, ge=15, le=60)
+
+    # --- storage (identity-based connection, or a connection string for local use) ---
+    storage_connection_string: str = Field(
+        default="", validation_alias=AliasChoices(STORAGE_CONNECTION)
+    )
+    storage_blob_service_uri: str = Field(
+        default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__blobServiceUri")
+    )
+    storage_client_id: str = Field(
+        default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__clientId")
+    )
+
+    @property
+    def graph_configured(self) -> bool:
+        return bool(self.service_principal_id and self.job_id)

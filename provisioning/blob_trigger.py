@@ -1,0 +1,37 @@
+"""Blob drop trigger: an HR file landing in ``hr-inbound`` is provisioned into Entra ID."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from .drop import DropProcessor
+from .services import open_services
+from .settings import INBOUND_CONTAINER, STORAGE_CONNECTION, Settings
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+class RunInterrupted(Exception):
+    """Graph kept failing; raising makes the Functions host retry the blob later."""
+
+
+@bp.function_name("hr_file_dropped")
+@bp.blob_trigger(
+    arg_name="blob",
+    path=f"{INBOUND_CONTAINER}/{{name}}",
+    connection=STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+async def hr_file_dropped(blob: func.InputStream) -> None:
+    # The host hands the blob over as a stream; it is spooled to a temporary file in chunks,
+    # never copied whole in memory, and read from there (twice: check pass, then send pass).
+    settings = Settings()
+    async with open_services(settings) as (store, graph):
+        outcome = await DropProcessor(settings, store, graph).process(blob.name or "", blob)
+    log.info("drop processed: status=%s run=%s", outcome.status, outcome.run_id)
+    if outcome.retry:
+        raise RunInterrupted(f"run {outcome.run_id} interrupted: {outcome.reason}")

@@ -1,0 +1,408 @@
+"""Process one HR file dropped into ``hr-inbound``: convert, submit to Graph, record results.
+
+Exactly once: the file's content hash names its claim in ``state``; a second drop of the same
+content (or a second trigger for the same drop) finds the claim and is recorded as a duplicate.
+Resumable: the claim's checkpoint says which bulk request is next; a new attempt converts the
+file again (conversion is deterministic: same batches, same bulkIds) and sends only from there.
+A batch whose answer was lost in a crash (``in_flight``) is sent again with the same bulkIds and
+client-request-id, and the results say so: never silently twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .bulk import BulkRequest
+from .graph import JobStatus
+from .mapping import Mapping, load_mapping
+from .pacing import RateLimiter, RetryPolicy
+from .pipeline import Conversion, Source
+from .readers import FileError
+from .reports import RejectedCsv, csv_safe, render_run_html
+from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
+from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .storage import BlobStore, Lease, StagedBlob
+from .submit import BatchOutcome, Submitter
+
+log = logging.getLogger(__name__)
+
+_SPOOL_CHUNK = 1 << 20
+LEDGER_COLUMNS = (
+    "batch",
+    "line",
+    "externalId",
+    "bulkId",
+    "action",
+    "status",
+    "http_status",
+    "request_id",
+)
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class GraphApi(Protocol):
+    async def post_bulk(self, body: bytes, client_request_id: str) -> Any: ...
+
+    async def job_status(self) -> JobStatus: ...
+
+
+@dataclass
+class RunOutcome:
+    """What one invocation did; ``retry`` asks the host to try again later."""
+
+    status: str
+    run_id: str
+    results: str
+    reason: str | None = None
+    duplicate_of: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def retry(self) -> bool:
+        return self.status == "interrupted"
+
+
+def spool(stream: Readable, folder: str | None = None) -> tuple[Path, str, int]:
+    """Copy a stream to a temporary file in chunks, hashing it on the way."""
+    digest = hashlib.sha256()
+    fd, name = tempfile.mkstemp(prefix="hr-drop-", dir=folder)
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        while chunk := stream.read(_SPOOL_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return Path(name), digest.hexdigest(), size
+
+
+class _TextToBlob:
+    """The ``write(str)`` a csv.writer needs, onto a staged blob."""
+
+    def __init__(self, blob: StagedBlob) -> None:
+        self.blob = blob
+
+    def write(self, text: str) -> int:
+        self.blob.write(text.encode("utf-8"))
+        return len(text)
+
+
+class LeaseKeeper:
+    """Holds the claim's lease through long waits (a bucket-full backoff lasts minutes)."""
+
+    def __init__(
+        self, lease: Lease, seconds: int, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self.lease = lease
+        self._every = seconds / 3
+        self._sleep = sleep
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self._renewed > self._every:
+            self.lease.renew()
+            self._renewed = time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.renew_if_due()
+            await self._sleep(min(left, self._every))
+        self.renew_if_due()
+
+
+class DropProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BlobStore,
+        graph: GraphApi,
+        *,
+        mapping: Mapping | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], Any] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.graph = graph
+        self.mapping = mapping or load_mapping(settings.mapping)
+        self.claims = ClaimStore(store)
+        self._sleep = sleep
+        self._clock = clock
+        self._limiter = RateLimiter(
+            settings.rate_limit_requests, settings.rate_limit_window_seconds, sleep=sleep
+        )
+
+    async def process(self, blob_name: str, stream: Readable) -> RunOutcome:
+        self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
+        path, content_hash, size = spool(stream)
+        try:
+            return await self._process(blob_name, path, content_hash, size)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _process(self, blob: str, path: Path, content_hash: str, size: int) -> RunOutcome:
+        claim = self.claims.load(content_hash)
+        if claim is None:
+            claim = Claim.new(content_hash, blob, self._clock())
+            if not self.claims.create(claim):
+                claim = self.claims.load(content_hash)
+                assert claim is not None
+        if claim.status in FINAL:
+            return self._duplicate(claim, blob)
+        lease = self.claims.lease(claim, self.settings.lease_seconds)
+        if lease is None:
+            log.warning("run %s is being processed by another instance", claim.run_id)
+            return RunOutcome("busy", claim.run_id, claim.results_prefix)
+        try:
+            # Re-read under the lease: the other holder may have finished just before.
+            current = self.claims.load(content_hash)
+            assert current is not None
+            if current.status in FINAL:
+                return self._duplicate(current, blob)
+            return await self._run(
+                current,
+                blob,
+                path,
+                size,
+                LeaseKeeper(lease, self.settings.lease_seconds, self._sleep),
+            )
+        finally:
+            lease.release()
+
+    def _duplicate(self, claim: Claim, blob: str) -> RunOutcome:
+        moment = self._clock()
+        record = {"blob": blob, "at": iso(moment)}
+        log.info("duplicate of run %s (content %s)", claim.run_id, claim.content_hash[:12])
+        dup = Claim.new(claim.content_hash, blob, moment)
+        Results(self.store, dup.results_prefix).write_json(
+            "summary.json",
+            {
+                "run_id": dup.run_id,
+                "status": "duplicate",
+                "duplicate_of": claim.run_id,
+                "duplicate_of_results": claim.results_prefix,
+                "original_status": claim.status,
+                "source_blob": blob,
+                "content_hash": claim.content_hash,
+                "started": record["at"],
+                "finished": record["at"],
+                "note": "the same file content was already processed; nothing was sent",
+            },
+        )
+        return RunOutcome("duplicate", dup.run_id, dup.results_prefix, duplicate_of=claim.run_id)
+
+    async def _run(
+        self, claim: Claim, blob: str, path: Path, size: int, keeper: LeaseKeeper
+    ) -> RunOutcome:
+        started = self._clock()
+        begun = time.monotonic()
+        claim.attempts += 1
+        resumed_from = claim.next_batch if claim.attempts > 1 else None
+        claim.status, claim.reason = "running", None
+        self.claims.save(claim, keeper.lease)
+        results = Results(self.store, claim.results_prefix)
+        summary: dict[str, Any] = {
+            "run_id": claim.run_id,
+            "status": "running",
+            "source_blob": blob,
+            "source_bytes": size,
+            "content_hash": claim.content_hash,
+            "mapping": self.mapping.source,
+            "attempt": claim.attempts,
+            "resumed_from_batch": resumed_from,
+            "started": iso(started),
+            "first_started": claim.created,
+        }
+        results.write_json("summary.json", summary)
+
+        job = await self.graph.job_status()
+        if job.code != "Active":
+            reason = job_stop_reason(job)
+            log.error("run %s stopped before sending: %s", claim.run_id, reason)
+            return self._finish(claim, results, summary, "stopped", reason, keeper, begun)
+
+        rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
+        ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
+        ledger = csv.writer(_TextToBlob(ledger_blob))
+        ledger.writerow(LEDGER_COLUMNS)
+        rejected = RejectedCsv(_TextToBlob(rejected_blob))
+        conversion = Conversion(
+            Source(Path(blob).name, lambda: path.open("rb")),
+            self.mapping,
+            fmt=self.settings.input_format,
+            batch_size=self.settings.batch_size,
+            on_reject=rejected,
+            content_hash=claim.content_hash,
+        )
+        submitter = Submitter(
+            self.graph,
+            self._limiter,
+            RetryPolicy(
+                self.settings.max_attempts,
+                self.settings.retry_base_seconds,
+                self.settings.retry_max_seconds,
+            ),
+            sleep=keeper.sleep,
+        )
+        batches: list[dict[str, Any]] = []
+        counts = {"records_sent": 0, "records_accepted": 0, "records_rejected_by_graph": 0}
+        stop: tuple[str, str] | None = None
+        try:
+            for request in conversion.requests():
+                keeper.renew_if_due()
+                if request.index < claim.next_batch:
+                    outcome = results.read_json(results.batch_name(request.index))
+                    entry = _batch_entry(request, outcome, resent=False, earlier=True)
+                else:
+                    resent = claim.in_flight == request.index
+                    claim.in_flight = request.index
+                    self.claims.save(claim, keeper.lease)
+                    result = await submitter.submit(
+                        request.body, client_request_id(claim.content_hash, request.index)
+                    )
+                    outcome = _outcome_record(request, result, resent)
+                    results.write_json(results.batch_name(request.index), outcome)
+                    entry = _batch_entry(request, outcome, resent=resent, earlier=False)
+                    if result.status == "failed":
+                        stop = ("interrupted", _graph_reason(result, "kept failing"))
+                    elif result.status == "rejected" and result.http_status in (401, 403):
+                        stop = ("failed", _graph_reason(result, "refused the app"))
+                    else:
+                        claim.next_batch, claim.in_flight = request.index + 1, None
+                        self.claims.save(claim, keeper.lease)
+                batches.append(entry)
+                if stop:
+                    break
+                _count(counts, request, entry["status"])
+                for op in request.operations:
+                    active = op.data.get("active")
+                    ledger.writerow(
+                        [
+                            request.index,
+                            op.line,
+                            csv_safe(op.external_id),
+                            op.bulk_id,
+                            "disable" if active is False else "upsert",
+                            entry["status"],
+                            entry.get("http_status", ""),
+                            entry.get("request_id", ""),
+                        ]
+                    )
+        except FileError as exc:
+            rejected_blob.commit("text/csv; charset=utf-8")
+            summary.update(conversion.summary.as_dict())
+            return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
+        summary.update(conversion.summary.as_dict())
+        summary.update(counts)
+        summary["batches"] = batches
+        rejected_blob.commit("text/csv; charset=utf-8")
+        if stop:
+            return self._finish(claim, results, summary, stop[0], stop[1], keeper, begun)
+        ledger_blob.commit("text/csv; charset=utf-8")
+        return self._finish(claim, results, summary, "complete", None, keeper, begun)
+
+    def _finish(
+        self,
+        claim: Claim,
+        results: Results,
+        summary: dict[str, Any],
+        status: str,
+        reason: str | None,
+        keeper: LeaseKeeper,
+        begun: float,
+    ) -> RunOutcome:
+        claim.status, claim.reason = status, reason  # type: ignore[assignment]
+        if status in FINAL:
+            claim.in_flight = None
+        self.claims.save(claim, keeper.lease)
+        summary.update(
+            status=status,
+            reason=reason,
+            finished=iso(self._clock()),
+            duration_seconds=round(time.monotonic() - begun, 3),
+            next_batch=None if status in FINAL else claim.next_batch,
+        )
+        results.write_json("summary.json", summary)
+        results.write_text("report.html", render_run_html(summary), "text/html; charset=utf-8")
+        counts = {
+            k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+        log.info(
+            "run %s %s: %s",
+            claim.run_id,
+            status,
+            ", ".join(f"{k}={v}" for k, v in counts.items() if k != "source_bytes"),
+        )
+        return RunOutcome(status, claim.run_id, claim.results_prefix, reason, counts=counts)
+
+
+def job_stop_reason(job: JobStatus) -> str:
+    if job.code == "Quarantine":
+        why = job.quarantine_reason or "unknown reason"
+        return f"the provisioning job is in quarantine ({why}); fix it in Entra, then restart"
+    if job.code == "Paused":
+        return "the provisioning job is paused; uploads would be accepted but not processed"
+    return f"the provisioning job is not running (status {job.code}); start provisioning"
+
+
+def _graph_reason(result: BatchOutcome, what: str) -> str:
+    detail = ": ".join(p for p in (result.error_code, result.error_message) if p)
+    return f"Graph {what} (HTTP {result.http_status}, request-id {result.request_id}) {detail}"
+
+
+def _outcome_record(request: BulkRequest, result: BatchOutcome, resent: bool) -> dict[str, Any]:
+    record = result.as_dict()
+    record["batch"] = request.index
+    record["operations"] = len(request.operations)
+    record["resent_after_crash"] = resent
+    return record
+
+
+def _batch_entry(
+    request: BulkRequest, outcome: dict[str, Any] | None, *, resent: bool, earlier: bool
+) -> dict[str, Any]:
+    if outcome is None:
+        # The checkpoint says accepted but its record is gone (deleted by hand): say so.
+        return {"batch": request.index, "status": "accepted", "note": "record missing"}
+    entry = {
+        key: outcome.get(key)
+        for key in (
+            "batch",
+            "status",
+            "http_status",
+            "request_id",
+            "client_request_id",
+            "error_code",
+            "error_message",
+        )
+    }
+    entry["operations"] = len(request.operations)
+    entry["attempts"] = len(outcome.get("attempts") or [])
+    entry["sent_in_earlier_attempt"] = earlier
+    entry["resent_after_crash"] = resent or bool(outcome.get("resent_after_crash"))
+    attempts = outcome.get("attempts") or []
+    if attempts:
+        entry["first_sent"] = attempts[0].get("started_at")
+    return entry
+
+
+def _count(counts: dict[str, int], request: BulkRequest, status: str) -> None:
+    n = len(request.operations)
+    counts["records_sent"] += n
+    if status == "accepted":
+        counts["records_accepted"] += n
+    elif status == "rejected":
+        counts["records_rejected_by_graph"] += n

@@ -1,0 +1,283 @@
+"""Microsoft Graph access for API-driven inbound provisioning, through msgraph-sdk's own pipeline.
+
+``GraphClient.post_bulk`` sends one bulkUpload request and hands back the raw outcome
+(``HttpResult``) without retrying: pacing and retries belong to ``provisioning.submit``, so every
+attempt is paced by the rate limiter and recorded. The SDK has no POST builder for bulkUpload
+(msgraph-metadata#437), so the request is a ``RequestInformation`` on the SDK's own URL template,
+sent through the SDK's request adapter: authentication, redirects, user agent and telemetry stay
+the SDK's, and only its RetryHandler is switched off for this request.
+
+Tokens, request bodies and response bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from azure.core.credentials_async import AsyncTokenCredential
+from kiota_abstractions.method import Method
+from kiota_abstractions.native_response_handler import NativeResponseHandler
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import APIVersion, GraphClientFactory
+from msgraph_core.middleware.options import GraphTelemetryHandlerOption
+
+from .bulk import CONTENT_TYPE
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+ERROR_TEXT_LIMIT = 500
+
+
+class TransportError(Exception):
+    """A bulkUpload call that got no HTTP response: timeout, refused or dropped connection.
+
+    ``reason`` is short and safe to log; the httpx exception is the ``__cause__``."""
+
+    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    """What one bulkUpload call answered (any status: nothing is raised for 4xx/5xx)."""
+
+    status: int
+    request_id: str | None = None
+    client_request_id: str | None = None
+    retry_after: float | None = None  # seconds
+    location: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """Health of the provisioning job: ``code`` Active / Paused / Quarantine / NotRun / ..."""
+
+    code: str
+    quarantine_reason: str | None = None
+
+    @property
+    def processing(self) -> bool:
+        """False when the job accepts uploads but processes nothing (paused, quarantined)."""
+        return self.code == "Active"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def parse_error(content: bytes) -> tuple[str | None, str | None]:
+    """(code, message) of Graph's ``{"error": {"code", "message"}}``, else (None, raw text)."""
+    if not content:
+        return None, None
+    try:
+        payload = json.loads(content)
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        code = error.get("code")
+        message = error.get("message")
+        return (
+            code if isinstance(code, str) else None,
+            message[:ERROR_TEXT_LIMIT] if isinstance(message, str) else None,
+        )
+    text = content.decode("utf-8", errors="replace").strip()
+    return None, (text[:ERROR_TEXT_LIMIT] or None)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout ({kind})"
+    detail = str(exc).strip()
+    return f"{kind}: {detail[:200]}" if detail else kind
+
+
+def make_credential(settings: Settings) -> AsyncTokenCredential:
+    """Managed identity when configured, or in "auto" mode when the Functions / App Service host
+    provides one (``IDENTITY_ENDPOINT``); otherwise DefaultAzureCredential (developer sign-in)."""
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    use_managed = settings.credential == "managedidentity" or (
+        settings.credential == "auto" and bool(os.environ.get("IDENTITY_ENDPOINT"))
+    )
+    if use_managed:
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id or None)
+    return DefaultAzureCredential()
+
+
+class GraphClient:
+    """Graph calls of the provisioning run, sharing one adapter, httpx client and credential."""
+
+    def __init__(
+        self,
+        adapter: GraphRequestAdapter,
+        http_client: httpx.AsyncClient,
+        credential: AsyncTokenCredential,
+        service_principal_id: str,
+        job_id: str,
+    ) -> None:
+        if not service_principal_id or not job_id:
+            raise ValueError("the service principal id and the job id are required")
+        self.adapter = adapter
+        self.sdk = GraphServiceClient(request_adapter=adapter)
+        self._http = http_client
+        self._credential = credential
+        self.service_principal_id = service_principal_id
+        self.job_id = job_id
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, credential: AsyncTokenCredential | None = None
+    ) -> GraphClient:
+        """Build the SDK pipeline for ``settings.graph_url``. A given credential is closed by
+        ``close()`` as well (the client owns whatever it is handed)."""
+        host = urlsplit(settings.graph_url).hostname
+        if not host:
+            raise ValueError(f"graph_url has no host: {settings.graph_url!r}")
+        credential = credential if credential is not None else make_credential(settings)
+        auth = AzureIdentityAuthenticationProvider(
+            credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host.lower()]
+        )
+        version = (
+            APIVersion.beta if settings.graph_url.rstrip("/").endswith("/beta") else APIVersion.v1
+        )
+        from msgraph._version import VERSION as sdk_version
+
+        options: dict[str, Any] = {
+            GraphTelemetryHandlerOption.get_key(): GraphTelemetryHandlerOption(
+                api_version=version, sdk_version=sdk_version
+            )
+        }
+        http_client = GraphClientFactory.create_with_default_middleware(
+            client=httpx.AsyncClient(timeout=settings.request_timeout_seconds),
+            options=options,
+        )
+        adapter = GraphRequestAdapter(auth, client=http_client)
+        adapter.base_url = settings.graph_url.rstrip("/")
+        return cls(adapter, http_client, credential, settings.service_principal_id, settings.job_id)
+
+    def _job_builder(self) -> Any:
+        return self.sdk.service_principals.by_service_principal_id(
+            self.service_principal_id
+        ).synchronization.jobs.by_synchronization_job_id(self.job_id)
+
+    def bulk_upload_request(self, body: bytes, client_request_id: str) -> RequestInformation:
+        """The POST bulkUpload request, on the URL template of the SDK's (GET-only) builder."""
+        builder = self._job_builder().bulk_upload
+        info = RequestInformation(Method.POST, builder.url_template, dict(builder.path_parameters))
+        info.set_stream_content(body, CONTENT_TYPE)
+        info.headers.try_add("Accept", "application/json")
+        info.headers.try_add("client-request-id", client_request_id)
+        info.add_request_options(
+            [
+                ResponseHandlerOption(NativeResponseHandler()),
+                # The default RetryHandler retries POST on 429/503/504 by itself; the Submitter
+                # retries instead, so that each attempt is paced and recorded.
+                RetryHandlerOption(max_retries=0, should_retry=False),
+            ]
+        )
+        return info
+
+    async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
+        """Send one bulkUpload request once. 4xx/5xx come back as ``HttpResult``; no HTTP
+        response at all raises ``TransportError``; credential failures propagate
+        (``azure.core.exceptions.ClientAuthenticationError``)."""
+        info = self.bulk_upload_request(body, client_request_id)
+        try:
+            # With NativeResponseHandler the adapter returns the httpx.Response itself, although
+            # send_no_response_content_async is annotated as returning None.
+            handled: Any = await self.adapter.send_no_response_content_async(info, None)
+        except httpx.TransportError as exc:
+            raise TransportError(_reason(exc), exc) from exc
+        if not isinstance(handled, httpx.Response):
+            raise TypeError("the request adapter did not hand back the native response")
+        response: httpx.Response = handled
+        try:
+            content = await response.aread()
+        except httpx.TransportError as exc:
+            raise TransportError(_reason(exc), exc) from exc
+        finally:
+            await response.aclose()
+        status = response.status_code
+        code, message = (None, None) if 200 <= status < 300 else parse_error(content)
+        headers = response.headers
+        return HttpResult(
+            status=status,
+            request_id=headers.get("request-id"),
+            client_request_id=headers.get("client-request-id") or client_request_id,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+            location=headers.get("Location"),
+            error_code=code,
+            error_message=message,
+        )
+
+    async def job_status(self) -> JobStatus:
+        """``status.code`` and ``status.quarantine.reason`` of the provisioning job."""
+        job = await self._job_builder().get()
+        status = getattr(job, "status", None)
+        code = getattr(status, "code", None)
+        quarantine = getattr(status, "quarantine", None)
+        reason = getattr(quarantine, "reason", None)
+        return JobStatus(code=_enum_text(code) or "Unknown", quarantine_reason=_enum_text(reason))
+
+    async def close(self) -> None:
+        try:
+            await self._http.aclose()
+        finally:
+            await self._credential.close()
+
+    async def __aenter__(self) -> GraphClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _enum_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = getattr(value, "value", value)
+    return str(text)

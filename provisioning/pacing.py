@@ -1,0 +1,155 @@
+"""Pacing and retry decisions for bulkUpload: pure logic, clock / sleep / randomness injected.
+
+``RateLimiter`` keeps Entra's documented limit (by default 40 requests per 5 seconds) from the
+client side with a sliding window, so a well-behaved run never sees a 429. ``RetryPolicy`` says
+which outcomes are worth another attempt and how long to wait before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# 0 stands for "no HTTP response": timeout, refused or dropped connection.
+TRANSPORT_ERROR = 0
+RETRYABLE_STATUSES = frozenset({TRANSPORT_ERROR, 408, 429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True, eq=False)
+class Permit:
+    """One send counted against the window, from ``at`` (its send time, moved to its response
+    time by ``RateLimiter.release``) until ``at + window_seconds``."""
+
+    at: float
+    released: bool = False
+
+
+class RateLimiter:
+    """At most ``requests`` sends in any ``window_seconds`` (a sliding window over send times),
+    shared by every coroutine sending through it, plus a penalty box for ``Retry-After``.
+
+    ``acquire()`` waits for a free slot and returns a ``Permit``; ``release(permit)`` (optional,
+    call it when the response has arrived) moves the permit's time to the response time. The
+    server counts a request somewhere between its send and its response, so counting the window
+    from the response keeps the client strictly behind the server's window even when one request
+    took longer to reach the server than another (the first one also fetches a token and opens a
+    connection): the sliding window over send times still holds, with a margin of one round trip.
+    """
+
+    def __init__(
+        self,
+        requests: int,
+        window_seconds: float,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if requests < 1:
+            raise ValueError("requests must be at least 1")
+        if not window_seconds > 0 or not math.isfinite(window_seconds):
+            raise ValueError("window_seconds must be a positive number")
+        self.requests = requests
+        self.window_seconds = float(window_seconds)
+        self._clock = clock
+        self._sleep = sleep
+        self._permits: list[Permit] = []
+        self._blocked_until = -math.inf
+        self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
+        self.waited_seconds = 0.0  # total time acquire() spent waiting (observability)
+
+    @property
+    def blocked_until(self) -> float:
+        """Clock time before which nobody sends (after a penalty); -inf when none."""
+        return self._blocked_until
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window_seconds
+        self._permits = [p for p in self._permits if p.at > horizon]
+
+    def wait_time(self) -> float:
+        """Seconds until a send would be allowed now (0 when it would be)."""
+        now = self._clock()
+        self._expire(now)
+        wait = self._blocked_until - now
+        if len(self._permits) >= self.requests:
+            times = sorted(p.at for p in self._permits)
+            # the oldest send that must leave the window before one more fits
+            wait = max(wait, times[len(times) - self.requests] + self.window_seconds - now)
+        return max(0.0, wait)
+
+    async def acquire(self) -> Permit:
+        """Wait until a send is allowed, count it, and return its permit."""
+        async with self._lock:
+            while True:
+                wait = self.wait_time()
+                if wait <= 0:
+                    break
+                self.waited_seconds += wait
+                await self._sleep(wait)
+            permit = Permit(self._clock())
+            self._permits.append(permit)
+            return permit
+
+    def release(self, permit: Permit) -> None:
+        """The response of ``permit``'s send arrived: count the send from now on."""
+        if not permit.released:
+            permit.released = True
+            permit.at = max(permit.at, self._clock())
+
+    def penalise(self, seconds: float) -> None:
+        """The server asked us to wait (429 + Retry-After): nobody sends for ``seconds``."""
+        if seconds > 0 and math.isfinite(seconds):
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+class RetryPolicy:
+    """Which statuses are retried, and the delay before the next attempt.
+
+    ``delay(attempt, retry_after)``: after the ``attempt``-th failed attempt (1-based), wait
+    ``retry_after`` when the server sent one (honoured in full, not capped: sending earlier only
+    earns another 429); otherwise exponential backoff ``base * 2^(attempt-1)`` capped at
+    ``max_delay``, with equal jitter (half of it fixed, half uniformly random), so the delay lies
+    in ``[d/2, d]`` for the capped backoff ``d``.
+    """
+
+    def __init__(
+        self,
+        max_attempts: int,
+        base: float,
+        max_delay: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if base < 0 or max_delay < 0:
+            raise ValueError("base and max_delay must not be negative")
+        self.max_attempts = max_attempts
+        self.base = float(base)
+        self.max_delay = float(max_delay)
+        self.rng = rng if rng is not None else random.Random()
+
+    @staticmethod
+    def retryable(status: int) -> bool:
+        """429, 5xx gateway/server errors, 408 and 0 (transport error / timeout) are transient;
+        anything else (400 Invalid Data Format, 401, 403, 404, 405, ...) is permanent."""
+        return status in RETRYABLE_STATUSES
+
+    def backoff(self, attempt: int) -> float:
+        """The capped exponential backoff before jitter."""
+        exponent = max(0, attempt - 1)
+        if exponent >= 64:  # 2**64 * base overflows any sane cap
+            return self.max_delay
+        return min(self.max_delay, self.base * (2.0**exponent))
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
+            return float(retry_after)
+        capped = self.backoff(attempt)
+        half = capped / 2.0
+        return half + self.rng.uniform(0.0, half)

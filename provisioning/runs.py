@@ -1,0 +1,145 @@
+"""Where a run's durable facts live: the file claim and checkpoint in ``state``, and the
+results a person reads in ``results/runs/<date>/<run-id>/``.
+
+The claim (``state/files/<sha256>.json``) is keyed by the file's content, so the same content
+dropped twice, or one drop seen by two triggers, maps to one run. It carries the checkpoint:
+``next_batch`` is the first bulk request not yet answered by Graph, ``in_flight`` the one being
+sent. Every write is conditional on the blob's ETag, and the running instance holds a lease.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .settings import RESULTS_CONTAINER, STATE_CONTAINER
+from .storage import BlobStore, Lease, PreconditionFailed
+
+RunStatus = Literal[
+    "running",  # claimed; batches may be in progress (or the process died: resumable)
+    "complete",  # every batch answered by Graph (accepted or rejected for its data)
+    "rejected",  # the file was rejected as a whole; nothing was sent
+    "stopped",  # the provisioning job is paused/quarantined/not started; resumable
+    "interrupted",  # Graph kept failing (outage, throttling); resumable
+    "failed",  # Graph refused us (401/403): fix permissions, then resumable
+]
+FINAL = frozenset({"complete", "rejected"})
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(moment: dt.datetime, content_hash: str) -> str:
+    # Sortable by time, recognisable by content, unique across retries of a duplicate.
+    return f"{moment:%Y%m%dT%H%M%S}-{content_hash[:8]}-{uuid.uuid4().hex[:6]}"
+
+
+def client_request_id(content_hash: str, batch: int) -> str:
+    """The same batch of the same file always carries the same client-request-id, so a resend
+    after a crash is visible as such in Graph's logs and in ours."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"hr-provisioning:{content_hash}:{batch}"))
+
+
+@dataclass
+class Claim:
+    content_hash: str
+    run_id: str
+    blob: str
+    created: str
+    results_prefix: str
+    status: RunStatus = "running"
+    attempts: int = 0
+    next_batch: int = 1
+    in_flight: int | None = None
+    reason: str | None = None
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, content_hash: str, blob: str, moment: dt.datetime) -> Claim:
+        run_id = new_run_id(moment, content_hash)
+        prefix = f"runs/{moment:%Y-%m-%d}/{run_id}/"
+        return cls(content_hash, run_id, blob, iso(moment), prefix)
+
+    @property
+    def name(self) -> str:
+        return claim_name(self.content_hash)
+
+
+def claim_name(content_hash: str) -> str:
+    return f"files/{content_hash}.json"
+
+
+class ClaimStore:
+    """Reads and writes claims with ETags; ``save`` fails if someone else wrote in between."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._etags: dict[str, str] = {}
+
+    def load(self, content_hash: str) -> Claim | None:
+        found = self.store.read_json(STATE_CONTAINER, claim_name(content_hash))
+        if found is None:
+            return None
+        data, etag = found
+        self._etags[content_hash] = etag
+        return Claim(**data)
+
+    def create(self, claim: Claim) -> bool:
+        """Create the claim; False if another run claimed this content first."""
+        try:
+            etag = self.store.write_json(
+                STATE_CONTAINER, claim.name, asdict(claim), create_only=True
+            )
+        except PreconditionFailed:
+            return False
+        self._etags[claim.content_hash] = etag
+        return True
+
+    def save(self, claim: Claim, lease: Lease | None = None) -> None:
+        etag = self.store.write_json(
+            STATE_CONTAINER,
+            claim.name,
+            asdict(claim),
+            etag=self._etags.get(claim.content_hash),
+            lease=lease,
+        )
+        self._etags[claim.content_hash] = etag
+
+    def lease(self, claim: Claim, seconds: int = 60) -> Lease | None:
+        return self.store.acquire_lease(STATE_CONTAINER, claim.name, seconds)
+
+
+class Results:
+    """The results folder of one run."""
+
+    def __init__(self, store: BlobStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def path(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def url(self, name: str) -> str:
+        return self.store.url(RESULTS_CONTAINER, self.path(name))
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.store.write_json(RESULTS_CONTAINER, self.path(name), data)
+
+    def read_json(self, name: str) -> Any | None:
+        found = self.store.read_json(RESULTS_CONTAINER, self.path(name))
+        return None if found is None else found[0]
+
+    def write_text(self, name: str, text: str, content_type: str) -> None:
+        self.store.write_bytes(
+            RESULTS_CONTAINER, self.path(name), text.encode("utf-8"), content_type
+        )
+
+    def batch_name(self, index: int) -> str:
+        return f"batches/{index:06d}.json"

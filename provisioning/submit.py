@@ -1,0 +1,208 @@
+"""Submit one bulk request: paced by the shared RateLimiter, retried by the RetryPolicy, every
+attempt recorded, and a single ``BatchOutcome`` at the end.
+
+- accepted: Graph answered 202 (the records are queued; their outcome arrives later in the
+  provisioning logs). Only now may the caller update its state.
+- rejected: a permanent error (400 Invalid Data Format, 401, 403, 404, ...): not retried, since
+  resending the same request cannot succeed; Graph's error code, message and request id kept.
+- failed: transient errors (429, 5xx, timeouts, dropped connections) until ``max_attempts`` ran
+  out. Safe to resubmit later: a resent record is matched on its externalId again.
+
+A timed-out attempt may still have been accepted by Graph; resending it is harmless because
+every operation carries the complete record (the same record twice is an idempotent update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from .graph import HttpResult, TransportError
+from .pacing import TRANSPORT_ERROR, Clock, RateLimiter, RetryPolicy, Sleep
+
+log = logging.getLogger(__name__)
+
+Status = Literal["accepted", "rejected", "failed"]
+
+
+class BulkPoster(Protocol):
+    async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult: ...
+
+
+def iso_utc(timestamp: float) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. ``2025-01-31T12:00:00.123Z``."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Attempt:
+    started_at: str  # ISO 8601 UTC
+    status: int  # HTTP status; 0 when no response came back (timeout, dropped connection)
+    request_id: str | None = None
+    duration_ms: int = 0
+    retry_after: float | None = None
+    error: str | None = None  # "<code>: <message>" from Graph, or the transport error's reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    status: Status
+    http_status: int  # of the last attempt (0: transport error)
+    client_request_id: str
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    location: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _describe(result: HttpResult) -> str | None:
+    if result.ok:
+        return None
+    parts = [p for p in (result.error_code, result.error_message) if p]
+    return ": ".join(parts) if parts else f"HTTP {result.status}"
+
+
+class Submitter:
+    """Sends bulk requests through ``client.post_bulk``, one ``RateLimiter`` shared by all the
+    requests of a run (and by concurrent ``submit`` calls). ``sleep`` is used for the waits
+    between attempts, so a caller can renew a lease or checkpoint during long backoffs;
+    ``clock`` (wall time, seconds) only stamps the attempts."""
+
+    def __init__(
+        self,
+        client: BulkPoster,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.time,
+    ) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.policy = policy
+        self._sleep = sleep
+        self._clock = clock
+
+    async def submit(self, body: bytes, client_request_id: str) -> BatchOutcome:
+        attempts: list[Attempt] = []
+        number = 0
+        while True:
+            number += 1
+            result, attempt = await self._attempt(body, client_request_id)
+            attempts.append(attempt)
+            if result is not None and result.ok:
+                log.info(
+                    "bulkUpload accepted: status=%d request-id=%s client-request-id=%s attempts=%d",
+                    result.status,
+                    result.request_id,
+                    client_request_id,
+                    number,
+                )
+                return BatchOutcome(
+                    status="accepted",
+                    http_status=result.status,
+                    client_request_id=client_request_id,
+                    request_id=result.request_id,
+                    location=result.location,
+                    attempts=attempts,
+                )
+            status = attempt.status
+            if not self.policy.retryable(status):
+                log.error(
+                    "bulkUpload rejected: status=%d code=%s request-id=%s client-request-id=%s",
+                    status,
+                    result.error_code if result else None,
+                    attempt.request_id,
+                    client_request_id,
+                )
+                return self._outcome("rejected", result, attempt, client_request_id, attempts)
+            if number >= self.policy.max_attempts:
+                log.error(
+                    "bulkUpload failed after %d attempts: last status=%d client-request-id=%s",
+                    number,
+                    status,
+                    client_request_id,
+                )
+                return self._outcome("failed", result, attempt, client_request_id, attempts)
+            if status == 429 and attempt.retry_after is not None:
+                self.limiter.penalise(attempt.retry_after)
+            delay = self.policy.delay(number, attempt.retry_after)
+            log.warning(
+                "bulkUpload attempt %d got status=%d (%s); retrying in %.2fs client-request-id=%s",
+                number,
+                status,
+                attempt.error,
+                delay,
+                client_request_id,
+            )
+            if delay > 0:
+                await self._sleep(delay)
+
+    async def _attempt(
+        self, body: bytes, client_request_id: str
+    ) -> tuple[HttpResult | None, Attempt]:
+        permit = await self.limiter.acquire()
+        started = self._clock()
+        t0 = time.monotonic()
+        try:
+            result = await self.client.post_bulk(body, client_request_id)
+        except TransportError as exc:
+            return None, Attempt(
+                started_at=iso_utc(started),
+                status=TRANSPORT_ERROR,
+                duration_ms=round((time.monotonic() - t0) * 1000),
+                error=exc.reason,
+            )
+        finally:
+            self.limiter.release(permit)
+        return result, Attempt(
+            started_at=iso_utc(started),
+            status=result.status,
+            request_id=result.request_id,
+            duration_ms=round((time.monotonic() - t0) * 1000),
+            retry_after=result.retry_after,
+            error=_describe(result),
+        )
+
+    def _outcome(
+        self,
+        status: Status,
+        result: HttpResult | None,
+        attempt: Attempt,
+        client_request_id: str,
+        attempts: list[Attempt],
+    ) -> BatchOutcome:
+        if result is None:
+            return BatchOutcome(
+                status=status,
+                http_status=TRANSPORT_ERROR,
+                client_request_id=client_request_id,
+                error_code="TransportError",
+                error_message=attempt.error,
+                attempts=attempts,
+            )
+        return BatchOutcome(
+            status=status,
+            http_status=result.status,
+            client_request_id=client_request_id,
+            request_id=result.request_id,
+            error_code=result.error_code,
+            error_message=result.error_message or f"HTTP {result.status}",
+            location=result.location,
+            attempts=attempts,
+        )

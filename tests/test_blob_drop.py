@@ -1,0 +1,367 @@
+"""The blob drop function end to end: Azurite, the Graph emulator over HTTP, the real
+ManagedIdentityCredential, invoked through app.get_functions() with real trigger objects."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from graph_emulator import GraphEmulator
+from provisioning.settings import RESULTS_CONTAINER, Settings
+from provisioning.storage import BlobStore
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
+HEADER = (
+    "WorkerID,WorkerStatus,WorkerType,UserID,FirstName,LastName,FullName,GenderPronoun,"
+    "ManagerID,HireDate,OnLeave,Department,Division,CostCenter,Company,Location,JobTitle,"
+    "StreetAddress,City,CountryCode,OfficePhone,Custom01,Custom02,ZipCode"
+)
+
+
+def hr_file(count: int, *, start: int = 1, bad: int = 0) -> bytes:
+    lines = [HEADER]
+    for n in range(start, start + count):
+        status = "Maybe" if n < start + bad else ("Active" if n % 7 else "Inactive")
+        lines.append(
+            f"{n},{status},Employee,EMP{n},Given{n},Family{n},Given{n} Family{n},SHE/HER,"
+            f"{start},2020-01-01,False,Sales,Food,CC1,Woodgrove,Europe,Engineer,1 Main St,"
+            "Paris,FR,555-0100,,,75001"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def emulator() -> Iterator[GraphEmulator]:
+    with GraphEmulator(rate_limit=(40, 5.0)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, azurite: Any, clean_storage: Any, emulator: GraphEmulator
+) -> dict[str, str]:
+    values = {
+        "HRSTORAGE": azurite.connection_string,
+        "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
+        "PROVISIONING_JOB_ID": emulator.job_id,
+        "PROVISIONING_GRAPH_URL": emulator.graph_url,
+        "PROVISIONING_RETRY_BASE_SECONDS": "0.05",
+        "PROVISIONING_RETRY_MAX_SECONDS": "2",
+        "PROVISIONING_REQUEST_TIMEOUT_SECONDS": "5",
+        "IDENTITY_ENDPOINT": emulator.identity_endpoint,
+        "IDENTITY_HEADER": emulator.identity_header,
+    }
+    for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@functools.cache
+def the_function() -> Any:
+    # get_functions() indexes the app and may run once per app, as in the host.
+    import function_app
+
+    (fn,) = [
+        f for f in function_app.app.get_functions() if f.get_function_name() == "hr_file_dropped"
+    ]
+    return fn
+
+
+def drop(data: bytes, name: str = "workers.csv") -> Any:
+    """Invoke the function as the host would: a real InputStream for hr-inbound/<name>."""
+    blob = func.blob.InputStream(
+        data=data,
+        name=f"hr-inbound/{name}",
+        uri=f"http://127.0.0.1/devstoreaccount1/hr-inbound/{name}",
+        length=len(data),
+    )
+    return asyncio.run(the_function().get_user_function()(blob))
+
+
+def store() -> BlobStore:
+    return BlobStore.from_settings(Settings())
+
+
+def runs(kind: str = "summary.json") -> list[dict[str, Any]]:
+    found = [b.name for b in store().list(RESULTS_CONTAINER, "runs/") if b.name.endswith(kind)]
+    out = []
+    for name in sorted(found):
+        data = store().read_json(RESULTS_CONTAINER, name)
+        assert data is not None
+        out.append({**data[0], "_name": name})
+    return out
+
+
+def result_text(summary: dict[str, Any], name: str) -> str:
+    prefix = summary["_name"].rsplit("/", 1)[0]
+    data = store().read_bytes(RESULTS_CONTAINER, f"{prefix}/{name}")
+    assert data is not None, name
+    return data.decode("utf-8")
+
+
+def sent_external_ids(emu: GraphEmulator) -> list[str]:
+    return [ext for u in emu.uploads() if u["status"] == 202 for _, ext in u["records"]]
+
+
+def test_binding_metadata() -> None:
+    bindings = [json.loads(b) for b in the_function().get_raw_bindings()]
+    assert bindings == [
+        {
+            "direction": "IN",
+            "type": "blobTrigger",
+            "name": "blob",
+            "path": "hr-inbound/{name}",
+            "connection": "HRSTORAGE",
+            "source": "EventGrid",
+        }
+    ]
+
+
+def test_happy_path_provisions_every_valid_row_once(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    data = SAMPLE.read_bytes()
+    drop(data, "feed/csv-with-1000-records.csv")
+
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    assert (summary["rows_read"], summary["rows_rejected"]) == (1000, 641)
+    assert summary["records_sent"] == summary["records_accepted"] == 359
+    assert summary["requests"] == 8 and len(summary["batches"]) == 8
+    assert all(b["status"] == "accepted" and b["http_status"] == 202 for b in summary["batches"])
+    assert all(b["request_id"] and b["client_request_id"] for b in summary["batches"])
+    assert summary["source_blob"] == "hr-inbound/feed/csv-with-1000-records.csv"
+    # Graph received each valid worker exactly once and the directory holds them.
+    ids = sent_external_ids(emulator)
+    assert len(ids) == len(set(ids)) == 359
+    assert {u["employeeId"] for u in emulator.directory()} == set(ids)
+    # The ledger lists every record sent; rejected.csv every rejected row with its line.
+    ledger = list(csv.DictReader(io.StringIO(result_text(summary, "ledger.csv"))))
+    assert sorted(r["externalId"] for r in ledger) == sorted(ids)
+    assert {r["status"] for r in ledger} == {"accepted"}
+    rejected = list(csv.DictReader(io.StringIO(result_text(summary, "rejected.csv"))))
+    assert len(rejected) == 641 and all(r["line"] and r["reason"] for r in rejected)
+    assert "Provisioning run" in result_text(summary, "report.html")
+    # No HR value reached the logs.
+    logged = caplog.text
+    for row in list(csv.DictReader(io.StringIO(data.decode("utf-8"))))[:50]:
+        for column in ("FirstName", "LastName", "FullName", "UserID"):
+            assert row[column] not in logged
+
+
+def test_duplicate_drop_sends_nothing_and_names_the_first_run(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    data = hr_file(120)
+    drop(data, "a.csv")
+    drop(data, "copy-of-a.csv")  # same content under another name
+    drop(data, "a.csv")  # the trigger firing twice
+    first, *dups = sorted(runs(), key=lambda s: s["started"])
+    assert first["status"] == "complete"
+    assert [d["status"] for d in dups] == ["duplicate", "duplicate"]
+    assert all(d["duplicate_of"] == first["run_id"] for d in dups)
+    assert len(sent_external_ids(emulator)) == 120
+
+
+def test_bad_file_is_rejected_whole_and_nothing_sent(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(b"WorkerID,FirstName\n1,Ada\n", "short.csv")
+    (summary,) = runs()
+    assert summary["status"] == "rejected"
+    assert "LastName" in summary["reason"]
+    assert emulator.uploads() == []
+
+
+def test_429_storm_everything_arrives_paced(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Our pacing is set looser than the emulator's limit, so Graph throttles us repeatedly.
+    monkeypatch.setenv("PROVISIONING_RATE_LIMIT_REQUESTS", "20")
+    monkeypatch.setenv("PROVISIONING_RATE_LIMIT_WINDOW_SECONDS", "1")
+    emulator.set_faults(rate_limit=(4, 1.0), retry_after=True)
+    drop(hr_file(600))
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    uploads = emulator.uploads()
+    assert any(u["status"] == 429 for u in uploads)
+    ids = sent_external_ids(emulator)
+    assert len(ids) == len(set(ids)) == 600
+    assert sum(b["attempts"] for b in summary["batches"]) == len(uploads)
+
+
+def test_pacing_keeps_under_the_limit_without_429(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_RATE_LIMIT_REQUESTS", "4")
+    monkeypatch.setenv("PROVISIONING_RATE_LIMIT_WINDOW_SECONDS", "1")
+    emulator.set_faults(rate_limit=(4, 1.0))
+    drop(hr_file(500))
+    uploads = emulator.uploads()
+    assert [u["status"] for u in uploads] == [202] * 10
+    times = [u["time"] for u in uploads]
+    assert all(later - earlier >= 0.95 for earlier, later in zip(times, times[4:], strict=False))
+
+
+def test_500_bucket_full_is_retried_until_accepted(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(status_sequence=[500, 500, 500])
+    drop(hr_file(60))
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    assert summary["batches"][0]["attempts"] == 4
+    assert [u["status"] for u in emulator.uploads()] == [500, 500, 500, 202, 202]
+    assert len(sent_external_ids(emulator)) == 60
+
+
+def test_400_is_not_retried_and_graph_error_is_in_results(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(status_sequence=[400])
+    drop(hr_file(60))
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    first, second = summary["batches"]
+    assert (first["status"], first["http_status"], first["attempts"]) == ("rejected", 400, 1)
+    assert first["error_message"] and first["request_id"]
+    assert second["status"] == "accepted"
+    assert summary["records_rejected_by_graph"] == 50 and summary["records_accepted"] == 10
+    assert first["error_message"] in result_text(summary, "report.html")
+    ledger = list(csv.DictReader(io.StringIO(result_text(summary, "ledger.csv"))))
+    assert [r["status"] for r in ledger].count("rejected") == 50
+
+
+def test_paused_job_stops_early_with_the_reason(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(job_status="Quarantine")
+    drop(hr_file(10))
+    (summary,) = runs()
+    assert summary["status"] == "stopped"
+    assert "quarantine" in summary["reason"] and "TooManyDeletes" in summary["reason"]
+    assert emulator.uploads() == []
+    # Once the job runs again, the same file is provisioned (a stop is not final).
+    emulator.set_faults(job_status="Active")
+    drop(hr_file(10))
+    assert len(sent_external_ids(emulator)) == 10
+
+
+def test_outage_interrupts_then_resumes_without_resending(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning.blob_trigger import RunInterrupted
+
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    data = hr_file(250)  # 5 batches
+    # Batches 1 and 2 go through, then Graph is down for batch 3's two attempts.
+    emulator.set_faults(status_sequence=[202, 202, 503, 503])
+    with pytest.raises(RunInterrupted):
+        drop(data)
+    (summary,) = runs()
+    assert summary["status"] == "interrupted" and summary["next_batch"] == 3
+    assert len(sent_external_ids(emulator)) == 100
+    drop(data)  # the host's retry
+    (summary,) = runs()
+    assert summary["status"] == "complete" and summary["attempt"] == 2
+    assert [b["sent_in_earlier_attempt"] for b in summary["batches"]] == [True, True] + [False] * 3
+    ids = sent_external_ids(emulator)
+    assert len(ids) == len(set(ids)) == 250
+
+
+def test_crash_between_accept_and_checkpoint_resends_once_and_says_so(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after Graph accepted batch 2 but before the checkpoint recorded it."""
+    from provisioning import runs as runs_module
+
+    original = runs_module.ClaimStore.save
+    crashed = []
+
+    def save(self: Any, claim: Any, lease: Any = None) -> None:
+        if claim.next_batch == 3 and claim.in_flight is None and not crashed:
+            crashed.append(True)
+            raise SystemExit("simulated crash")
+        original(self, claim, lease)
+
+    monkeypatch.setattr(runs_module.ClaimStore, "save", save)
+    data = hr_file(150)
+    with pytest.raises(SystemExit):
+        drop(data)
+    assert len(sent_external_ids(emulator)) == 100
+    drop(data)
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    flags = [b["resent_after_crash"] for b in summary["batches"]]
+    assert flags == [False, True, False]
+    uploads = [u for u in emulator.uploads() if u["status"] == 202]
+    # Batch 2 went twice with the same bulkIds and client-request-id; nothing else did.
+    assert len(uploads) == 4
+    assert uploads[1]["records"] == uploads[2]["records"]
+    assert uploads[1]["client_request_id"] == uploads[2]["client_request_id"]
+    assert len({ext for u in uploads for _, ext in u["records"]}) == 150
+
+
+def test_killed_process_resumes_after_last_accepted_batch(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A real process is SIGKILLed half way; the next attempt sends only what was left."""
+    data = hr_file(500)  # 10 batches
+    source = tmp_path / "workers.csv"
+    source.write_bytes(data)
+    monkeypatch.setenv("PROVISIONING_LEASE_SECONDS", "15")
+    emulator.set_faults(latency_ms=300)
+    script = (
+        "import asyncio, sys, azure.functions as func\n"
+        "import function_app\n"
+        "fn = [f for f in function_app.app.get_functions()][0].get_user_function()\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "blob = func.blob.InputStream(data=data, name='hr-inbound/workers.csv', length=len(data))\n"
+        "asyncio.run(fn(blob))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(source)],
+        cwd=ROOT,
+        env={**os.environ},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len([u for u in emulator.uploads() if u["status"] == 202]) < 4:
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    emulator.set_faults(latency_ms=0)
+    before = len(sent_external_ids(emulator))
+    assert 200 <= before < 500
+
+    # The dead process still holds the claim's lease: a retry now must not send anything.
+    drop(data)
+    assert len(sent_external_ids(emulator)) == before
+    time.sleep(16)  # the lease expires
+    drop(data)
+    (summary,) = [s for s in runs() if s["status"] != "duplicate"]
+    assert summary["status"] == "complete"
+    ids = sent_external_ids(emulator)
+    assert len(set(ids)) == 500
+    resent = [b for b in summary["batches"] if b["resent_after_crash"]]
+    # Only the batch in flight when the process died may go twice, and the results say so.
+    assert len(ids) - 500 == 50 * len(resent) and len(resent) <= 1

@@ -1,0 +1,649 @@
+"""bulkUpload submission over real HTTP against the Graph emulator: msgraph-sdk's pipeline, the
+real ManagedIdentityCredential (token from the emulator's identity endpoint), pacing, retries and
+outcomes; plus pure unit tests of RateLimiter and RetryPolicy with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any, Literal
+
+import pytest
+
+from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
+from provisioning.bulk import CONTENT_TYPE, Operation, serialize
+from provisioning.graph import (
+    GraphClient,
+    HttpResult,
+    JobStatus,
+    TransportError,
+    make_credential,
+    parse_error,
+    parse_retry_after,
+)
+from provisioning.pacing import RateLimiter, RetryPolicy
+from provisioning.settings import Settings
+from provisioning.submit import BatchOutcome, Submitter
+
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+# raised by kiota when msgraph's generated request builders are imported
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:GetQueryParameters is deprecated:DeprecationWarning"
+)
+MSI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def operations(count: int, prefix: str = "E") -> list[Operation]:
+    ops = []
+    for i in range(count):
+        external_id = f"{prefix}{i:05d}"
+        data = {
+            "schemas": [CORE],
+            "externalId": external_id,
+            "userName": f"{external_id.lower()}@contoso.test",
+            "displayName": f"User {external_id}",
+            "active": True,
+        }
+        ops.append(Operation(f"{prefix}-{i}", external_id, i + 1, data))
+    return ops
+
+
+def body(count: int = 2, prefix: str = "E") -> bytes:
+    return serialize(operations(count, prefix))
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
+    """A fresh emulator (no rate limit unless a test sets one) and the App Service managed
+    identity variables pointing at it, so the real ManagedIdentityCredential is used."""
+    with GraphEmulator(rate_limit=None) as emulator:
+        for name in MSI_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
+        yield emulator
+
+
+def settings_for(emu: GraphEmulator, graph_url: str | None = None, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "graph_url": graph_url or emu.graph_url,
+        "service_principal_id": emu.sp_id,
+        "job_id": emu.job_id,
+        "credential": "auto",
+        "request_timeout_seconds": 5.0,
+        "max_attempts": 4,
+        "retry_base_seconds": 0.01,
+        "retry_max_seconds": 0.05,
+        "rate_limit_requests": 1000,
+        "rate_limit_window_seconds": 1.0,
+    }
+    values.update(changes)
+    return Settings(**values)
+
+
+Scenario = Callable[[GraphClient, Submitter, list[float]], Awaitable[Any]]
+
+
+def run(
+    settings: Settings, scenario: Scenario, sleep: Callable[[float], Awaitable[None]] | None = None
+) -> Any:
+    """Run ``scenario(client, submitter, sleeps)`` with a GraphClient built from ``settings``;
+    ``sleeps`` collects the Submitter's waits between attempts."""
+
+    async def main() -> Any:
+        sleeps: list[float] = []
+
+        async def recording_sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            await (sleep or asyncio.sleep)(seconds)
+
+        client = GraphClient.from_settings(settings)
+        try:
+            limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_window_seconds)
+            policy = RetryPolicy(
+                settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+            )
+            submitter = Submitter(client, limiter, policy, sleep=recording_sleep)
+            return await scenario(client, submitter, sleeps)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def submit_one(settings: Settings, payload: bytes, crid: str = "crid-1") -> BatchOutcome:
+    async def scenario(_: GraphClient, submitter: Submitter, __: list[float]) -> BatchOutcome:
+        return await submitter.submit(payload, crid)
+
+    outcome: BatchOutcome = run(settings, scenario)
+    return outcome
+
+
+def statuses(outcome: BatchOutcome) -> list[int]:
+    return [a.status for a in outcome.attempts]
+
+
+def max_in_window(times: list[float], window: float, tolerance: float = 0.02) -> int:
+    """The largest number of ``times`` that fall within any window of ``window`` seconds."""
+    times = sorted(times)
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t - start < window - tolerance))
+    return best
+
+
+class RecordingProxy:
+    """A loopback TCP relay in front of the emulator that keeps the request bytes it forwarded:
+    what the SDK pipeline really put on the wire."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received = bytearray()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, record: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if record:
+                    with self.lock:
+                        self.received.extend(chunk)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def header_values(self, name: str) -> list[str]:
+        with self.lock:
+            text = self.received.decode("latin-1")
+        prefix = name.lower() + ":"
+        return [
+            line.split(":", 1)[1].strip()
+            for line in text.split("\r\n")
+            if line.lower().startswith(prefix)
+        ]
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+def test_accepted_with_ids_and_exact_scim_content_type(emu: GraphEmulator) -> None:
+    proxy = RecordingProxy(emu.url)
+    try:
+        settings = settings_for(emu, graph_url=f"{proxy.url}/v1.0")
+        outcome = submit_one(settings, body(3), "crid-accepted")
+        content_types = proxy.header_values("Content-Type")
+        authorization = proxy.header_values("Authorization")
+        request_lines = [
+            line
+            for line in bytes(proxy.received).decode("latin-1").split("\r\n")
+            if line.startswith("POST ")
+        ]
+    finally:
+        proxy.close()
+
+    assert outcome.status == "accepted" and outcome.accepted
+    assert outcome.http_status == 202
+    assert outcome.client_request_id == "crid-accepted"
+    assert outcome.request_id and len(outcome.request_id) == 36
+    assert outcome.location and "auditLogs/provisioning" in outcome.location
+    assert outcome.error_code is None and outcome.error_message is None
+    assert statuses(outcome) == [202]
+    assert outcome.attempts[0].request_id == outcome.request_id
+    assert outcome.attempts[0].started_at.endswith("Z")
+    # exactly what Graph documents, no charset or other parameter
+    assert content_types == [CONTENT_TYPE] == ["application/scim+json"]
+    assert len(authorization) == 1 and authorization[0].startswith("Bearer emu.")
+    assert request_lines == [
+        f"POST /v1.0/servicePrincipals/{emu.sp_id}/synchronization/jobs/{emu.job_id}"
+        "/bulkUpload HTTP/1.1"
+    ]
+    uploads = emu.uploads()
+    assert [(u["status"], u["client_request_id"], u["operations"]) for u in uploads] == [
+        (202, "crid-accepted", 3)
+    ]
+    assert len(emu.directory()) == 3
+    # JSON-serialisable record of the outcome
+    record = json.loads(json.dumps(outcome.as_dict()))
+    assert record["status"] == "accepted"
+    assert record["attempts"][0]["status"] == 202
+
+
+def test_51_operations_rejected_with_graph_message_not_retried(emu: GraphEmulator) -> None:
+    outcome = submit_one(settings_for(emu), body(51), "crid-51")
+    assert outcome.status == "rejected"
+    assert outcome.http_status == 400
+    assert outcome.error_code == "BadRequest"
+    assert outcome.error_message and outcome.error_message.startswith("Invalid Data Format")
+    assert "50" in outcome.error_message
+    assert outcome.request_id
+    assert statuses(outcome) == [400]
+    assert [u["status"] for u in emu.uploads()] == [400]
+    assert emu.directory() == []
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+def test_permanent_fault_statuses_are_not_retried(emu: GraphEmulator, status: int) -> None:
+    emu.set_faults(status_sequence=[status])
+    outcome = submit_one(settings_for(emu), body(), f"crid-{status}")
+    assert outcome.status == "rejected"
+    assert outcome.http_status == status
+    assert outcome.error_code and outcome.error_message
+    assert outcome.request_id
+    assert statuses(outcome) == [status]
+    assert [u["status"] for u in emu.uploads()] == [status]
+
+
+def test_unknown_job_is_rejected_with_404(emu: GraphEmulator) -> None:
+    outcome = submit_one(settings_for(emu, job_id="API2AAD.0.unknown"), body())
+    assert (outcome.status, outcome.http_status, outcome.error_code) == (
+        "rejected",
+        404,
+        "ResourceNotFound",
+    )
+    assert len(emu.uploads()) == 1
+
+
+def test_429_storm_paced_and_all_accepted(emu: GraphEmulator) -> None:
+    """The emulator allows 3 per second; our limiter (misconfigured at 10 per second) lets bursts
+    through, gets 429 + Retry-After, and the shared penalty box then holds every sender."""
+    emu.set_faults(rate_limit=(3, 1.0))
+    settings = settings_for(
+        emu, rate_limit_requests=10, rate_limit_window_seconds=1.0, max_attempts=20
+    )
+
+    async def scenario(_: GraphClient, submitter: Submitter, __: list[float]) -> Any:
+        return await asyncio.gather(
+            *(submitter.submit(body(1, f"S{i}-"), f"crid-storm-{i}") for i in range(20))
+        )
+
+    outcomes: list[BatchOutcome] = run(settings, scenario)
+    assert all(o.status == "accepted" for o in outcomes)
+    uploads = emu.uploads()
+    accepted = [u for u in uploads if u["status"] == 202]
+    assert len(accepted) == 20
+    assert any(u["status"] == 429 for u in uploads), "expected a 429 storm"
+    assert max_in_window([u["time"] for u in accepted], 1.0) <= 3
+    # every attempt we recorded reached the server once: no hidden SDK retries
+    for o in outcomes:
+        sent = [u for u in uploads if u["client_request_id"] == o.client_request_id]
+        assert [u["status"] for u in sent] == statuses(o)
+        assert all(a.retry_after and a.retry_after >= 1 for a in o.attempts if a.status == 429)
+    assert len(emu.directory()) == 20
+
+
+def test_pacing_at_the_limit_gets_no_429(emu: GraphEmulator) -> None:
+    """Limiter and service agree (5 per 0.5 s): 15 requests, no 429, sliding window respected."""
+    emu.set_faults(rate_limit=(5, 0.5))
+    settings = settings_for(emu, rate_limit_requests=5, rate_limit_window_seconds=0.5)
+
+    async def scenario(_: GraphClient, submitter: Submitter, __: list[float]) -> Any:
+        return [await submitter.submit(body(1, f"P{i}-"), f"crid-pace-{i}") for i in range(15)]
+
+    started = time.monotonic()
+    outcomes: list[BatchOutcome] = run(settings, scenario)
+    elapsed = time.monotonic() - started
+    assert [statuses(o) for o in outcomes] == [[202]] * 15
+    uploads = emu.uploads()
+    assert [u["status"] for u in uploads] == [202] * 15
+    assert max_in_window([u["time"] for u in uploads], 0.5) <= 5
+    assert elapsed >= 1.0  # three windows: 0, 0.5, 1.0
+
+
+def test_500_500_then_accepted_with_backoff(emu: GraphEmulator) -> None:
+    emu.set_faults(status_sequence=[500, 500])
+    settings = settings_for(emu, retry_base_seconds=0.01, retry_max_seconds=1.0)
+
+    async def scenario(_: GraphClient, submitter: Submitter, sleeps: list[float]) -> Any:
+        return await submitter.submit(body(), "crid-500"), sleeps
+
+    outcome, sleeps = run(settings, scenario)
+    assert outcome.status == "accepted"
+    assert statuses(outcome) == [500, 500, 202]
+    assert outcome.attempts[0].error and BUCKET_FULL_MESSAGE[:20] in outcome.attempts[0].error
+    assert len(sleeps) == 2
+    assert 0.005 <= sleeps[0] <= 0.01 and 0.01 <= sleeps[1] <= 0.02  # equal jitter
+    assert [u["status"] for u in emu.uploads()] == [500, 500, 202]
+
+
+def test_dropped_connection_is_retried(emu: GraphEmulator) -> None:
+    emu.set_faults(drop_connections=1)
+    outcome = submit_one(settings_for(emu), body(), "crid-drop")
+    assert outcome.status == "accepted"
+    assert statuses(outcome) == [0, 202]
+    assert outcome.attempts[0].error and outcome.attempts[0].request_id is None
+    assert [u["status"] for u in emu.uploads()] == [0, 202]
+
+
+def test_timeout_is_a_transport_error_then_success(emu: GraphEmulator) -> None:
+    emu.set_faults(latency_ms=600)
+    settings = settings_for(emu, request_timeout_seconds=0.2)
+
+    async def heal_then_sleep(seconds: float) -> None:
+        emu.set_faults(latency_ms=0)  # the service recovers while we back off
+        await asyncio.sleep(seconds)
+
+    async def scenario(client: GraphClient, submitter: Submitter, __: list[float]) -> Any:
+        emu.set_faults(latency_ms=600)
+        with pytest.raises(TransportError) as raised:
+            await client.post_bulk(body(1, "T"), "crid-raw-timeout")
+        assert raised.value.reason.startswith("timeout")
+        return await submitter.submit(body(), "crid-timeout")
+
+    outcome = run(settings, scenario, sleep=heal_then_sleep)
+    assert outcome.status == "accepted"
+    assert statuses(outcome) == [0, 202]
+    assert outcome.attempts[0].error and outcome.attempts[0].error.startswith("timeout")
+    assert 150 <= outcome.attempts[0].duration_ms < 600
+    # the timed-out requests still reached the service, which applied them after its latency:
+    # a timeout says nothing about the outcome, hence complete records on every resend
+    deadline = time.monotonic() + 3
+    while len(emu.uploads()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(u["client_request_id"] for u in emu.uploads()) == [
+        "crid-raw-timeout",
+        "crid-timeout",
+        "crid-timeout",
+    ]
+
+
+def test_max_attempts_exhausted_is_failed(emu: GraphEmulator) -> None:
+    emu.set_faults(status_sequence=[503, 503, 503], retry_after=False)
+    outcome = submit_one(settings_for(emu, max_attempts=3), body(), "crid-503")
+    assert outcome.status == "failed"
+    assert outcome.http_status == 503
+    assert outcome.error_code and outcome.error_message
+    assert statuses(outcome) == [503, 503, 503]
+    # the SDK's RetryHandler (which retries POST on 503 by default) stayed out of the way
+    assert [u["status"] for u in emu.uploads()] == [503, 503, 503]
+    assert emu.directory() == []
+    assert json.loads(json.dumps(outcome.as_dict()))["status"] == "failed"
+
+
+def test_transport_errors_until_exhausted_is_failed(emu: GraphEmulator) -> None:
+    emu.set_faults(drop_connections=2)
+    outcome = submit_one(settings_for(emu, max_attempts=2), body(), "crid-drops")
+    assert (outcome.status, outcome.http_status, outcome.error_code) == (
+        "failed",
+        0,
+        "TransportError",
+    )
+    assert statuses(outcome) == [0, 0]
+
+
+def test_job_status_active_paused_quarantine(emu: GraphEmulator) -> None:
+    async def scenario(client: GraphClient, _: Submitter, __: list[float]) -> Any:
+        seen = [await client.job_status()]
+        emu.set_faults(job_status="Paused")
+        seen.append(await client.job_status())
+        emu.set_faults(job_status="Quarantine", quarantine_reason="TooManyDeletes")
+        seen.append(await client.job_status())
+        return seen
+
+    seen = run(settings_for(emu), scenario)
+    assert seen == [
+        JobStatus("Active"),
+        JobStatus("Paused"),
+        JobStatus("Quarantine", "TooManyDeletes"),
+    ]
+    assert seen[0].processing and not seen[1].processing and not seen[2].processing
+
+
+def test_credential_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    async def check() -> None:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "x")
+        cases: list[tuple[Literal["auto", "managedidentity", "default"], type]] = [
+            ("auto", ManagedIdentityCredential),
+            ("managedidentity", ManagedIdentityCredential),
+            ("default", DefaultAzureCredential),
+        ]
+        for choice, expected in cases:
+            credential = make_credential(Settings(credential=choice))
+            assert isinstance(credential, expected)
+            await credential.close()
+        monkeypatch.delenv("IDENTITY_ENDPOINT")
+        credential = make_credential(Settings(credential="auto"))
+        assert isinstance(credential, DefaultAzureCredential)
+        await credential.close()
+
+    asyncio.run(check())
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def test_parse_retry_after_delta_and_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = datetime(2025, 1, 31, 12, 0, 0, tzinfo=UTC)
+    later = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(later, now=now.timestamp()) == pytest.approx(30.0)
+    earlier = format_datetime(now - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(earlier, now=now.timestamp()) == 0.0
+
+
+def test_parse_error_graph_json_and_raw_text() -> None:
+    graph = b'{"error": {"code": "BadRequest", "message": "Invalid Data Format: x"}}'
+    assert parse_error(graph) == ("BadRequest", "Invalid Data Format: x")
+    assert parse_error(b"<html>bad gateway</html>") == (None, "<html>bad gateway</html>")
+    long_text = parse_error(b"x" * 2000)[1]
+    assert long_text is not None and len(long_text) == 500
+    assert parse_error(b"") == (None, None)
+    assert HttpResult(202).ok and not HttpResult(429).ok
+
+
+# ---------------------------------------------------------------- RateLimiter (fake clock)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def assert_window(times: list[float], n: int, window: float) -> None:
+    ordered = sorted(times)
+    for i in range(len(ordered) - n):
+        assert ordered[i + n] - ordered[i] >= window - 1e-9, (i, ordered[i : i + n + 1])
+
+
+def test_rate_limiter_never_more_than_n_in_any_window_sequential() -> None:
+    fake = FakeTime()
+    rng = random.Random(7)
+    limiter = RateLimiter(4, 5.0, clock=fake.clock, sleep=fake.sleep)
+    sends: list[float] = []
+
+    async def main() -> None:
+        for _ in range(60):
+            fake.now += rng.choice([0.0, 0.0, 0.1, 0.7, 2.0])  # irregular arrivals
+            await limiter.acquire()
+            sends.append(fake.now)
+
+    asyncio.run(main())
+    assert_window(sends, 4, 5.0)
+    assert len(sends) == 60
+
+
+def test_rate_limiter_concurrent_senders_share_the_window() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(3, 1.0, clock=fake.clock, sleep=fake.sleep)
+    sends: list[float] = []
+
+    async def sender() -> None:
+        for _ in range(5):
+            await limiter.acquire()
+            sends.append(fake.now)
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(sender() for _ in range(4)))
+
+    asyncio.run(main())
+    assert len(sends) == 20
+    assert_window(sends, 3, 1.0)
+    # and not slower than needed: 20 sends at 3 per second take (ceil(20/3)-1) seconds
+    assert sends[-1] - sends[0] == pytest.approx(6.0)
+
+
+def test_rate_limiter_release_counts_from_the_response() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(1, 1.0, clock=fake.clock, sleep=fake.sleep)
+
+    async def main() -> list[float]:
+        permit = await limiter.acquire()
+        start = fake.now
+        fake.now += 0.3  # round trip
+        limiter.release(permit)
+        await limiter.acquire()
+        return [start, fake.now]
+
+    first, second = asyncio.run(main())
+    assert second - first == pytest.approx(1.3)
+
+
+def test_rate_limiter_penalise_blocks_everyone() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(100, 1.0, clock=fake.clock, sleep=fake.sleep)
+
+    async def main() -> list[float]:
+        await limiter.acquire()
+        limiter.penalise(2.5)
+        limiter.penalise(1.0)  # a shorter penalty does not shorten the longer one
+        times = []
+        for _ in range(3):
+            await limiter.acquire()
+            times.append(fake.now)
+        return times
+
+    start = fake.now
+    times = asyncio.run(main())
+    assert times[0] == pytest.approx(start + 2.5)
+    assert times == [times[0]] * 3  # after the penalty the window allows a burst again
+    assert limiter.wait_time() == 0.0
+
+
+def test_rate_limiter_validates() -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(0, 1.0)
+    with pytest.raises(ValueError):
+        RateLimiter(1, 0.0)
+
+
+# ---------------------------------------------------------------- RetryPolicy
+
+
+def test_retry_policy_retryable_statuses() -> None:
+    for status in (0, 429, 500, 502, 503, 504):
+        assert RetryPolicy.retryable(status)
+    for status in (200, 202, 400, 401, 403, 404, 405, 409, 413):
+        assert not RetryPolicy.retryable(status)
+
+
+def test_retry_policy_exponential_equal_jitter_bounds() -> None:
+    policy = RetryPolicy(8, base=2.0, max_delay=300.0, rng=random.Random(1))
+    for attempt in range(1, 12):
+        cap = min(300.0, 2.0 * 2 ** (attempt - 1))
+        delays = [policy.delay(attempt, None) for _ in range(200)]
+        assert all(cap / 2 <= d <= cap for d in delays), attempt
+        assert max(delays) - min(delays) > cap / 4  # really jittered, across the range
+    assert policy.delay(1000, None) <= 300.0
+    assert RetryPolicy(3, 0.0, 10.0).delay(3, None) == 0.0
+
+
+def test_retry_policy_honours_retry_after_in_full() -> None:
+    policy = RetryPolicy(8, base=2.0, max_delay=10.0, rng=random.Random(1))
+    assert policy.delay(1, 3.0) == 3.0
+    assert policy.delay(5, 0.0) == 0.0
+    assert policy.delay(1, 600.0) == 600.0  # above max_delay: sending earlier only earns a 429
+
+
+def test_retry_policy_validates() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        RetryPolicy(1, -1.0, 1.0)
+
+
+# ---------------------------------------------------------------- Submitter with a fake client
+
+
+class ScriptedClient:
+    """A stand-in for GraphClient for the pure Submitter logic (no HTTP): answers in turn."""
+
+    def __init__(self, answers: list[HttpResult | TransportError]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
+        answer = self.answers[self.calls]
+        self.calls += 1
+        if isinstance(answer, TransportError):
+            raise answer
+        return answer
+
+
+def test_submitter_429_penalises_the_shared_limiter_and_waits_retry_after() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
+    policy = RetryPolicy(5, 0.5, 10.0, rng=random.Random(3))
+    client = ScriptedClient(
+        [HttpResult(429, "r1", "c", retry_after=4.0, error_code="TooManyRequests"), HttpResult(202)]
+    )
+    submitter = Submitter(client, limiter, policy, sleep=fake.sleep, clock=fake.clock)
+
+    async def main() -> BatchOutcome:
+        started = fake.now
+        outcome = await submitter.submit(b"{}", "c")
+        assert fake.now - started == pytest.approx(4.0)
+        assert limiter.blocked_until == pytest.approx(started + 4.0)
+        return outcome
+
+    outcome = asyncio.run(main())
+    assert outcome.status == "accepted"
+    assert [a.retry_after for a in outcome.attempts] == [4.0, None]
+    assert outcome.attempts[0].error == "TooManyRequests"
+    assert fake.sleeps == [4.0]  # the limiter did not add a second wait
