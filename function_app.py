@@ -4,5 +4,5 @@ import azure.functions as func
 
 from provisioning.blob_trigger import bp as blob_drop
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app = func.FunctionApp()
 app.register_functions(blob_drop)

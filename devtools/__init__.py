@@ -1,0 +1,1 @@
+"""Development tools: local emulators and the local run. Not deployed."""
