@@ -365,3 +365,20 @@ def test_killed_process_resumes_after_last_accepted_batch(
     resent = [b for b in summary["batches"] if b["resent_after_crash"]]
     # Only the batch in flight when the process died may go twice, and the results say so.
     assert len(ids) - 500 == 50 * len(resent) and len(resent) <= 1
+
+
+def test_403_stops_the_run_with_graphs_reason_and_resumes_once_fixed(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(status_sequence=[202, 403])
+    data = hr_file(120)  # 3 batches
+    drop(data)
+    (summary,) = runs()
+    assert summary["status"] == "failed"
+    assert "403" in summary["reason"] and "request-id" in summary["reason"]
+    assert [u["status"] for u in emulator.uploads()] == [202, 403]  # not retried
+    drop(data)  # permissions fixed: the next attempt continues at batch 2
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    ids = sent_external_ids(emulator)
+    assert len(ids) == len(set(ids)) == 120
