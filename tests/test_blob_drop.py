@@ -23,26 +23,20 @@ import pytest
 from graph_emulator import GraphEmulator
 from provisioning.settings import RESULTS_CONTAINER, Settings
 from provisioning.storage import BlobStore
+from tests.columns import csv_bytes, worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
-HEADER = (
-    "WorkerID,WorkerStatus,WorkerType,UserID,FirstName,LastName,FullName,GenderPronoun,"
-    "ManagerID,HireDate,OnLeave,Department,Division,CostCenter,Company,Location,JobTitle,"
-    "StreetAddress,City,CountryCode,OfficePhone,Custom01,Custom02,ZipCode"
-)
 
 
-def hr_file(count: int, *, start: int = 1, bad: int = 0) -> bytes:
-    lines = [HEADER]
-    for n in range(start, start + count):
-        status = "Maybe" if n < start + bad else ("Active" if n % 7 else "Inactive")
-        lines.append(
-            f"{n},{status},Employee,EMP{n},Given{n},Family{n},Given{n} Family{n},SHE/HER,"
-            f"{start},2020-01-01,False,Sales,Food,CC1,Woodgrove,Europe,Engineer,1 Main St,"
-            "Paris,FR,555-0100,,,75001"
-        )
-    return ("\n".join(lines) + "\n").encode()
+def hr_file(count: int, *, start: int = 1) -> bytes:
+    """``count`` valid workers; every seventh is inactive, all report to the first."""
+    return csv_bytes(
+        [
+            worker(n, WorkerStatus="Active" if n % 7 else "Inactive", ManagerID=str(start))
+            for n in range(start, start + count)
+        ]
+    )
 
 
 @pytest.fixture

@@ -11,22 +11,14 @@ import pytest
 
 from provisioning.cli import main
 from provisioning.mapping import parse_mapping
+from tests.columns import csv_bytes, worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_1000 = ROOT / "samples" / "csv-with-1000-records.csv"
-HEADER = (
-    "WorkerID,WorkerStatus,WorkerType,UserID,FirstName,LastName,FullName,GenderPronoun,"
-    "ManagerID,HireDate,OnLeave,Department,Division,CostCenter,Company,Location,JobTitle,"
-    "StreetAddress,City,CountryCode,OfficePhone,Custom01,Custom02,ZipCode"
-)
 
 
-def _row(worker_id: str, status: str = "Active", full_name: str = "Ada Lovelace") -> str:
-    return (
-        f"{worker_id},{status},Employee,EMP{worker_id},Ada,Lovelace,{full_name},SHE/HER,1000,"
-        "2020-01-01,False,Sales,Food,CC1,Woodgrove,Europe,Engineer,1 Main St,Paris,FR,"
-        "555-0100,,,75001"
-    )
+def _csv(*rows: dict[str, str]) -> str:
+    return csv_bytes(list(rows)).decode("utf-8")
 
 
 @pytest.fixture(autouse=True)
@@ -71,9 +63,8 @@ def test_validate_limit_says_how_many_are_hidden(capsys: pytest.CaptureFixture[s
 
 def test_convert_writes_requests_summary_and_formula_safe_report(tmp_path: Path) -> None:
     source = tmp_path / "hr.csv"
-    lines = [HEADER, _row("1", full_name="=HYPERLINK(x)"), _row("2", status="@Maybe")]
-    lines += [_row(str(n)) for n in range(3, 103)]
-    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = [worker(1, FullName="=HYPERLINK(x)"), worker(2, WorkerStatus="@Maybe")]
+    source.write_text(_csv(*rows, *(worker(n) for n in range(3, 103))), encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     (out / "bulk-0009.json").write_text("stale")
@@ -99,7 +90,7 @@ def test_convert_writes_requests_summary_and_formula_safe_report(tmp_path: Path)
 
 def test_convert_strict_and_batch_size(tmp_path: Path) -> None:
     source = tmp_path / "hr.csv"
-    source.write_text("\n".join([HEADER, _row("1"), _row("1"), _row("2")]) + "\n")
+    source.write_text(_csv(worker(1), worker(1), worker(2)))
     out = tmp_path / "out"
     assert main(["convert", str(source), "--out", str(out), "--strict"]) == 1
     assert main(["convert", str(source), "--out", str(out), "--batch-size", "1"]) == 0
