@@ -38,6 +38,8 @@ from .validation import (
 )
 
 BUILTIN = ("microsoft-sample", "hr-suite")
+LIFECYCLE = "lifecycle"
+LIFECYCLE_DATES = ("hire_date", "termination_date")
 _SOURCES = ("column", "constant", "template", "coalesce")
 
 
@@ -75,6 +77,8 @@ class MappingFile(BaseModel):
     description: str = ""
     trim: bool = True
     user: dict[str, Any]
+    # Dates that drive joiner/leaver timing; read from the file, not sent to Entra.
+    lifecycle: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _supported(self) -> MappingFile:
@@ -82,6 +86,11 @@ class MappingFile(BaseModel):
             raise ValueError("only mapping version 1 exists")
         if "externalId" not in self.user:
             raise ValueError("user.externalId must be mapped: it is how Entra matches workers")
+        unknown = set(self.lifecycle) - set(LIFECYCLE_DATES)
+        if unknown:
+            raise ValueError(
+                f"lifecycle: unknown key(s) {sorted(unknown)}; known: {', '.join(LIFECYCLE_DATES)}"
+            )
         return self
 
 
@@ -124,12 +133,13 @@ class Mapping:
     trim: bool
     root: Node
     extensions: list[str]
+    lifecycle: Node
 
     @property
     def columns(self) -> list[str]:
         """Every column the mapping reads, in mapping order, without repeats."""
         seen: dict[str, None] = {}
-        for leaf in _walk(self.root):
+        for leaf in [*_walk(self.root), *_walk(self.lifecycle)]:
             for column in leaf.columns:
                 seen[column] = None
         return list(seen)
@@ -180,7 +190,15 @@ def parse_mapping(text: str, *, name: str, source: str) -> Mapping:
     except ValidationError as exc:
         raise SpecError(f"mapping '{name}': {_pydantic_reason(exc)}") from None
     root, extensions = _compile_user(spec.user)
-    return Mapping(name=name, source=source, trim=spec.trim, root=root, extensions=extensions)
+    lifecycle = _compile_object(spec.lifecycle, LIFECYCLE, "", "lifecycle")
+    return Mapping(
+        name=name,
+        source=source,
+        trim=spec.trim,
+        root=root,
+        extensions=extensions,
+        lifecycle=lifecycle,
+    )
 
 
 class _MappingLoader(yaml.SafeLoader):
@@ -293,6 +311,8 @@ def _compile_leaf(raw: Any, namespace: str, path: str, where: str) -> Leaf:
         raise SpecError(f"{where}: {_pydantic_reason(exc)}") from None
     known = attribute_type(namespace, path)
     if known is None:
+        if namespace == LIFECYCLE:
+            raise SpecError(f"{where}: lifecycle knows only {', '.join(LIFECYCLE_DATES)}")
         schema = "core User" if namespace == CORE else "enterprise User extension"
         raise SpecError(f"{where}: '{path}' is not an attribute of the SCIM {schema} schema")
     try:
@@ -303,7 +323,7 @@ def _compile_leaf(raw: Any, namespace: str, path: str, where: str) -> Leaf:
         steps.append(tf.default(spec.default))
     if spec.template is not None:
         _check_template(spec.template, where)
-    if spec.type is not None and namespace in (CORE, ENTERPRISE) and spec.type != known:
+    if spec.type is not None and namespace in (CORE, ENTERPRISE, LIFECYCLE) and spec.type != known:
         raise SpecError(f"{where}: '{path}' is a SCIM {known}; its type cannot be changed")
     scim_type = spec.type or known
     max_length = spec.max_length or default_max_length(namespace, path)
@@ -339,6 +359,7 @@ class BoundMapping:
         self.external_id_leaf = ext_leaf
         self._external_id = self._getter(ext_leaf)
         self.extensions = mapping.extensions
+        self._dates = [(key, self._bind_leaf(leaf)) for key, leaf in mapping.lifecycle.leaves]
 
     def external_id(self, values: list[str]) -> str | None:
         """The row's externalId, or None when it is empty or cannot be computed."""
@@ -361,6 +382,15 @@ class BoundMapping:
                 schemas.append(urn)
         user["schemas"] = schemas
         return user
+
+    def dates(self, values: list[str], errors: list[tuple[Leaf, str]]) -> dict[str, str]:
+        """The row's lifecycle dates (ISO 8601 days) that are present."""
+        out = {}
+        for key, leaf in self._dates:
+            value = leaf(values, errors)
+            if value is not None:
+                out[key] = value
+        return out
 
     def raw_value(self, leaf: Leaf, values: list[str]) -> str:
         for column in leaf.columns:

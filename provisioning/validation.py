@@ -6,6 +6,7 @@ single pass that builds the user instead of walking the result a second time.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 MULTI_VALUED = ("emails", "phoneNumbers", "addresses")
 
 # The SCIM User attributes the provisioning service understands, with their SCIM type.
-_STRING, _BOOLEAN, _EMAIL, _INTEGER = "string", "boolean", "email", "integer"
-TYPES = (_STRING, _BOOLEAN, _EMAIL, _INTEGER)
+_STRING, _BOOLEAN, _EMAIL, _INTEGER, _DATE = "string", "boolean", "email", "integer", "date"
+TYPES = (_STRING, _BOOLEAN, _EMAIL, _INTEGER, _DATE)
+LIFECYCLE = "lifecycle"
+LIFECYCLE_ATTRIBUTES = {"hire_date": _DATE, "termination_date": _DATE}
 CORE_ATTRIBUTES: dict[str, str] = {
     "externalId": _STRING,
     "userName": _STRING,
@@ -162,6 +165,18 @@ def make_check(scim_type: str, max_length: int | None) -> Check:
                 raise ValueProblem("must be a whole number") from None
 
         return integer
+    if scim_type == _DATE:
+
+        def iso_day(value: Any) -> str:
+            text = str(value).strip()
+            try:
+                return dt.date.fromisoformat(text[:10]).isoformat()
+            except ValueError:
+                raise ValueProblem(
+                    "not an ISO date (YYYY-MM-DD); add a date transform with the HR format"
+                ) from None
+
+        return iso_day
     is_email = scim_type == _EMAIL
     if max_length is None and not is_email:
         return plain_text
@@ -183,6 +198,8 @@ def attribute_type(namespace: str, path: str) -> str | None:
         return CORE_ATTRIBUTES.get(path)
     if namespace == ENTERPRISE:
         return ENTERPRISE_ATTRIBUTES.get(path)
+    if namespace == LIFECYCLE:
+        return LIFECYCLE_ATTRIBUTES.get(path)
     return _STRING
 
 

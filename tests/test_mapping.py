@@ -63,6 +63,7 @@ SAMPLE_ROW = {
     "CountryCode": "UK",
     "OfficePhone": "259-915-1098",
     "ZipCode": "79985",
+    "HireDate": "2010-07-10",
 }
 
 HR_ROW = {
@@ -476,7 +477,7 @@ def test_unknown_leaf_option() -> None:
 
 
 def test_unknown_leaf_type() -> None:
-    message = spec_error("user:\n  externalId: Id\n  title: {column: T, type: date}\n")
+    message = spec_error("user:\n  externalId: Id\n  title: {column: T, type: datetime}\n")
     assert "user.title" in message and "type must be one of" in message
 
 
