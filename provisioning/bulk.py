@@ -25,6 +25,8 @@ class Operation:
     external_id: str
     line: int
     data: dict[str, Any]
+    # Lifecycle dates of the row (hire_date, termination_date), for planning; not sent.
+    dates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

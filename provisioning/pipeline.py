@@ -174,6 +174,7 @@ class Conversion:
                         self._reject(row.line, problem[0], "", problem[1], "")
                         continue
                 user = bound.build(values, errors)
+                dates = bound.dates(values, errors)
                 external_id: str = user.get("externalId", "")
                 if errors or external_id in duplicates:
                     summary.rows_rejected += 1
@@ -193,7 +194,7 @@ class Conversion:
                     errors.clear()
                     continue
                 summary.users += 1
-                yield Operation(bulk_id(file_hash, row.line), external_id, row.line, user)
+                yield Operation(bulk_id(file_hash, row.line), external_id, row.line, user, dates)
         if progress is not None:
             progress(1.0)
 

@@ -1,0 +1,269 @@
+"""Joiner / mover / leaver planning: what a file means against what Entra already got.
+
+Pure: it takes the converted users of one file, the remembered state of every worker (a
+fingerprint of the last record Entra accepted, whether it was active, which feed sent it), the
+held future-dated changes, and "today" in the HR time zone, and decides per worker. No I/O.
+
+Decisions, per worker in the file:
+- joiner: never sent before (held if the hire date is beyond the look-ahead);
+- rehire: sent before as inactive, active again (held likewise);
+- leaver: was active, now inactive (or the termination date is today or past);
+- mover: anything else changed (the complete record is sent, Microsoft's recommendation);
+- unchanged: same fingerprint: not sent, counted.
+A termination date in the future holds the disable until that date. In a ``full`` feed, a worker
+this feed sent before and now absent is a leaver too. Leavers beyond the safety threshold are
+held for approval instead of being sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+Action = Literal["joiner", "mover", "rehire", "leaver", "unchanged", "held"]
+SENT_ACTIONS = ("joiner", "rehire", "mover", "leaver")
+FeedMode = Literal["full", "delta"]
+
+
+def fingerprint(data: dict[str, Any]) -> str:
+    """Stable digest of a SCIM user: key order does not matter, any value change does."""
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the state remembers of a worker."""
+
+    fingerprint: str
+    active: bool
+    feed: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A change waiting for its date."""
+
+    external_id: str
+    kind: Literal["joiner", "leaver"]
+    due: str  # ISO day in the HR time zone
+    feed: str
+    # The complete record to send on the day (None for a change known only from the state).
+    record: dict[str, Any] | None = field(default=None, compare=False)
+
+
+@dataclass(slots=True)
+class Decision:
+    external_id: str
+    line: int
+    action: Action
+    # None: send the record as mapped; True/False: send it with this ``active`` value.
+    active: bool | None = None
+    wave: int = 0  # 0 first; a new joiner goes after its new manager
+    manager: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class Policy:
+    feed: str
+    mode: FeedMode
+    today: dt.date
+    lookahead_days: int = 14
+    full_send: bool = False
+    threshold_percent: float = 5.0
+    threshold_count: int = 50
+
+
+@dataclass
+class Plan:
+    feed: str
+    mode: FeedMode
+    today: str
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    # Workers this feed sent before and the file no longer lists (full feeds only).
+    absent_leavers: list[str] = field(default_factory=list)
+    # New held changes (replace any held change of the same worker and kind).
+    hold: list[Held] = field(default_factory=list)
+    # Held changes the file makes obsolete (cancelled or superseded).
+    cancel: list[Held] = field(default_factory=list)
+    # Leavers not sent because there are too many of them: held for approval.
+    held_for_approval: list[str] = field(default_factory=list)
+    threshold: int = 0
+    manager_warnings: list[str] = field(default_factory=list)
+    valid_rows: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(("joiner", "mover", "rehire", "leaver", "unchanged"), 0)
+        for decision in self.decisions.values():
+            if decision.action != "held":
+                out[decision.action] += 1
+        out["leaver"] += len(self.absent_leavers)
+        out["held"] = len(self.hold)
+        out["held_for_approval"] = len(self.held_for_approval)
+        return out
+
+    def sends(self, external_id: str) -> Decision | None:
+        """The decision if this worker's record goes to Entra in this run, else None."""
+        decision = self.decisions.get(external_id)
+        if decision is None or decision.action not in SENT_ACTIONS:
+            return None
+        if decision.action == "leaver" and self.held_for_approval:
+            return None  # over the threshold: every leaver waits for approval
+        return decision
+
+    @property
+    def waves(self) -> int:
+        return 1 + max((d.wave for d in self.decisions.values()), default=0)
+
+
+class Planner:
+    """Feed it each valid user of the file (in file order), then call :meth:`finish`."""
+
+    def __init__(self, known: Mapping[str, Known], held: Iterable[Held], policy: Policy) -> None:
+        self.known = known
+        self.policy = policy
+        self.plan = Plan(policy.feed, policy.mode, policy.today.isoformat())
+        self._held = {(h.external_id, h.kind): h for h in held}
+        self._changed: dict[str, list[str]] = {}
+        self._lookahead = policy.today + dt.timedelta(days=policy.lookahead_days)
+
+    def add(
+        self, external_id: str, line: int, data: dict[str, Any], dates: dict[str, str]
+    ) -> Decision:
+        policy = self.policy
+        plan = self.plan
+        plan.valid_rows += 1
+        today = policy.today
+        known = self.known.get(external_id)
+        active = data.get("active", True) is not False
+        override: bool | None = None
+        leave = _day(dates.get("termination_date"))
+        hire = _day(dates.get("hire_date"))
+        self._forget_held(external_id)
+        if leave is not None and leave <= today and active:
+            active, override = False, False  # the leave date has come: disable now
+        elif leave is not None and leave > today:
+            self._hold(external_id, "leaver", leave, {**data, "active": False})
+            if not active:
+                # HR already marks the worker inactive, but the access ends on the date.
+                active, override = True, True
+        manager = _manager(data)
+        fp = fingerprint(data if override is None else {**data, "active": override})
+        if known is None:
+            action: Action = "joiner"
+        elif known.fingerprint == fp and not policy.full_send:
+            action = "unchanged"
+        elif not known.active and active:
+            action = "rehire"
+        elif known.active and not active:
+            action = "leaver"
+        else:
+            action = "mover"  # changed, or a forced full send
+        decision = Decision(external_id, line, action, override, manager=manager)
+        if action in ("joiner", "rehire") and hire is not None and hire > self._lookahead:
+            due = hire - dt.timedelta(days=policy.lookahead_days)
+            self._hold(
+                external_id,
+                "joiner",
+                due,
+                data if override is None else {**data, "active": override},
+            )
+            decision.action, decision.reason = "held", f"{action} held until {due.isoformat()}"
+        plan.decisions[external_id] = decision
+        return decision
+
+    def finish(self) -> Plan:
+        plan = self.plan
+        policy = self.policy
+        if policy.mode == "full" and plan.valid_rows:
+            # A file with no valid row says nothing about who left: it never makes leavers.
+            plan.absent_leavers = sorted(
+                ext
+                for ext, known in self.known.items()
+                if known.feed == policy.feed and known.active and ext not in plan.decisions
+            )
+        if policy.mode == "full" and plan.valid_rows:
+            for (external_id, _kind), held in self._held.items():
+                if held.feed == policy.feed and external_id not in plan.decisions:
+                    plan.cancel.append(held)  # the worker is gone from the feed
+        self._waves()
+        self._managers()
+        self._threshold()
+        return plan
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _hold(
+        self,
+        external_id: str,
+        kind: Literal["joiner", "leaver"],
+        due: dt.date,
+        record: dict[str, Any],
+    ) -> None:
+        self.plan.hold.append(Held(external_id, kind, due.isoformat(), self.policy.feed, record))
+
+    def _forget_held(self, external_id: str) -> None:
+        # The file restates the worker: earlier held changes give way to what it says now.
+        for kind in ("joiner", "leaver"):
+            held = self._held.pop((external_id, kind), None)
+            if held is not None:
+                self.plan.cancel.append(held)
+
+    def _waves(self) -> None:
+        decisions = self.plan.decisions
+        joiners = {ext for ext, d in decisions.items() if d.action == "joiner"}
+
+        def depth(ext: str, seen: set[str]) -> int:
+            decision = decisions[ext]
+            manager = decision.manager
+            if manager is None or manager not in joiners or manager in seen or manager == ext:
+                return 0
+            return 1 + depth(manager, seen | {ext})
+
+        for ext in joiners:
+            decisions[ext].wave = depth(ext, set())
+
+    def _managers(self) -> None:
+        plan = self.plan
+        for ext, decision in plan.decisions.items():
+            manager = decision.manager
+            if manager and manager not in plan.decisions and manager not in self.known:
+                plan.manager_warnings.append(ext)
+
+    def _threshold(self) -> None:
+        plan = self.plan
+        policy = self.policy
+        population = sum(1 for k in self.known.values() if k.feed == policy.feed and k.active)
+        plan.threshold = max(
+            policy.threshold_count, int(population * policy.threshold_percent / 100)
+        )
+        leavers = [ext for ext, d in plan.decisions.items() if d.action == "leaver"]
+        leavers += plan.absent_leavers
+        if len(leavers) > plan.threshold:
+            plan.held_for_approval = leavers
+
+
+def _day(value: str | None) -> dt.date | None:
+    return None if not value else dt.date.fromisoformat(value[:10])
+
+
+def _manager(data: dict[str, Any]) -> str | None:
+    extension = data.get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
+    if not extension:
+        return None
+    manager = extension.get("manager")
+    return manager.get("value") if manager else None
+
+
+def today_in(zone: str, now: dt.datetime | None = None) -> dt.date:
+    from zoneinfo import ZoneInfo
+
+    moment = now or dt.datetime.now(dt.UTC)
+    return moment.astimezone(ZoneInfo(zone)).date()

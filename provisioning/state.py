@@ -1,0 +1,182 @@
+"""What Entra has accepted, per worker, and the changes waiting for a date or an approval.
+
+Layout in the ``state`` container:
+- ``workers/index-XX.json``: {externalId: [fingerprint, active, feed, seq]} for one of 256 shards
+  (by the first two hex digits of the id's SHA-256); small enough to load whole for planning.
+- ``workers/records-XX.json``: {externalId: last accepted SCIM record} (leavers need it whole).
+- ``workers/deltas/<seq>.json``: what one accepted bulk request changed. A run writes one right
+  after Graph accepted the batch (one small write instead of up to 50 shard rewrites); the next
+  run or release folds pending deltas into the shards. Shard writes are ETag-conditional and a
+  delta only overwrites an entry with an older ``seq``, so a fold interrupted half way, or two
+  folds at once, leave the shards right.
+- ``held/<id-hash>-<kind>.json``: a future-dated joiner or leaver with the record to send.
+- ``approvals/requests/<run-id>.json``: leavers held by the safety threshold;
+  ``approvals/<run-id>``: the approval marker a person (or ``python -m provisioning approve``)
+  writes to release them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from .lifecycle import Held, Known
+from .settings import STATE_CONTAINER
+from .storage import BlobStore, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+_INDEX, _RECORDS, _DELTAS = "workers/index-", "workers/records-", "workers/deltas/"
+_HELD, _REQUESTS, _APPROVALS = "held/", "approvals/requests/", "approvals/"
+_MAX_CONFLICTS = 20
+
+# One accepted record: (externalId, fingerprint, active, feed, record)
+Accepted = tuple[str, str, bool, str, dict[str, Any]]
+
+
+def shard_of(external_id: str) -> str:
+    return hashlib.sha256(external_id.encode("utf-8")).hexdigest()[:2]
+
+
+def id_hash(external_id: str) -> str:
+    """Blob names carry a hash, never the HR id itself."""
+    return hashlib.sha256(external_id.encode("utf-8")).hexdigest()[:24]
+
+
+class WorkerState:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    # --- accepted records ----------------------------------------------------------------
+
+    def record_accepted(self, seq: str, entries: list[Accepted]) -> None:
+        """Remember what Entra accepted in one bulk request (call after the 202)."""
+        self.store.write_json(
+            STATE_CONTAINER, f"{_DELTAS}{seq}.json", {"seq": seq, "entries": entries}
+        )
+
+    def fold(self) -> int:
+        """Fold pending deltas into the shards; returns how many were folded."""
+        names = sorted(b.name for b in self.store.list(STATE_CONTAINER, _DELTAS))
+        if not names:
+            return 0
+        by_shard: dict[str, list[tuple[str, Accepted]]] = {}
+        for name in names:
+            found = self.store.read_json(STATE_CONTAINER, name)
+            if found is None:
+                continue  # folded and deleted by a concurrent fold
+            delta = found[0]
+            for entry in delta["entries"]:
+                by_shard.setdefault(shard_of(entry[0]), []).append((delta["seq"], entry))
+        for shard, entries in sorted(by_shard.items()):
+            self._fold_shard(shard, entries)
+        for name in names:
+            self.store.delete(STATE_CONTAINER, name)
+        log.info("state: folded %d accepted batches into %d shards", len(names), len(by_shard))
+        return len(names)
+
+    def _fold_shard(self, shard: str, entries: list[tuple[str, Accepted]]) -> None:
+        for _ in range(_MAX_CONFLICTS):
+            index_found = self.store.read_json(STATE_CONTAINER, f"{_INDEX}{shard}.json")
+            records_found = self.store.read_json(STATE_CONTAINER, f"{_RECORDS}{shard}.json")
+            index, index_etag = index_found or ({}, None)
+            records, records_etag = records_found or ({}, None)
+            changed = False
+            for seq, (external_id, fp, active, feed, record) in entries:
+                current = index.get(external_id)
+                if current is not None and current[3] >= seq:
+                    continue  # already folded, or a newer change is there
+                index[external_id] = [fp, active, feed, seq]
+                records[external_id] = record
+                changed = True
+            if not changed:
+                return
+            try:
+                # Records first: an index entry never points at a record not yet written.
+                self._write(f"{_RECORDS}{shard}.json", records, records_etag)
+                self._write(f"{_INDEX}{shard}.json", index, index_etag)
+                return
+            except PreconditionFailed:
+                continue  # another fold wrote this shard: read it again
+        raise RuntimeError(f"state shard {shard} kept changing under us; try again later")
+
+    def _write(self, name: str, data: Any, etag: str | None) -> None:
+        if etag is None:
+            self.store.write_json(STATE_CONTAINER, name, data, create_only=True)
+        else:
+            self.store.write_json(STATE_CONTAINER, name, data, etag=etag)
+
+    def index(self) -> dict[str, Known]:
+        known: dict[str, Known] = {}
+        for blob in self.store.list(STATE_CONTAINER, _INDEX):
+            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            if found is None:
+                continue
+            for external_id, (fp, active, feed, _seq) in found[0].items():
+                known[external_id] = Known(fp, active, feed)
+        return known
+
+    def records(self, external_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted: dict[str, set[str]] = {}
+        for external_id in external_ids:
+            wanted.setdefault(shard_of(external_id), set()).add(external_id)
+        out: dict[str, dict[str, Any]] = {}
+        for shard, ids in wanted.items():
+            found = self.store.read_json(STATE_CONTAINER, f"{_RECORDS}{shard}.json")
+            if found is None:
+                continue
+            out.update({k: v for k, v in found[0].items() if k in ids})
+        return out
+
+    # --- held changes --------------------------------------------------------------------
+
+    def held(self) -> list[Held]:
+        out = []
+        for blob in self.store.list(STATE_CONTAINER, _HELD):
+            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            if found is not None:
+                out.append(Held(**found[0]))
+        return out
+
+    def hold(self, held: Held) -> None:
+        self.store.write_json(STATE_CONTAINER, _held_name(held), asdict(held))
+
+    def drop_held(self, held: Held) -> None:
+        self.store.delete(STATE_CONTAINER, _held_name(held))
+
+    # --- approvals -----------------------------------------------------------------------
+
+    def request_approval(self, run_id: str, feed: str, leavers: dict[str, dict[str, Any]]) -> None:
+        self.store.write_json(
+            STATE_CONTAINER,
+            f"{_REQUESTS}{run_id}.json",
+            {"run_id": run_id, "feed": feed, "leavers": leavers},
+        )
+
+    def approval_requests(self) -> list[dict[str, Any]]:
+        out = []
+        for blob in self.store.list(STATE_CONTAINER, _REQUESTS):
+            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            if found is not None:
+                out.append(found[0])
+        return out
+
+    def approve(self, run_id: str, by: str) -> bool:
+        """Write the approval marker; False when no such request is waiting."""
+        if not self.store.exists(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json"):
+            return False
+        self.store.write_json(STATE_CONTAINER, f"{_APPROVALS}{run_id}", {"approved_by": by})
+        return True
+
+    def is_approved(self, run_id: str) -> bool:
+        return self.store.exists(STATE_CONTAINER, f"{_APPROVALS}{run_id}")
+
+    def close_request(self, run_id: str) -> None:
+        self.store.delete(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")
+
+
+def _held_name(held: Held) -> str:
+    return f"{_HELD}{id_hash(held.external_id)}-{held.kind}.json"
