@@ -17,22 +17,26 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .bulk import BulkRequest
+from .bulk import BulkRequest, Operation, batches
 from .graph import JobStatus
+from .lifecycle import fingerprint
 from .mapping import Mapping, load_mapping
 from .pacing import RateLimiter, RetryPolicy
 from .pipeline import Conversion, Source
+from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .readers import FileError
 from .reports import RejectedCsv, csv_safe, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .state import Accepted, WorkerState
 from .storage import BlobStore, Lease, StagedBlob
 from .submit import BatchOutcome, Submitter
+from .validation import RowError
 
 log = logging.getLogger(__name__)
 
@@ -234,19 +238,46 @@ class DropProcessor:
             log.error("run %s stopped before sending: %s", claim.run_id, reason)
             return self._finish(claim, results, summary, "stopped", reason, keeper, begun)
 
+        state = WorkerState(self.store)
+        state.fold()
+        feed = feed_of(blob)
+        source = Source(Path(blob).name, lambda: path.open("rb"))
+
+        def conversion(on_reject: Callable[[RowError], None] | None = None) -> Conversion:
+            return Conversion(
+                source,
+                self.mapping,
+                fmt=self.settings.input_format,
+                batch_size=self.settings.batch_size,
+                on_reject=on_reject,
+                content_hash=claim.content_hash,
+            )
+
+        try:
+            send_plan = self._plan(claim, state, feed, conversion, results, summary)
+        except FileError as exc:
+            return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
+
         rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
         ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
         ledger = csv.writer(_TextToBlob(ledger_blob))
         ledger.writerow(LEDGER_COLUMNS)
         rejected = RejectedCsv(_TextToBlob(rejected_blob))
-        conversion = Conversion(
-            Source(Path(blob).name, lambda: path.open("rb")),
-            self.mapping,
-            fmt=self.settings.input_format,
-            batch_size=self.settings.batch_size,
-            on_reject=rejected,
-            content_hash=claim.content_hash,
-        )
+        conversions: list[Conversion] = []
+
+        def next_conversion(first: bool) -> Conversion:
+            conversions.append(conversion(rejected if first else None))
+            return conversions[-1]
+
+        absent_records = state.records(send_plan.absent) if send_plan.absent else {}
+        stream = send_operations(next_conversion, send_plan, absent_records, claim.content_hash)
+        actions: dict[str, str] = {}
+
+        def operations() -> Iterator[Operation]:
+            for op, action in stream:
+                actions[op.bulk_id] = action
+                yield op
+
         submitter = Submitter(
             self.graph,
             self._limiter,
@@ -257,62 +288,114 @@ class DropProcessor:
             ),
             sleep=keeper.sleep,
         )
-        batches: list[dict[str, Any]] = []
+        batch_log: list[dict[str, Any]] = []
         counts = {"records_sent": 0, "records_accepted": 0, "records_rejected_by_graph": 0}
         stop: tuple[str, str] | None = None
-        try:
-            for request in conversion.requests():
-                keeper.renew_if_due()
-                if request.index < claim.next_batch:
-                    outcome = results.read_json(results.batch_name(request.index))
-                    entry = _batch_entry(request, outcome, resent=False, earlier=True)
+        for request in batches(operations(), self.settings.batch_size):
+            keeper.renew_if_due()
+            if request.index < claim.next_batch:
+                outcome = results.read_json(results.batch_name(request.index))
+                entry = _batch_entry(request, outcome, resent=False, earlier=True)
+            else:
+                resent = claim.in_flight == request.index
+                claim.in_flight = request.index
+                self.claims.save(claim, keeper.lease)
+                result = await submitter.submit(
+                    request.body, client_request_id(claim.content_hash, request.index)
+                )
+                outcome = _outcome_record(request, result, resent)
+                results.write_json(results.batch_name(request.index), outcome)
+                entry = _batch_entry(request, outcome, resent=resent, earlier=False)
+                if result.status == "failed":
+                    stop = ("interrupted", _graph_reason(result, "kept failing"))
+                elif result.status == "rejected" and result.http_status in (401, 403):
+                    stop = ("failed", _graph_reason(result, "refused the app"))
                 else:
-                    resent = claim.in_flight == request.index
-                    claim.in_flight = request.index
+                    if result.status == "accepted":
+                        # Remembered only once Entra took it; the claim moves on after.
+                        state.record_accepted(
+                            f"{claim.run_id}-{request.index:06d}",
+                            [_accepted(op, feed) for op in request.operations],
+                        )
+                    claim.next_batch, claim.in_flight = request.index + 1, None
                     self.claims.save(claim, keeper.lease)
-                    result = await submitter.submit(
-                        request.body, client_request_id(claim.content_hash, request.index)
-                    )
-                    outcome = _outcome_record(request, result, resent)
-                    results.write_json(results.batch_name(request.index), outcome)
-                    entry = _batch_entry(request, outcome, resent=resent, earlier=False)
-                    if result.status == "failed":
-                        stop = ("interrupted", _graph_reason(result, "kept failing"))
-                    elif result.status == "rejected" and result.http_status in (401, 403):
-                        stop = ("failed", _graph_reason(result, "refused the app"))
-                    else:
-                        claim.next_batch, claim.in_flight = request.index + 1, None
-                        self.claims.save(claim, keeper.lease)
-                batches.append(entry)
-                if stop:
-                    break
-                _count(counts, request, entry["status"])
-                for op in request.operations:
-                    active = op.data.get("active")
-                    ledger.writerow(
-                        [
-                            request.index,
-                            op.line,
-                            csv_safe(op.external_id),
-                            op.bulk_id,
-                            "disable" if active is False else "upsert",
-                            entry["status"],
-                            entry.get("http_status", ""),
-                            entry.get("request_id", ""),
-                        ]
-                    )
-        except FileError as exc:
-            rejected_blob.commit("text/csv; charset=utf-8")
-            summary.update(conversion.summary.as_dict())
-            return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
-        summary.update(conversion.summary.as_dict())
+            batch_log.append(entry)
+            if stop:
+                break
+            _count(counts, request, entry["status"])
+            for op in request.operations:
+                ledger.writerow(
+                    [
+                        request.index,
+                        op.line,
+                        csv_safe(op.external_id),
+                        op.bulk_id,
+                        actions.get(op.bulk_id, ""),
+                        entry["status"],
+                        entry.get("http_status", ""),
+                        entry.get("request_id", ""),
+                    ]
+                )
+        if conversions:
+            summary.update(conversions[0].summary.as_dict())
         summary.update(counts)
-        summary["batches"] = batches
+        summary["requests"] = len(batch_log)
+        summary["batches"] = batch_log
         rejected_blob.commit("text/csv; charset=utf-8")
+        ledger_blob.commit("text/csv; charset=utf-8")
         if stop:
             return self._finish(claim, results, summary, stop[0], stop[1], keeper, begun)
-        ledger_blob.commit("text/csv; charset=utf-8")
+        if summary.get("plan", {}).get("held_for_approval"):
+            reason = (
+                f"{summary['plan']['counts']['leaver']} leavers exceed the threshold of "
+                f"{summary['plan']['leaver_threshold']}; approve run {claim.run_id} to send them"
+            )
+            return self._finish(claim, results, summary, "held-for-approval", reason, keeper, begun)
         return self._finish(claim, results, summary, "complete", None, keeper, begun)
+
+    def _plan(
+        self,
+        claim: Claim,
+        state: WorkerState,
+        feed: str,
+        conversion: Callable[..., Conversion],
+        results: Results,
+        summary: dict[str, Any],
+    ) -> SendPlan:
+        """The run's plan: made once, stored, and read back when the run resumes."""
+        stored = self.store.read_json(STATE_CONTAINER, f"runs/{claim.run_id}/plan.json")
+        if stored is not None:
+            summary["plan"] = results.read_json("plan.json")
+            return SendPlan.from_dict(stored[0])
+        made = make_plan(conversion(), policy_for(self.settings, feed, self._clock()), state)
+        plan = made.plan
+        for held in plan.cancel:
+            state.drop_held(held)
+        for held in plan.hold:
+            state.hold(held)
+        if plan.held_for_approval:
+            state.request_approval(
+                claim.run_id,
+                feed,
+                {
+                    ext: made.leaver_records[ext]
+                    for ext in plan.held_for_approval
+                    if ext in made.leaver_records
+                },
+            )
+        report = made.report()
+        summary["plan"] = report
+        results.write_json("plan.json", report)
+        send_plan = SendPlan.of(plan)
+        self.store.write_json(
+            STATE_CONTAINER, f"runs/{claim.run_id}/plan.json", send_plan.as_dict()
+        )
+        log.info(
+            "run %s plan: %s",
+            claim.run_id,
+            ", ".join(f"{k}={v}" for k, v in report["counts"].items()),
+        )
+        return send_plan
 
     def _finish(
         self,
@@ -397,6 +480,10 @@ def _batch_entry(
     if attempts:
         entry["first_sent"] = attempts[0].get("started_at")
     return entry
+
+
+def _accepted(op: Operation, feed: str) -> Accepted:
+    return (op.external_id, fingerprint(op.data), op.data.get("active") is not False, feed, op.data)
 
 
 def _count(counts: dict[str, int], request: BulkRequest, status: str) -> None:

@@ -99,14 +99,18 @@ class Conversion:
         self._known_hash = content_hash
         self._duplicates: dict[str, int] = {}
 
-    def requests(self) -> Iterator[BulkRequest]:
-        """Yield the bulk requests; raises FileError (before the first one) for a bad file."""
+    def operations(self) -> Iterator[Operation]:
+        """Yield one operation per valid row; raises FileError (before the first) for a bad file."""
         try:
             self._check_file()
         except FileError as exc:
             self.summary.file_error = str(exc)
             raise
-        for request in batches(self._operations(), self.batch_size):
+        yield from self._operations()
+
+    def requests(self) -> Iterator[BulkRequest]:
+        """The operations in bulk requests of ``batch_size``."""
+        for request in batches(self.operations(), self.batch_size):
             self.summary.requests += 1
             yield request
 

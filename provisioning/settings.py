@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     # Operations per bulk request (Graph allows at most 50).
     batch_size: int = Field(default=MAX_OPERATIONS, ge=1, le=MAX_OPERATIONS)
 
+    # --- joiners, movers, leavers ---
+    # Feed modes by feed (sub-folder of hr-inbound), e.g. "employees=full,contractors=delta".
+    feed_modes: str = ""
+    # Mode of feeds not listed: full (the file is the whole workforce) or delta (changes only).
+    default_feed_mode: Literal["full", "delta"] = "delta"
+    # Send every valid record, changed or not (e.g. after changing the mapping).
+    full_send: bool = False
+    # Hold a joiner whose hire date is further ahead than this many days.
+    hire_lookahead_days: int = Field(default=14, ge=0)
+    # Time zone in which HR dates (hire, termination) are read.
+    hr_timezone: str = "UTC"
+    # Accidental-leaver guard: a run disabling more than max(count, percent of the feed's
+    # active workers) disables nobody until approved.
+    leaver_threshold_percent: float = Field(default=5.0, ge=0)
+    leaver_threshold_count: int = Field(default=50, ge=0)
+
     # --- Microsoft Graph ---
     # Object id of the API-driven provisioning app's service principal.
     service_principal_id: str = ""
@@ -70,6 +86,13 @@ class Settings(BaseSettings):
     storage_client_id: str = Field(
         default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__clientId")
     )
+
+    def feed_mode(self, feed: str) -> Literal["full", "delta"]:
+        for item in self.feed_modes.split(","):
+            name, _, mode = item.partition("=")
+            if name.strip() == feed and mode.strip() in ("full", "delta"):
+                return mode.strip()  # type: ignore[return-value]
+        return self.default_feed_mode
 
     @property
     def graph_configured(self) -> bool:

@@ -1,0 +1,196 @@
+"""Make the plan of one file against the worker state, and the operations that carry it out.
+
+The plan pass converts the file once and feeds every valid user to the pure Planner. The send
+pass converts it again (per manager wave) and lets through only what the plan sends, with the
+``active`` value the plan decided, followed by the absent leavers from the state. Both passes
+are deterministic for a file and a plan, which is what makes a run resumable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bulk import Operation
+from .lifecycle import Known, Plan, Planner, Policy, today_in
+from .pipeline import Conversion, Summary
+from .settings import Settings
+from .state import WorkerState, id_hash
+
+# Changed-attribute names are listed for this many movers (the rest are counted only), so a
+# mass change (a new mapping, a reorganisation) cannot make the plan hold every old record.
+MOVER_DETAIL_LIMIT = 2000
+
+
+def feed_of(blob: str) -> str:
+    """``hr-inbound/<feed>/file.csv`` -> feed; a file at the container root is feed "default"."""
+    parts = [p for p in blob.split("/") if p]
+    if parts and parts[0] == "hr-inbound":
+        parts = parts[1:]
+    return parts[0] if len(parts) > 1 else "default"
+
+
+@dataclass
+class SendPlan:
+    """The part of a plan the send pass needs; stored so a resumed run sends the same."""
+
+    feed: str
+    sends: dict[str, tuple[str, bool | None, int]]  # externalId -> (action, active, wave)
+    absent: list[str]  # absent leavers sent in this run (empty when held for approval)
+    waves: int
+
+    @classmethod
+    def of(cls, plan: Plan) -> SendPlan:
+        sends: dict[str, tuple[str, bool | None, int]] = {}
+        for external_id, decision in plan.decisions.items():
+            if plan.sends(external_id) is not None:
+                sends[external_id] = (decision.action, decision.active, decision.wave)
+        absent = [] if plan.held_for_approval else list(plan.absent_leavers)
+        return cls(plan.feed, sends, absent, plan.waves)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feed": self.feed,
+            "sends": {k: list(v) for k, v in self.sends.items()},
+            "absent": self.absent,
+            "waves": self.waves,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SendPlan:
+        sends = {k: (v[0], v[1], v[2]) for k, v in data["sends"].items()}
+        return cls(data["feed"], sends, data["absent"], data["waves"])
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    conversion: Summary
+    # Leavers' records to keep for an approval (file leavers; absent ones come from state).
+    leaver_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: dict[str, list[str]] = field(default_factory=dict)  # mover -> attribute names
+
+    def report(self) -> dict[str, Any]:
+        """The plan for a person: counts and lists of ids and attribute names, no HR values."""
+        plan = self.plan
+        by_action: dict[str, list[str]] = {}
+        for ext, decision in plan.decisions.items():
+            by_action.setdefault(decision.action, []).append(ext)
+        return {
+            "feed": plan.feed,
+            "mode": plan.mode,
+            "today": plan.today,
+            "counts": {**plan.counts, "rejected": self.conversion.rows_rejected},
+            "joiners": by_action.get("joiner", []),
+            "rehires": by_action.get("rehire", []),
+            "movers": [
+                {"externalId": ext, "changed": self.changed.get(ext)}
+                for ext in by_action.get("mover", [])
+            ],
+            "leavers": by_action.get("leaver", []) + plan.absent_leavers,
+            "absent_leavers": plan.absent_leavers,
+            "held": [
+                {"externalId": h.external_id, "kind": h.kind, "due": h.due} for h in plan.hold
+            ],
+            "held_cancelled": [
+                {"externalId": h.external_id, "kind": h.kind, "due": h.due} for h in plan.cancel
+            ],
+            "held_for_approval": plan.held_for_approval,
+            "leaver_threshold": plan.threshold,
+            "unchanged": len(by_action.get("unchanged", [])),
+            "manager_not_found": plan.manager_warnings,
+        }
+
+
+def policy_for(settings: Settings, feed: str, now: dt.datetime | None = None) -> Policy:
+    return Policy(
+        feed=feed,
+        mode=settings.feed_mode(feed),
+        today=today_in(settings.hr_timezone, now),
+        lookahead_days=settings.hire_lookahead_days,
+        full_send=settings.full_send,
+        threshold_percent=settings.leaver_threshold_percent,
+        threshold_count=settings.leaver_threshold_count,
+    )
+
+
+def make_plan(conversion: Conversion, policy: Policy, state: WorkerState | None) -> PlanResult:
+    known: dict[str, Known] = state.index() if state is not None else {}
+    held = state.held() if state is not None else []
+    planner = Planner(known, held, policy)
+    leaver_records: dict[str, dict[str, Any]] = {}
+    new_records: dict[str, dict[str, Any]] = {}
+    for op in conversion.operations():
+        decision = planner.add(op.external_id, op.line, op.data, op.dates)
+        if decision.action == "leaver":
+            leaver_records[op.external_id] = {**op.data, "active": False}
+        elif decision.action == "mover" and len(new_records) < MOVER_DETAIL_LIMIT:
+            new_records[op.external_id] = op.data
+    plan = planner.finish()
+    changed: dict[str, list[str]] = {}
+    if state is not None and new_records:
+        old = state.records(new_records)
+        changed = {
+            ext: changed_attributes(old.get(ext, {}), new) for ext, new in new_records.items()
+        }
+    if plan.held_for_approval and state is not None:
+        leaver_records.update(
+            {
+                ext: {**rec, "active": False}
+                for ext, rec in state.records(plan.absent_leavers).items()
+            }
+        )
+    return PlanResult(plan, conversion.summary, leaver_records, changed)
+
+
+def changed_attributes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names (SCIM paths) of the attributes whose values differ; no values."""
+    before, after = _flatten(old), _flatten(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key != "schemas":
+                out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for item in value:
+            out.update(_flatten(item, prefix))
+        return out
+    return {prefix[:-1]: value}
+
+
+def send_operations(
+    new_conversion: Callable[[bool], Conversion],
+    send_plan: SendPlan,
+    absent_records: dict[str, dict[str, Any]],
+    content_hash: str,
+) -> Iterator[tuple[Operation, str]]:
+    """(operation, action) in send order: wave by wave (managers first), then absent leavers.
+
+    ``new_conversion(first)`` makes a fresh conversion of the file; only the first wave's
+    reports its rejected rows, so each rejection is reported once.
+    """
+    sends = send_plan.sends
+    for wave in range(send_plan.waves):
+        for op in new_conversion(wave == 0).operations():
+            planned = sends.get(op.external_id)
+            if planned is None or planned[2] != wave:
+                continue
+            action, active, _ = planned
+            if active is not None:
+                op.data = {**op.data, "active": active}
+            yield op, action
+    for external_id in send_plan.absent:
+        record = absent_records.get(external_id)
+        if record is None:
+            continue  # no record to send: reported by the caller from the plan
+        data = {**record, "active": False}
+        bulk = f"{content_hash[:16]}-gone-{id_hash(external_id)[:12]}"
+        yield Operation(bulk, external_id, 0, data), "leaver"
