@@ -22,35 +22,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .bulk import BulkRequest, Operation, batches
+from .bulk import Operation, batches
 from .graph import JobStatus
-from .lifecycle import fingerprint
 from .mapping import Mapping, load_mapping
+from .outcomes import (
+    LEDGER_COLUMNS,
+    TextToBlob,
+    accepted_entry,
+    batch_entry,
+    count_batch,
+    graph_reason,
+    job_stop_reason,
+    ledger_row,
+    outcome_record,
+)
 from .pacing import RateLimiter, RetryPolicy
 from .pipeline import Conversion, Source
 from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .readers import FileError
-from .reports import RejectedCsv, csv_safe, render_run_html
+from .reports import RejectedCsv, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .state import Accepted, WorkerState
-from .storage import BlobStore, Lease, StagedBlob
-from .submit import BatchOutcome, Submitter
+from .state import WorkerState
+from .storage import BlobStore, Lease
+from .submit import Submitter
 from .validation import RowError
 
 log = logging.getLogger(__name__)
 
 _SPOOL_CHUNK = 1 << 20
-LEDGER_COLUMNS = (
-    "batch",
-    "line",
-    "externalId",
-    "bulkId",
-    "action",
-    "status",
-    "http_status",
-    "request_id",
-)
 
 
 class Readable(Protocol):
@@ -90,17 +90,6 @@ def spool(stream: Readable, folder: str | None = None) -> tuple[Path, str, int]:
             out.write(chunk)
             size += len(chunk)
     return Path(name), digest.hexdigest(), size
-
-
-class _TextToBlob:
-    """The ``write(str)`` a csv.writer needs, onto a staged blob."""
-
-    def __init__(self, blob: StagedBlob) -> None:
-        self.blob = blob
-
-    def write(self, text: str) -> int:
-        self.blob.write(text.encode("utf-8"))
-        return len(text)
 
 
 class LeaseKeeper:
@@ -260,9 +249,9 @@ class DropProcessor:
 
         rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
         ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
-        ledger = csv.writer(_TextToBlob(ledger_blob))
+        ledger = csv.writer(TextToBlob(ledger_blob))
         ledger.writerow(LEDGER_COLUMNS)
-        rejected = RejectedCsv(_TextToBlob(rejected_blob))
+        rejected = RejectedCsv(TextToBlob(rejected_blob))
         conversions: list[Conversion] = []
 
         def next_conversion(first: bool) -> Conversion:
@@ -295,7 +284,7 @@ class DropProcessor:
             keeper.renew_if_due()
             if request.index < claim.next_batch:
                 outcome = results.read_json(results.batch_name(request.index))
-                entry = _batch_entry(request, outcome, resent=False, earlier=True)
+                entry = batch_entry(request, outcome, resent=False, earlier=True)
             else:
                 resent = claim.in_flight == request.index
                 claim.in_flight = request.index
@@ -303,39 +292,28 @@ class DropProcessor:
                 result = await submitter.submit(
                     request.body, client_request_id(claim.content_hash, request.index)
                 )
-                outcome = _outcome_record(request, result, resent)
+                outcome = outcome_record(request, result, resent)
                 results.write_json(results.batch_name(request.index), outcome)
-                entry = _batch_entry(request, outcome, resent=resent, earlier=False)
+                entry = batch_entry(request, outcome, resent=resent, earlier=False)
                 if result.status == "failed":
-                    stop = ("interrupted", _graph_reason(result, "kept failing"))
+                    stop = ("interrupted", graph_reason(result, "kept failing"))
                 elif result.status == "rejected" and result.http_status in (401, 403):
-                    stop = ("failed", _graph_reason(result, "refused the app"))
+                    stop = ("failed", graph_reason(result, "refused the app"))
                 else:
                     if result.status == "accepted":
                         # Remembered only once Entra took it; the claim moves on after.
                         state.record_accepted(
                             f"{claim.run_id}-{request.index:06d}",
-                            [_accepted(op, feed) for op in request.operations],
+                            [accepted_entry(op, feed) for op in request.operations],
                         )
                     claim.next_batch, claim.in_flight = request.index + 1, None
                     self.claims.save(claim, keeper.lease)
             batch_log.append(entry)
             if stop:
                 break
-            _count(counts, request, entry["status"])
+            count_batch(counts, request, entry["status"])
             for op in request.operations:
-                ledger.writerow(
-                    [
-                        request.index,
-                        op.line,
-                        csv_safe(op.external_id),
-                        op.bulk_id,
-                        actions.get(op.bulk_id, ""),
-                        entry["status"],
-                        entry.get("http_status", ""),
-                        entry.get("request_id", ""),
-                    ]
-                )
+                ledger.writerow(ledger_row(request.index, op, actions.get(op.bulk_id, ""), entry))
         if conversions:
             summary.update(conversions[0].summary.as_dict())
         summary.update(counts)
@@ -430,66 +408,3 @@ class DropProcessor:
             ", ".join(f"{k}={v}" for k, v in counts.items() if k != "source_bytes"),
         )
         return RunOutcome(status, claim.run_id, claim.results_prefix, reason, counts=counts)
-
-
-def job_stop_reason(job: JobStatus) -> str:
-    if job.code == "Quarantine":
-        why = job.quarantine_reason or "unknown reason"
-        return f"the provisioning job is in quarantine ({why}); fix it in Entra, then restart"
-    if job.code == "Paused":
-        return "the provisioning job is paused; uploads would be accepted but not processed"
-    return f"the provisioning job is not running (status {job.code}); start provisioning"
-
-
-def _graph_reason(result: BatchOutcome, what: str) -> str:
-    detail = ": ".join(p for p in (result.error_code, result.error_message) if p)
-    return f"Graph {what} (HTTP {result.http_status}, request-id {result.request_id}) {detail}"
-
-
-def _outcome_record(request: BulkRequest, result: BatchOutcome, resent: bool) -> dict[str, Any]:
-    record = result.as_dict()
-    record["batch"] = request.index
-    record["operations"] = len(request.operations)
-    record["resent_after_crash"] = resent
-    return record
-
-
-def _batch_entry(
-    request: BulkRequest, outcome: dict[str, Any] | None, *, resent: bool, earlier: bool
-) -> dict[str, Any]:
-    if outcome is None:
-        # The checkpoint says accepted but its record is gone (deleted by hand): say so.
-        return {"batch": request.index, "status": "accepted", "note": "record missing"}
-    entry = {
-        key: outcome.get(key)
-        for key in (
-            "batch",
-            "status",
-            "http_status",
-            "request_id",
-            "client_request_id",
-            "error_code",
-            "error_message",
-        )
-    }
-    entry["operations"] = len(request.operations)
-    entry["attempts"] = len(outcome.get("attempts") or [])
-    entry["sent_in_earlier_attempt"] = earlier
-    entry["resent_after_crash"] = resent or bool(outcome.get("resent_after_crash"))
-    attempts = outcome.get("attempts") or []
-    if attempts:
-        entry["first_sent"] = attempts[0].get("started_at")
-    return entry
-
-
-def _accepted(op: Operation, feed: str) -> Accepted:
-    return (op.external_id, fingerprint(op.data), op.data.get("active") is not False, feed, op.data)
-
-
-def _count(counts: dict[str, int], request: BulkRequest, status: str) -> None:
-    n = len(request.operations)
-    counts["records_sent"] += n
-    if status == "accepted":
-        counts["records_accepted"] += n
-    elif status == "rejected":
-        counts["records_rejected_by_graph"] += n

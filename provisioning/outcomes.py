@@ -1,0 +1,112 @@
+"""What one bulk request did, in the forms the results keep: batch records, ledger rows,
+counts, and the reasons a run stops. Shared by the drop runs and the releases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bulk import BulkRequest, Operation
+from .graph import JobStatus
+from .lifecycle import fingerprint
+from .reports import csv_safe
+from .state import Accepted
+from .storage import StagedBlob
+from .submit import BatchOutcome
+
+LEDGER_COLUMNS = (
+    "batch",
+    "line",
+    "externalId",
+    "bulkId",
+    "action",
+    "status",
+    "http_status",
+    "request_id",
+)
+
+
+class TextToBlob:
+    """The ``write(str)`` a csv.writer needs, onto a staged blob."""
+
+    def __init__(self, blob: StagedBlob) -> None:
+        self.blob = blob
+
+    def write(self, text: str) -> int:
+        self.blob.write(text.encode("utf-8"))
+        return len(text)
+
+
+def job_stop_reason(job: JobStatus) -> str:
+    if job.code == "Quarantine":
+        why = job.quarantine_reason or "unknown reason"
+        return f"the provisioning job is in quarantine ({why}); fix it in Entra, then restart"
+    if job.code == "Paused":
+        return "the provisioning job is paused; uploads would be accepted but not processed"
+    return f"the provisioning job is not running (status {job.code}); start provisioning"
+
+
+def graph_reason(result: BatchOutcome, what: str) -> str:
+    detail = ": ".join(p for p in (result.error_code, result.error_message) if p)
+    return f"Graph {what} (HTTP {result.http_status}, request-id {result.request_id}) {detail}"
+
+
+def outcome_record(request: BulkRequest, result: BatchOutcome, resent: bool) -> dict[str, Any]:
+    record = result.as_dict()
+    record["batch"] = request.index
+    record["operations"] = len(request.operations)
+    record["resent_after_crash"] = resent
+    return record
+
+
+def batch_entry(
+    request: BulkRequest, outcome: dict[str, Any] | None, *, resent: bool, earlier: bool
+) -> dict[str, Any]:
+    if outcome is None:
+        # The checkpoint says accepted but its record is gone (deleted by hand): say so.
+        return {"batch": request.index, "status": "accepted", "note": "record missing"}
+    entry = {
+        key: outcome.get(key)
+        for key in (
+            "batch",
+            "status",
+            "http_status",
+            "request_id",
+            "client_request_id",
+            "error_code",
+            "error_message",
+        )
+    }
+    entry["operations"] = len(request.operations)
+    entry["attempts"] = len(outcome.get("attempts") or [])
+    entry["sent_in_earlier_attempt"] = earlier
+    entry["resent_after_crash"] = resent or bool(outcome.get("resent_after_crash"))
+    attempts = outcome.get("attempts") or []
+    if attempts:
+        entry["first_sent"] = attempts[0].get("started_at")
+    return entry
+
+
+def accepted_entry(op: Operation, feed: str) -> Accepted:
+    return (op.external_id, fingerprint(op.data), op.data.get("active") is not False, feed, op.data)
+
+
+def count_batch(counts: dict[str, int], request: BulkRequest, status: str) -> None:
+    n = len(request.operations)
+    counts["records_sent"] += n
+    if status == "accepted":
+        counts["records_accepted"] += n
+    elif status == "rejected":
+        counts["records_rejected_by_graph"] += n
+
+
+def ledger_row(batch: int, op: Operation, action: str, entry: dict[str, Any]) -> list[Any]:
+    return [
+        batch,
+        op.line,
+        csv_safe(op.external_id),
+        op.bulk_id,
+        action,
+        entry["status"],
+        entry.get("http_status", ""),
+        entry.get("request_id", ""),
+    ]
