@@ -7,10 +7,13 @@ Exit codes: 0 done (convert: even with rejected rows, unless --strict); 1 rows w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
@@ -19,9 +22,14 @@ from rich.table import Table
 from .bulk import BulkRequest
 from .mapping import BUILTIN, Mapping, load_mapping
 from .pipeline import Conversion, Source, Summary
+from .planning import make_plan, policy_for
 from .readers import FORMATS, FileError
+from .release import Releaser
 from .reports import RejectedCsv, printable
+from .services import open_services
 from .settings import Settings
+from .state import WorkerState
+from .storage import BlobStore
 from .transforms import SpecError
 from .validation import RowError
 
@@ -66,6 +74,21 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         help=f"operations per request, 1-50 (default {settings.batch_size})",
     )
     convert.add_argument("--strict", action="store_true", help="exit 1 when any row is rejected")
+    plan = commands.add_parser(
+        "plan", help="show what a run would do (joiners, movers, leavers...) without sending"
+    )
+    common(plan)
+    plan.add_argument("--feed", help="feed name (default: from the file's folder, else 'default')")
+    plan.add_argument("--mode", choices=("full", "delta"), help="feed mode (default: settings)")
+    plan.add_argument("--full-send", action="store_true", help="send unchanged records too")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--limit", type=int, default=50, help="ids shown per list (default 50)")
+    approve = commands.add_parser(
+        "approve", help="approve the leavers a run held at the safety threshold"
+    )
+    approve.add_argument("run_id")
+    approve.add_argument("--by", default=os.environ.get("USER", "cli"), help="who approves")
+    commands.add_parser("release", help="send due held changes and approved leavers now")
     return parser
 
 
@@ -74,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(settings).parse_args(argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    if args.command in ("approve", "release"):
+        return _state_command(settings, args, out, err)
     try:
         mapping = load_mapping(args.mapping)
     except SpecError as exc:
@@ -85,7 +110,104 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = Source.from_path(args.file)
     if args.command == "validate":
         return _validate(source, mapping, args, out, err)
+    if args.command == "plan":
+        return _plan(settings, source, mapping, args, out, err)
     return _convert(source, mapping, args, out, err)
+
+
+def _storage_configured(settings: Settings) -> bool:
+    return bool(settings.storage_connection_string or settings.storage_blob_service_uri)
+
+
+def _plan(
+    settings: Settings,
+    source: Source,
+    mapping: Mapping,
+    args: argparse.Namespace,
+    out: Console,
+    err: Console,
+) -> int:
+    feed = args.feed or "default"
+    overrides: dict[str, Any] = {"full_send": args.full_send or settings.full_send}
+    if args.mode:
+        overrides["feed_modes"] = f"{feed}={args.mode}"
+    settings = settings.model_copy(update=overrides)
+    state = None
+    if _storage_configured(settings):
+        state = WorkerState(BlobStore.from_settings(settings))
+        state.fold()
+    else:
+        err.print("no storage configured (HRSTORAGE): planning against an empty state")
+    conversion = Conversion(source, mapping, fmt=args.format)
+    try:
+        made = make_plan(conversion, policy_for(settings, feed), state)
+    except FileError as exc:
+        err.print(f"[bold red]file rejected:[/] {source.name}: {exc}")
+        return EXIT_UNUSABLE
+    report = made.report()
+    if args.json:
+        out.print_json(data=report)
+        return EXIT_OK
+    table = Table(title=f"Plan for {source.name} (feed {report['feed']}, {report['mode']})")
+    table.add_column("action")
+    table.add_column("workers", justify="right")
+    for action, count in report["counts"].items():
+        table.add_row(action, str(count))
+    out.print(table)
+    limit: int = args.limit
+
+    def show(title: str, items: list[str]) -> None:
+        if items:
+            shown = ", ".join(items[:limit]) + (
+                f" … (+{len(items) - limit})" if len(items) > limit else ""
+            )
+            out.print(f"[bold]{title}[/] ({len(items)}): {shown}")
+
+    show("joiners", report["joiners"])
+    show("rehires", report["rehires"])
+    show(
+        "movers",
+        [
+            f"{m['externalId']} [{', '.join(m['changed'])}]" if m["changed"] else m["externalId"]
+            for m in report["movers"]
+        ],
+    )
+    show("leavers", report["leavers"])
+    show("held", [f"{h['externalId']} {h['kind']} until {h['due']}" for h in report["held"]])
+    show("manager not found", report["manager_not_found"])
+    if report["held_for_approval"]:
+        out.print(
+            f"[bold red]{len(report['held_for_approval'])} leavers exceed the safety threshold "
+            f"of {report['leaver_threshold']}:[/] a run would hold them for approval"
+        )
+    return EXIT_OK
+
+
+def _state_command(settings: Settings, args: argparse.Namespace, out: Console, err: Console) -> int:
+    if not _storage_configured(settings):
+        err.print("[bold red]error:[/] set HRSTORAGE (or HRSTORAGE__blobServiceUri) first")
+        return EXIT_UNUSABLE
+    if args.command == "approve":
+        state = WorkerState(BlobStore.from_settings(settings))
+        if not state.approve(args.run_id, args.by):
+            err.print(f"[bold red]error:[/] no leavers of run {args.run_id} wait for approval")
+            return EXIT_UNUSABLE
+        out.print(f"approved run {args.run_id}; the next release sends its leavers")
+        return EXIT_OK
+    summary = asyncio.run(_release(settings))
+    out.print(
+        f"release {summary['run_id']}: {summary['status']}"
+        + (f" ({summary['reason']})" if summary.get("reason") else "")
+        + f", {summary.get('due_held', 0)} held changes due, "
+        f"{len(summary.get('approved_runs', []))} approved runs, "
+        f"{summary.get('records_accepted', 0)} records accepted"
+    )
+    return EXIT_OK if summary["status"] in ("complete", "nothing-due") else EXIT_REJECTED
+
+
+async def _release(settings: Settings) -> dict[str, Any]:
+    async with open_services(settings) as (store, graph):
+        return await Releaser(settings, store, graph).release()
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from provisioning.lifecycle import (
+    FeedMode,
     Held,
     Known,
     Plan,
@@ -58,9 +59,7 @@ def row(data: dict[str, Any], *, hire: str | None = None, leave: str | None = No
 
 def known(data: dict[str, Any], *, feed: str = FEED, active: bool | None = None) -> Known:
     """What the state remembers after Entra accepted ``data``."""
-    return Known(
-        fingerprint(data), data.get("active", True) if active is None else active, feed
-    )
+    return Known(fingerprint(data), data.get("active", True) if active is None else active, feed)
 
 
 def plan_of(
@@ -68,11 +67,13 @@ def plan_of(
     state: Mapping[str, Known] | None = None,
     held: Iterable[Held] = (),
     *,
-    mode: str = "delta",
+    mode: FeedMode = "delta",
     **policy: Any,
 ) -> Plan:
     planner = Planner(
-        state or {}, held, Policy(feed=FEED, mode=mode, today=TODAY, **policy)  # type: ignore[arg-type]
+        state or {},
+        held,
+        Policy(feed=FEED, mode=mode, today=TODAY, **policy),
     )
     for line, item in enumerate(rows, start=2):
         data, dates = item if isinstance(item, tuple) else (item, {})
@@ -617,7 +618,7 @@ def test_counts_cover_every_outcome() -> None:
         "GONE": known(user("GONE")),
         "LATER": known(user("LATER")),
     }
-    rows = [
+    rows: list[Row | dict[str, Any]] = [
         user("NEW"),
         user("MOVER", title="x"),
         user("SAME"),
