@@ -15,14 +15,21 @@ peak RSS belongs to that measurement alone:
   hold after it, ``{externalId: Known(fingerprint(data), active, "default")}``;
 * ``convert`` - plain conversion of day 2: ``Conversion(...).requests()`` with every request body
   serialised (``benchmarks.convert.measure_product``);
-* ``plan``    - loads the pickled state *before* its timer starts, then times: the same
-  conversion of day 2 feeding each operation into ``Planner(known, [], Policy("default",
-  "full", today))``, ``finish()``, and serialising the bulk requests (batches of 50,
-  ``provisioning.bulk.batches`` / ``serialize``) of only the records ``plan.sends()`` lets go.
+* ``plan``    - loads the pickled state *before* its timer starts, then times one pass: the
+  same conversion of day 2 (``Conversion.operations()``) feeding each operation into
+  ``Planner(known, [], Policy("default", "full", today))``, keeping the operations the planner
+  may send, ``finish()``, and serialising the bulk requests (batches of 50,
+  ``provisioning.bulk.batches`` / ``serialize``) of only the records ``plan.sends()`` lets go;
+* ``drop``    - for information: what a drop run does with the same preloaded state,
+  ``provisioning.planning.make_plan`` (plan pass), ``SendPlan.of`` and ``send_operations``
+  (which converts the file again, once per manager wave), batched and serialised the same way.
+  No records are stored in the in-memory state, so the movers' changed-attribute lists are
+  computed against empty old records.
 
 Targets: records to send == changed workers and requests to send == ceil(changed / 50) (nobody
-else is a joiner, mover, rehire or leaver), and plan time <= 1.5 x conversion time. Peak RSS
-is each child's own VmHWM. The exit code is 0 unless ``--check`` is given and a target is
+else is a joiner, mover, rehire or leaver), for the plan and the drop paths, and plan time
+<= 1.5 x conversion time (the drop path's ratio is shown, not checked). Peak RSS is each
+child's own VmHWM. The exit code is 0 unless ``--check`` is given and a target is
 missed. ``--profile`` also runs the plan path under cProfile and prints its hotspots.
 """
 
@@ -145,10 +152,9 @@ def _plan(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]
     planner = Planner(known, [], Policy(FEED, "full", dt.date.fromisoformat(today)))
     add = planner.add
     candidates = []  # operations the planner may send; the threshold is only known at finish()
-    for request in conversion.requests():
-        for op in request.operations:
-            if add(op.external_id, op.line, op.data, op.dates).action in SENT_ACTIONS:
-                candidates.append(op)
+    for op in conversion.operations():
+        if add(op.external_id, op.line, op.data, op.dates).action in SENT_ACTIONS:
+            candidates.append(op)
     plan = planner.finish()
     waves: list[list[Any]] = [[] for _ in range(plan.waves)]  # a joiner after its new manager
     for op in candidates:
@@ -190,6 +196,70 @@ def measure_plan(day2: str, mapping_ref: str, state: str, today: str) -> dict[st
     return result
 
 
+class _MemoryState:
+    """The parts of ``WorkerState`` that ``make_plan`` reads, from the preloaded index."""
+
+    def __init__(self, known: Any) -> None:
+        self.known = known
+
+    def index(self) -> Any:
+        return self.known
+
+    def held(self) -> list[Any]:
+        return []
+
+    def records(self, _external_ids: Any) -> dict[str, Any]:
+        return {}
+
+
+def _drop(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]:
+    from provisioning.bulk import batches
+    from provisioning.lifecycle import Policy
+    from provisioning.mapping import load_mapping
+    from provisioning.pipeline import Conversion, Source
+    from provisioning.planning import SendPlan, make_plan, send_operations
+
+    start = time.perf_counter()
+    source = Source.from_path(day2)
+    mapping = load_mapping(mapping_ref)
+    first = Conversion(source, mapping)
+    policy = Policy(FEED, "full", dt.date.fromisoformat(today))
+    made = make_plan(first, policy, _MemoryState(known))  # type: ignore[arg-type]
+    file_hash = first.summary.content_hash
+    send_plan = SendPlan.of(made.plan)
+    conversions = [0]
+
+    def again(_first: bool) -> Any:
+        conversions[0] += 1
+        return Conversion(source, mapping, content_hash=file_hash)
+
+    stream = (op for op, _action in send_operations(again, send_plan, {}, file_hash))
+    out = requests = records = 0
+    for bulk in batches(stream):
+        out += len(bulk.body)
+        requests += 1
+        records += len(bulk.operations)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": made.conversion.rows_read,
+        "users": made.conversion.users,
+        "records": records,
+        "requests": requests,
+        "seconds": seconds,
+        "bytes": out,
+        "send_conversions": conversions[0],
+        "counts": made.plan.counts,
+    }
+
+
+def measure_drop(day2: str, mapping_ref: str, state: str, today: str) -> dict[str, Any]:
+    _import_product()
+    import provisioning.planning  # noqa: F401
+
+    known = _load_state(state)  # before the timer, as for ``plan``
+    return _drop(day2, mapping_ref, known, today)
+
+
 def measure_profile(day2: str, mapping_ref: str, state: str, today: str) -> dict[str, Any]:
     import cProfile
     import io
@@ -213,6 +283,7 @@ MEASURES = {
     "state": measure_state,
     "convert": measure_convert,
     "plan": measure_plan,
+    "drop": measure_drop,
     "profile": measure_profile,
 }
 
@@ -294,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             f"python {sys.version.split()[0]}, mapping {args.mapping}, today {TODAY}, "
             f"best of {args.repeat} (interleaved)"
         )
-        runs: dict[str, list[dict[str, Any]]] = {"convert": [], "plan": []}
+        runs: dict[str, list[dict[str, Any]]] = {"convert": [], "plan": [], "drop": []}
         for _ in range(args.repeat):
             for kind, found in runs.items():
                 found.append(run_child(kind, day2, args.mapping, state))
@@ -318,8 +389,9 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(results: dict[str, dict[str, Any]], rows: int, changed: int) -> bool:
-    convert, plan = results["convert"], results["plan"]
+    convert, plan, drop = results["convert"], results["plan"], results["drop"]
     ratio = plan["seconds"] / convert["seconds"] if convert["seconds"] else float("inf")
+    drop_ratio = drop["seconds"] / convert["seconds"] if convert["seconds"] else float("inf")
     want_requests = math.ceil(changed / 50)
     checks = [
         (
@@ -329,6 +401,11 @@ def report(results: dict[str, dict[str, Any]], rows: int, changed: int) -> bool:
         (
             f"requests to send {plan['requests']:,} == {want_requests:,}",
             plan["requests"] == want_requests,
+        ),
+        (
+            f"drop path sends {drop['records']:,} records in {drop['requests']:,} requests "
+            f"== {changed:,} in {want_requests:,}",
+            drop["records"] == changed and drop["requests"] == want_requests,
         ),
         (f"time ratio plan/conversion {ratio:.2f} <= {MAX_RATIO}", ratio <= MAX_RATIO),
     ]
@@ -360,8 +437,12 @@ def report(results: dict[str, dict[str, Any]], rows: int, changed: int) -> bool:
         f"ratio {ratio:.2f}"
     )
     print(
-        f"peak RSS: conversion {convert['rss_mib']:.1f} MiB, plan {plan['rss_mib']:.1f} MiB "
-        "(state loaded)"
+        f"drop path (information): {drop['seconds']:.2f} s, ratio {drop_ratio:.2f} to "
+        f"conversion; plan pass + {drop['send_conversions']} send conversion(s) of the file"
+    )
+    print(
+        f"peak RSS: conversion {convert['rss_mib']:.1f} MiB, plan {plan['rss_mib']:.1f} MiB, "
+        f"drop {drop['rss_mib']:.1f} MiB (plan and drop hold the state)"
     )
     for text, ok in checks:
         print(f"{text}: {'PASS' if ok else 'FAIL'}")

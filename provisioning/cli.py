@@ -78,7 +78,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         "plan", help="show what a run would do (joiners, movers, leavers...) without sending"
     )
     common(plan)
-    plan.add_argument("--feed", help="feed name (default: from the file's folder, else 'default')")
+    plan.add_argument("--feed", default="", help="feed name (default: 'default')")
     plan.add_argument("--mode", choices=("full", "delta"), help="feed mode (default: settings)")
     plan.add_argument("--full-send", action="store_true", help="send unchanged records too")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
