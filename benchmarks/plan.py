@@ -197,13 +197,18 @@ def measure_plan(day2: str, mapping_ref: str, state: str, today: str) -> dict[st
 
 
 class _MemoryState:
-    """The parts of ``WorkerState`` that ``make_plan`` reads, from the preloaded index."""
+    """The parts of ``WorkerState`` that ``make_plan`` reads, from the preloaded index.
+
+    ``index()`` hands the index over (as ``WorkerState.index()`` returns a fresh dict), so it
+    is freed once the plan is made, as in a drop run.
+    """
 
     def __init__(self, known: Any) -> None:
         self.known = known
 
     def index(self) -> Any:
-        return self.known
+        known, self.known = self.known, None
+        return known
 
     def held(self) -> list[Any]:
         return []
@@ -212,7 +217,7 @@ class _MemoryState:
         return {}
 
 
-def _drop(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]:
+def _drop(day2: str, mapping_ref: str, state: _MemoryState, today: str) -> dict[str, Any]:
     from provisioning.bulk import batches
     from provisioning.lifecycle import Policy
     from provisioning.mapping import load_mapping
@@ -224,9 +229,10 @@ def _drop(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]
     mapping = load_mapping(mapping_ref)
     first = Conversion(source, mapping)
     policy = Policy(FEED, "full", dt.date.fromisoformat(today))
-    made = make_plan(first, policy, _MemoryState(known))  # type: ignore[arg-type]
-    file_hash = first.summary.content_hash
+    made = make_plan(first, policy, state)  # type: ignore[arg-type]
+    file_hash, summary, counts = first.summary.content_hash, made.conversion, made.plan.counts
     send_plan = SendPlan.of(made.plan)
+    del made, first  # a drop run keeps only the send plan for the send pass
     conversions = [0]
 
     def again(_first: bool) -> Any:
@@ -241,14 +247,14 @@ def _drop(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]
         records += len(bulk.operations)
     seconds = time.perf_counter() - start
     return {
-        "rows": made.conversion.rows_read,
-        "users": made.conversion.users,
+        "rows": summary.rows_read,
+        "users": summary.users,
         "records": records,
         "requests": requests,
         "seconds": seconds,
         "bytes": out,
         "send_conversions": conversions[0],
-        "counts": made.plan.counts,
+        "counts": counts,
     }
 
 
@@ -256,8 +262,8 @@ def measure_drop(day2: str, mapping_ref: str, state: str, today: str) -> dict[st
     _import_product()
     import provisioning.planning  # noqa: F401
 
-    known = _load_state(state)  # before the timer, as for ``plan``
-    return _drop(day2, mapping_ref, known, today)
+    memory = _MemoryState(_load_state(state))  # before the timer, as for ``plan``
+    return _drop(day2, mapping_ref, memory, today)
 
 
 def measure_profile(day2: str, mapping_ref: str, state: str, today: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from .readers import FileError
 from .reports import RejectedCsv, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .state import WorkerState
+from .state import WorkerState, accepted_seq
 from .storage import BlobStore, Lease
 from .submit import Submitter
 from .validation import RowError
@@ -303,7 +303,7 @@ class DropProcessor:
                     if result.status == "accepted":
                         # Remembered only once Entra took it; the claim moves on after.
                         state.record_accepted(
-                            f"{claim.run_id}-{request.index:06d}",
+                            accepted_seq(claim.run_id, request.index),
                             [accepted_entry(op, feed) for op in request.operations],
                         )
                     claim.next_batch, claim.in_flight = request.index + 1, None

@@ -131,7 +131,7 @@ class Planner:
         self.policy = policy
         self.plan = Plan(policy.feed, policy.mode, policy.today.isoformat())
         self._held = {(h.external_id, h.kind): h for h in held}
-        self._changed: dict[str, list[str]] = {}
+        self._present: set[str] = set()
         self._lookahead = policy.today + dt.timedelta(days=policy.lookahead_days)
 
     def add(
@@ -146,7 +146,8 @@ class Planner:
         override: bool | None = None
         leave = _day(dates.get("termination_date"))
         hire = _day(dates.get("hire_date"))
-        self._forget_held(external_id)
+        if self._held:
+            self._forget_held(external_id)
         if leave is not None and leave <= today and active:
             active, override = False, False  # the leave date has come: disable now
         elif leave is not None and leave > today:
@@ -179,19 +180,23 @@ class Planner:
         plan.decisions[external_id] = decision
         return decision
 
+    def present(self, external_id: str) -> None:
+        """The worker is in the file but its row was rejected: not a leaver, nothing sent."""
+        self._present.add(external_id)
+
     def finish(self) -> Plan:
         plan = self.plan
         policy = self.policy
+        listed = plan.decisions.keys() | self._present
         if policy.mode == "full" and plan.valid_rows:
             # A file with no valid row says nothing about who left: it never makes leavers.
             plan.absent_leavers = sorted(
                 ext
                 for ext, known in self.known.items()
-                if known.feed == policy.feed and known.active and ext not in plan.decisions
+                if known.feed == policy.feed and known.active and ext not in listed
             )
-        if policy.mode == "full" and plan.valid_rows:
             for (external_id, _kind), held in self._held.items():
-                if held.feed == policy.feed and external_id not in plan.decisions:
+                if held.feed == policy.feed and external_id not in listed:
                     plan.cancel.append(held)  # the worker is gone from the feed
         self._waves()
         self._managers()
@@ -217,18 +222,28 @@ class Planner:
                 self.plan.cancel.append(held)
 
     def _waves(self) -> None:
+        """A new joiner goes one wave after its manager when the manager is new too.
+
+        Iterative with memory, so a long chain (or a cycle from a shifted manager column)
+        costs linear time; a cycle is cut where it closes."""
         decisions = self.plan.decisions
         joiners = {ext for ext, d in decisions.items() if d.action == "joiner"}
-
-        def depth(ext: str, seen: set[str]) -> int:
-            decision = decisions[ext]
-            manager = decision.manager
-            if manager is None or manager not in joiners or manager in seen or manager == ext:
-                return 0
-            return 1 + depth(manager, seen | {ext})
-
-        for ext in joiners:
-            decisions[ext].wave = depth(ext, set())
+        depth: dict[str, int] = {}
+        for start in joiners:
+            chain: list[str] = []
+            on_chain: set[str] = set()
+            ext: str | None = start
+            while ext is not None and ext not in depth and ext not in on_chain:
+                chain.append(ext)
+                on_chain.add(ext)
+                manager = decisions[ext].manager
+                ext = manager if manager in joiners else None
+            base = depth.get(ext, -1) if ext is not None and ext in depth else -1
+            for member in reversed(chain):
+                base += 1
+                depth[member] = base
+        for ext, value in depth.items():
+            decisions[ext].wave = value
 
     def _managers(self) -> None:
         plan = self.plan

@@ -97,6 +97,9 @@ class Conversion:
         self.summary = Summary(file=source.name, mapping=mapping.source)
         self._fmt = fmt
         self._known_hash = content_hash
+        # externalIds of rejected rows, where one can be read: the worker is still in the
+        # file, so a full feed must not take them for leavers.
+        self.rejected_ids: set[str] = set()
         self._duplicates: dict[str, int] = {}
 
     def operations(self) -> Iterator[Operation]:
@@ -147,6 +150,14 @@ class Conversion:
                 )
         self.summary.duplicate_ids = len(self._duplicates)
 
+    def _note_rejected_id(self, bound: BoundMapping, values: list[str]) -> None:
+        try:
+            external_id = bound.external_id(values)
+        except IndexError:  # a short row: the id column is not there
+            return
+        if external_id:
+            self.rejected_ids.add(external_id)
+
     def _reject(self, line: int, column: str, attribute: str, reason: str, value: str) -> None:
         summary = self.summary
         key = attribute or column or "row"
@@ -175,6 +186,7 @@ class Conversion:
                     problem = row_problem(row, width, mapped)
                     if problem is not None:
                         summary.rows_rejected += 1
+                        self._note_rejected_id(bound, values)
                         self._reject(row.line, problem[0], "", problem[1], "")
                         continue
                 user = bound.build(values, errors)
@@ -182,6 +194,7 @@ class Conversion:
                 external_id: str = user.get("externalId", "")
                 if errors or external_id in duplicates:
                     summary.rows_rejected += 1
+                    self._note_rejected_id(bound, values)
                     for leaf, reason in errors:
                         self._reject(
                             row.line,

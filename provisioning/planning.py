@@ -128,6 +128,8 @@ def make_plan(conversion: Conversion, policy: Policy, state: WorkerState | None)
             leaver_records[op.external_id] = {**op.data, "active": False}
         elif decision.action == "mover" and len(new_records) < MOVER_DETAIL_LIMIT:
             new_records[op.external_id] = op.data
+    for external_id in conversion.rejected_ids:
+        planner.present(external_id)
     plan = planner.finish()
     changed: dict[str, list[str]] = {}
     if state is not None and new_records:

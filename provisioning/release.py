@@ -33,7 +33,7 @@ from .pacing import RateLimiter, RetryPolicy
 from .reports import render_run_html
 from .runs import Results, client_request_id, iso, new_run_id, utcnow
 from .settings import RESULTS_CONTAINER, Settings
-from .state import WorkerState, id_hash
+from .state import WorkerState, accepted_seq, id_hash
 from .storage import BlobStore
 from .submit import Submitter
 
@@ -128,7 +128,7 @@ class Releaser:
                     unsent_approvals.add(approval)
             if result.status == "accepted":
                 entries = [accepted_entry(op, settle[op.bulk_id][1]) for op in request.operations]
-                self.state.record_accepted(f"{run_id}-{request.index:06d}", entries)
+                self.state.record_accepted(accepted_seq(run_id, request.index), entries)
                 for op in request.operations:
                     held = settle[op.bulk_id][2]
                     if held is not None:

@@ -121,6 +121,7 @@ def render_run_html(summary: dict[str, Any]) -> str:
         "</tr>"
         for b in summary.get("batches") or []
     )
+    plan_section = _plan_html(summary.get("plan"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Provisioning run {esc(str(summary.get("run_id", "")))}</title>
@@ -132,6 +133,7 @@ text-align:left}}td.n{{text-align:right}}.b{{color:#fff;border-radius:3px;paddin
 <h1>Provisioning run {badge(status)}</h1>
 <table>{rows}</table>
 <h2>Counts</h2><table>{count_rows}</table>
+{plan_section}
 <h2>Rejected rows by attribute</h2>
 <table><tr><th>attribute</th><th>rows</th></tr>{rejections}</table>
 <p>Each rejected row, with its line and reason, is in <code>rejected.csv</code>; each record
@@ -140,4 +142,77 @@ sent, with its batch and status, in <code>ledger.csv</code>.</p>
 <table><tr><th>#</th><th>status</th><th>HTTP</th><th>operations</th><th>attempts</th>
 <th>request-id</th><th>detail</th></tr>{batch_rows}</table>
 </body></html>
+"""
+
+
+_PLAN_COLOURS = {
+    "joiner": "#107c10",
+    "mover": "#0078d4",
+    "rehire": "#5c2d91",
+    "leaver": "#a4262c",
+    "unchanged": "#8a8886",
+    "held": "#ca5010",
+    "held_for_approval": "#d13438",
+    "rejected": "#605e5c",
+}
+
+
+def bar_chart_svg(counts: dict[str, int], width: int = 520) -> str:
+    """A horizontal bar chart of the counts as inline SVG (no script, no external files)."""
+    esc = html.escape
+    top = max([1, *counts.values()])
+    row, label_width, bar_room = 26, 140, width - 140 - 60
+    parts = []
+    for i, (name, value) in enumerate(counts.items()):
+        y = i * row
+        length = round(bar_room * value / top)
+        colour = _PLAN_COLOURS.get(name, "#605e5c")
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + 17}" text-anchor="end">{esc(name)}</text>'
+            f'<rect x="{label_width}" y="{y + 4}" width="{length}" height="18" fill="{colour}">'
+            f"<title>{esc(name)}: {value}</title></rect>"
+            f'<text x="{label_width + length + 6}" y="{y + 17}">{value}</text>'
+        )
+    height = row * len(counts)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="plan counts" '
+        f'width="{width}" height="{height}" font-size="13" font-family="system-ui,sans-serif">'
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
+def _plan_html(plan: dict[str, Any] | None) -> str:
+    if not plan:
+        return ""
+    esc = html.escape
+    changed: dict[str, int] = {}
+    for mover in plan.get("movers", []):
+        for attribute in mover.get("changed") or []:
+            changed[attribute] = changed.get(attribute, 0) + 1
+    changed_rows = "".join(
+        f"<tr><td>{esc(name)}</td><td class=n>{count}</td></tr>"
+        for name, count in sorted(changed.items(), key=lambda kv: -kv[1])
+    )
+    held = plan.get("held", [])
+    held_rows = "".join(
+        f"<tr><td>{esc(h['kind'])}</td><td>{esc(h['due'])}</td></tr>" for h in held[:200]
+    )
+    approval = ""
+    if plan.get("held_for_approval"):
+        approval = (
+            f"<p><strong>{len(plan['held_for_approval'])} leavers exceed the safety threshold "
+            f"of {esc(str(plan.get('leaver_threshold')))}</strong>: nobody was disabled. "
+            "Approve the run (state/approvals/&lt;run-id&gt; or "
+            "<code>python -m provisioning approve RUN_ID</code>) to send them.</p>"
+        )
+    return f"""<h2>Plan (feed {esc(str(plan.get("feed")))}, {esc(str(plan.get("mode")))})</h2>
+{bar_chart_svg(plan.get("counts", {}))}
+{approval}
+<h3>Attributes changed by movers</h3>
+<table><tr><th>attribute</th><th>movers</th></tr>{changed_rows}</table>
+<h3>Held until a date</h3>
+<table><tr><th>change</th><th>due</th></tr>{held_rows}</table>
+<p>{len(plan.get("manager_not_found", []))} workers have a manager who is neither in the file
+nor known (warning: the manager link will not resolve).</p>
 """

@@ -17,6 +17,7 @@ Layout in the ``state`` container:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -35,6 +36,12 @@ _MAX_CONFLICTS = 20
 
 # One accepted record: (externalId, fingerprint, active, feed, record)
 Accepted = tuple[str, str, bool, str, dict[str, Any]]
+
+
+def accepted_seq(run_id: str, batch: int) -> str:
+    """Orders accepted batches by when Graph accepted them (to the microsecond), so the
+    state keeps the record Entra got last even across runs started in the same second."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S.%f}-{run_id}-{batch:06d}"
 
 
 def shard_of(external_id: str) -> str:
@@ -79,29 +86,47 @@ class WorkerState:
         return len(names)
 
     def _fold_shard(self, shard: str, entries: list[tuple[str, Accepted]]) -> None:
+        # Each blob keeps the seq of every entry and takes only newer ones, on its own: so the
+        # two blobs of a shard end at the newest change whatever order concurrent folds write.
+        # Records first: an index entry never points at a record not yet written.
+        self._fold_blob(
+            f"{_RECORDS}{shard}.json",
+            [(seq, e[0], e[4]) for seq, e in entries],
+            lambda current: current[0],
+            lambda seq, value: [seq, value],
+        )
+        self._fold_blob(
+            f"{_INDEX}{shard}.json",
+            [(seq, e[0], (e[1], e[2], e[3])) for seq, e in entries],
+            lambda current: current[3],
+            lambda seq, value: [*value, seq],
+        )
+
+    def _fold_blob(
+        self,
+        name: str,
+        entries: list[tuple[str, str, Any]],
+        seq_of: Any,
+        make: Any,
+    ) -> None:
         for _ in range(_MAX_CONFLICTS):
-            index_found = self.store.read_json(STATE_CONTAINER, f"{_INDEX}{shard}.json")
-            records_found = self.store.read_json(STATE_CONTAINER, f"{_RECORDS}{shard}.json")
-            index, index_etag = index_found or ({}, None)
-            records, records_etag = records_found or ({}, None)
+            found = self.store.read_json(STATE_CONTAINER, name)
+            data, etag = found or ({}, None)
             changed = False
-            for seq, (external_id, fp, active, feed, record) in entries:
-                current = index.get(external_id)
-                if current is not None and current[3] >= seq:
+            for seq, external_id, value in entries:
+                current = data.get(external_id)
+                if current is not None and seq_of(current) >= seq:
                     continue  # already folded, or a newer change is there
-                index[external_id] = [fp, active, feed, seq]
-                records[external_id] = record
+                data[external_id] = make(seq, value)
                 changed = True
             if not changed:
                 return
             try:
-                # Records first: an index entry never points at a record not yet written.
-                self._write(f"{_RECORDS}{shard}.json", records, records_etag)
-                self._write(f"{_INDEX}{shard}.json", index, index_etag)
+                self._write(name, data, etag)
                 return
             except PreconditionFailed:
-                continue  # another fold wrote this shard: read it again
-        raise RuntimeError(f"state shard {shard} kept changing under us; try again later")
+                continue  # another fold wrote this blob: read it again
+        raise RuntimeError(f"state {name} kept changing under us; try again later")
 
     def _write(self, name: str, data: Any, etag: str | None) -> None:
         if etag is None:
@@ -128,7 +153,7 @@ class WorkerState:
             found = self.store.read_json(STATE_CONTAINER, f"{_RECORDS}{shard}.json")
             if found is None:
                 continue
-            out.update({k: v for k, v in found[0].items() if k in ids})
+            out.update({k: v[1] for k, v in found[0].items() if k in ids})
         return out
 
     # --- held changes --------------------------------------------------------------------

@@ -8,10 +8,12 @@ it before a test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from devtools.azurite import Azurite, AzuriteMissing, running_azurite
+from graph_emulator import GraphEmulator
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +44,31 @@ def clean_storage(azurite: Azurite) -> Azurite:
         for container in service.list_containers():
             service.delete_container(container.name)
     return azurite
+
+
+@pytest.fixture
+def emulator() -> Iterator[GraphEmulator]:
+    with GraphEmulator(rate_limit=(40, 5.0)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, azurite: Any, clean_storage: Any, emulator: GraphEmulator
+) -> dict[str, str]:
+    values = {
+        "HRSTORAGE": azurite.connection_string,
+        "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
+        "PROVISIONING_JOB_ID": emulator.job_id,
+        "PROVISIONING_GRAPH_URL": emulator.graph_url,
+        "PROVISIONING_RETRY_BASE_SECONDS": "0.05",
+        "PROVISIONING_RETRY_MAX_SECONDS": "2",
+        "PROVISIONING_REQUEST_TIMEOUT_SECONDS": "5",
+        "IDENTITY_ENDPOINT": emulator.identity_endpoint,
+        "IDENTITY_HEADER": emulator.identity_header,
+    }
+    for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values

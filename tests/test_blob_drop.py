@@ -3,9 +3,7 @@ ManagedIdentityCredential, invoked through app.get_functions() with real trigger
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import functools
 import io
 import json
 import os
@@ -13,17 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.settings import RESULTS_CONTAINER, Settings
-from provisioning.storage import BlobStore
 from tests.columns import csv_bytes, worker
+from tests.e2e import drop, result_text, runs, sent_external_ids, the_function
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
@@ -37,81 +32,6 @@ def hr_file(count: int, *, start: int = 1) -> bytes:
             for n in range(start, start + count)
         ]
     )
-
-
-@pytest.fixture
-def emulator() -> Iterator[GraphEmulator]:
-    with GraphEmulator(rate_limit=(40, 5.0)) as emu:
-        yield emu
-
-
-@pytest.fixture
-def env(
-    monkeypatch: pytest.MonkeyPatch, azurite: Any, clean_storage: Any, emulator: GraphEmulator
-) -> dict[str, str]:
-    values = {
-        "HRSTORAGE": azurite.connection_string,
-        "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
-        "PROVISIONING_JOB_ID": emulator.job_id,
-        "PROVISIONING_GRAPH_URL": emulator.graph_url,
-        "PROVISIONING_RETRY_BASE_SECONDS": "0.05",
-        "PROVISIONING_RETRY_MAX_SECONDS": "2",
-        "PROVISIONING_REQUEST_TIMEOUT_SECONDS": "5",
-        "IDENTITY_ENDPOINT": emulator.identity_endpoint,
-        "IDENTITY_HEADER": emulator.identity_header,
-    }
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-@functools.cache
-def the_function() -> Any:
-    # get_functions() indexes the app and may run once per app, as in the host.
-    import function_app
-
-    (fn,) = [
-        f for f in function_app.app.get_functions() if f.get_function_name() == "hr_file_dropped"
-    ]
-    return fn
-
-
-def drop(data: bytes, name: str = "workers.csv") -> Any:
-    """Invoke the function as the host would: a real InputStream for hr-inbound/<name>."""
-    blob = func.blob.InputStream(
-        data=data,
-        name=f"hr-inbound/{name}",
-        uri=f"http://127.0.0.1/devstoreaccount1/hr-inbound/{name}",
-        length=len(data),
-    )
-    return asyncio.run(the_function().get_user_function()(blob))
-
-
-def store() -> BlobStore:
-    return BlobStore.from_settings(Settings())
-
-
-def runs(kind: str = "summary.json") -> list[dict[str, Any]]:
-    found = [b.name for b in store().list(RESULTS_CONTAINER, "runs/") if b.name.endswith(kind)]
-    out = []
-    for name in sorted(found):
-        data = store().read_json(RESULTS_CONTAINER, name)
-        assert data is not None
-        out.append({**data[0], "_name": name})
-    return out
-
-
-def result_text(summary: dict[str, Any], name: str) -> str:
-    prefix = summary["_name"].rsplit("/", 1)[0]
-    data = store().read_bytes(RESULTS_CONTAINER, f"{prefix}/{name}")
-    assert data is not None, name
-    return data.decode("utf-8")
-
-
-def sent_external_ids(emu: GraphEmulator) -> list[str]:
-    return [ext for u in emu.uploads() if u["status"] == 202 for _, ext in u["records"]]
 
 
 def test_binding_metadata() -> None:

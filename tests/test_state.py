@@ -211,14 +211,6 @@ def _wait(event: threading.Event) -> None:
         raise TimeoutError("the forced interleaving did not happen")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: state.py WorkerState._fold_shard decides by the seq in the index shard only, "
-    "but writes the records shard and the index shard under two separate ETags; a fold of an "
-    "older delta that read the index before a concurrent fold wrote it overwrites the newer "
-    "record in records-XX while the index keeps the newer seq, and both deltas are then deleted",
-)
 def test_concurrent_folds_keep_records_in_step_with_the_index(
     azurite: Azurite, state: WorkerState
 ) -> None:
