@@ -100,6 +100,8 @@ def test_a_week_of_files(jml_env: dict[str, str], emulator: GraphEmulator) -> No
         if r["WorkerID"] == "6"
         else worker(9, ManagerID="1")
         if r["WorkerID"] == "9"
+        else worker(8, WorkerStatus="Maybe", ManagerID="1")  # rejected, but still listed
+        if r["WorkerID"] == "8"
         else r
         for r in day2
     ]
@@ -109,13 +111,15 @@ def test_a_week_of_files(jml_env: dict[str, str], emulator: GraphEmulator) -> No
     assert second["status"] == "complete"
     counts = second["plan"]["counts"]
     assert (counts["joiner"], counts["mover"], counts["leaver"], counts["rehire"]) == (2, 1, 2, 1)
-    assert counts["unchanged"] == 58  # 62 on day 1, less 7 (gone) and 5, 6, 9
+    assert counts["unchanged"] == 57  # 62 on day 1, less 7 (gone), 8 (rejected) and 5, 6, 9
+    assert counts["rejected"] == 1
     assert second["plan"]["movers"] == [{"externalId": "5", "changed": ["title"]}]
     assert sorted(sent_since(emulator, mark), key=int) == ["5", "6", "7", "9", "101", "102"]
     users = directory(emulator)
     assert users["5"]["jobTitle"] == "Director"
     assert users["6"]["accountEnabled"] is False and users["7"]["accountEnabled"] is False
     assert users["9"]["accountEnabled"] is True
+    assert users["8"]["accountEnabled"] is True  # a rejected row is no reason to disable
     assert users["102"]["manager"]["id"] == users["101"]["id"]
     ledger = list(csv.DictReader(io.StringIO(result_text(second, "ledger.csv"))))
     assert {r["externalId"]: r["action"] for r in ledger} == {
