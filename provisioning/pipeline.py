@@ -195,13 +195,14 @@ class Conversion:
                 if errors or external_id in duplicates:
                     summary.rows_rejected += 1
                     self._note_rejected_id(bound, values)
+                    reported = set()
                     for leaf, reason in errors:
+                        columns = ", ".join(leaf.columns)
+                        if (columns, reason) in reported:
+                            continue  # one cell read by two attributes: one error, not two
+                        reported.add((columns, reason))
                         self._reject(
-                            row.line,
-                            ", ".join(leaf.columns),
-                            leaf.path,
-                            reason,
-                            bound.raw_value(leaf, values),
+                            row.line, columns, leaf.path, reason, bound.raw_value(leaf, values)
                         )
                     if external_id in duplicates:
                         count = duplicates[external_id]
