@@ -232,7 +232,7 @@ def _scalar(value: Any) -> str | None:
 _MISSING = object()
 
 
-def _record_row(obj: Any, header: list[str], line: int) -> Row:
+def record_row(obj: Any, header: list[str], line: int) -> Row:
     if not isinstance(obj, dict):
         return Row(line, [""] * len(header), ("", "record is not a JSON object"))
     values: list[str] = []
@@ -270,9 +270,9 @@ def _records_table(
     header = _header_from(obj, line)
 
     def rows() -> Iterator[Row]:
-        yield _record_row(obj, header, line)
+        yield record_row(obj, header, line)
         for number, item in records:
-            yield _record_row(item, header, number)
+            yield record_row(item, header, number)
 
     return Table(header, rows(), progress)
 

@@ -19,6 +19,7 @@ STORAGE_CONNECTION = "HRSTORAGE"
 INBOUND_CONTAINER = "hr-inbound"
 RESULTS_CONTAINER = "results"
 STATE_CONTAINER = "state"
+FLUSH_QUEUE = "provisioning-flush"
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     # active workers) disables nobody until approved.
     leaver_threshold_percent: float = Field(default=5.0, ge=0)
     leaver_threshold_count: int = Field(default=50, ge=0)
+
+    # --- HTTP changes (Logic Apps) ---
+    # Client ids (app ids) allowed to call when Easy Auth identifies the caller; comma-separated.
+    allowed_client_ids: str = ""
+    # Calls arriving within this many seconds are sent together in full bulk requests.
+    coalesce_seconds: float = Field(default=2.0, ge=0)
 
     # --- Microsoft Graph ---
     # Object id of the API-driven provisioning app's service principal.
@@ -82,6 +89,9 @@ class Settings(BaseSettings):
     )
     storage_blob_service_uri: str = Field(
         default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__blobServiceUri")
+    )
+    storage_queue_service_uri: str = Field(
+        default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__queueServiceUri")
     )
     storage_client_id: str = Field(
         default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__clientId")

@@ -144,12 +144,20 @@ class WorkerState:
                 known[external_id] = Known(fp, active, feed)
         return known
 
+    def lookup(self, external_ids: Iterable[str]) -> dict[str, Known]:
+        """What is known of these workers only (reads just their shards)."""
+        out: dict[str, Known] = {}
+        for shard, ids in _by_shard(external_ids).items():
+            found = self.store.read_json(STATE_CONTAINER, f"{_INDEX}{shard}.json")
+            if found is not None:
+                for external_id in ids & found[0].keys():
+                    fp, active, feed, _seq = found[0][external_id]
+                    out[external_id] = Known(fp, active, feed)
+        return out
+
     def records(self, external_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        wanted: dict[str, set[str]] = {}
-        for external_id in external_ids:
-            wanted.setdefault(shard_of(external_id), set()).add(external_id)
         out: dict[str, dict[str, Any]] = {}
-        for shard, ids in wanted.items():
+        for shard, ids in _by_shard(external_ids).items():
             found = self.store.read_json(STATE_CONTAINER, f"{_RECORDS}{shard}.json")
             if found is None:
                 continue
@@ -201,6 +209,13 @@ class WorkerState:
 
     def close_request(self, run_id: str) -> None:
         self.store.delete(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")
+
+
+def _by_shard(external_ids: Iterable[str]) -> dict[str, set[str]]:
+    wanted: dict[str, set[str]] = {}
+    for external_id in external_ids:
+        wanted.setdefault(shard_of(external_id), set()).add(external_id)
+    return wanted
 
 
 def _held_name(held: Held) -> str:

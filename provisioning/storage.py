@@ -1,4 +1,4 @@
-"""The small synchronous blob storage interface the app uses; nothing else imports azure.storage.
+"""The small synchronous storage interface the app uses; nothing else imports azure.storage.
 
 One storage account holds the HR drops, the results and the run state (see ``settings``). Writes
 of state are conditional: on the ETag read before (``etag=``), on absence (``create_only``) or on
@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -37,8 +38,9 @@ from azure.storage.blob import (
     BlobServiceClient,
     ContentSettings,
 )
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from .settings import STORAGE_CONNECTION, Settings
+from .settings import FLUSH_QUEUE, STORAGE_CONNECTION, Settings
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +253,7 @@ class BlobStore:
                 f"{STORAGE_CONNECTION}__clientId for a user-assigned managed identity) or "
                 f"{STORAGE_CONNECTION} (storage_connection_string, e.g. for Azurite)"
             )
-        credential: TokenCredential
-        if _uses_managed_identity(settings):
-            from azure.identity import ManagedIdentityCredential
-
-            credential = ManagedIdentityCredential(client_id=settings.storage_client_id or None)
-        else:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(
-                managed_identity_client_id=settings.storage_client_id or None
-            )
+        credential = storage_credential(settings)
         return cls(BlobServiceClient(settings.storage_blob_service_uri, credential=credential))
 
     def close(self) -> None:
@@ -421,3 +413,59 @@ class BlobStore:
 
     def url(self, container: str, name: str) -> str:
         return str(self._blob(container, name).url)
+
+
+def storage_credential(settings: Settings) -> TokenCredential:
+    """The identity of the storage connection: managed identity in Azure, else developer."""
+    if _uses_managed_identity(settings):
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.storage_client_id or None)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id or None)
+
+
+class FlushQueue:
+    """The storage queue whose messages trigger a flush of coalesced HTTP changes.
+
+    Messages are base64 text, the Functions queue trigger's default encoding, and are made
+    visible only after the coalescing window, so one flush picks up a whole burst of calls.
+    """
+
+    def __init__(self, client: QueueClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FlushQueue:
+        encode = TextBase64EncodePolicy()
+        if settings.storage_connection_string:
+            client = QueueClient.from_connection_string(
+                settings.storage_connection_string, FLUSH_QUEUE, message_encode_policy=encode
+            )
+        elif settings.storage_queue_service_uri:
+            client = QueueClient(
+                settings.storage_queue_service_uri,
+                FLUSH_QUEUE,
+                credential=storage_credential(settings),
+                message_encode_policy=encode,
+            )
+        else:
+            raise ValueError(
+                f"queue storage is not configured: set {STORAGE_CONNECTION}__queueServiceUri "
+                f"or {STORAGE_CONNECTION}"
+            )
+        return cls(client)
+
+    def schedule(self, delay_seconds: float) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self._client.create_queue()
+        self._client.send_message("flush", visibility_timeout=max(0, math.ceil(delay_seconds)))
+
+    def pending(self) -> int:
+        with contextlib.suppress(ResourceNotFoundError):
+            return self._client.get_queue_properties().approximate_message_count or 0
+        return 0
+
+    def close(self) -> None:
+        self._client.close()

@@ -37,12 +37,16 @@ def storage_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> Azurite:
 
 @pytest.fixture
 def clean_storage(azurite: Azurite) -> Azurite:
-    """Azurite without any blob container, as at the start of the session."""
+    """Azurite without any blob container or queue, as at the start of the session."""
     from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
 
     with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
         for container in service.list_containers():
             service.delete_container(container.name)
+    with QueueServiceClient.from_connection_string(azurite.connection_string) as queues:
+        for queue in queues.list_queues():
+            queues.delete_queue(queue.name)
     return azurite
 
 

@@ -15,14 +15,16 @@ from provisioning.storage import BlobStore
 
 
 @functools.cache
-def the_function() -> Any:
-    # get_functions() indexes the app and may run once per app, as in the host.
+def functions() -> dict[str, Any]:
+    """The app's functions by name. get_functions() indexes the app and may run only once per
+    app, as in the host, so every test shares this."""
     import function_app
 
-    (fn,) = [
-        f for f in function_app.app.get_functions() if f.get_function_name() == "hr_file_dropped"
-    ]
-    return fn
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def the_function() -> Any:
+    return functions()["hr_file_dropped"]
 
 
 def drop(data: bytes, name: str = "workers.csv") -> Any:

@@ -246,7 +246,8 @@ def test_killed_process_resumes_after_last_accepted_batch(
     script = (
         "import asyncio, sys, azure.functions as func\n"
         "import function_app\n"
-        "fn = [f for f in function_app.app.get_functions()][0].get_user_function()\n"
+        "fns = {f.get_function_name(): f for f in function_app.app.get_functions()}\n"
+        "fn = fns['hr_file_dropped'].get_user_function()\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "blob = func.blob.InputStream(data=data, name='hr-inbound/workers.csv', length=len(data))\n"
         "asyncio.run(fn(blob))\n"

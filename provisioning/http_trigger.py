@@ -1,0 +1,100 @@
+"""HTTP changes for Logic Apps and other callers, and the queue-triggered flush that sends
+them coalesced. See provisioning/changes.py and provisioning/openapi.json."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from importlib import resources
+
+import azure.functions as func
+
+from .changes import ChangeService, Reply, caller_allowed, flush, problem
+from .services import open_services
+from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings
+from .storage import BlobStore, FlushQueue
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+class FlushInterrupted(Exception):
+    """Graph kept failing; raising makes the host deliver the flush message again later."""
+
+
+@functools.cache
+def _ready(settings: Settings) -> bool:
+    BlobStore.from_settings(settings).ensure_containers(STATE_CONTAINER)
+    return True
+
+
+def _service(settings: Settings) -> ChangeService:
+    _ready(settings)
+    return ChangeService(
+        settings, BlobStore.from_settings(settings), FlushQueue.from_settings(settings)
+    )
+
+
+def _respond(reply: Reply) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(reply.body),
+        status_code=reply.status,
+        headers=reply.headers,
+        mimetype=reply.content_type,
+    )
+
+
+def _allowed(req: func.HttpRequest, settings: Settings) -> Reply | None:
+    ok, detail = caller_allowed(
+        req.headers.get("X-MS-CLIENT-PRINCIPAL"), settings.allowed_client_ids
+    )
+    if ok:
+        return None
+    log.warning("change call refused: caller not on the allow-list")
+    return problem(403, "forbidden", "Caller not allowed", detail)
+
+
+@bp.function_name("post_changes")
+@bp.route(route="changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def post_changes(req: func.HttpRequest) -> func.HttpResponse:
+    settings = Settings()
+    refused = _allowed(req, settings)
+    if refused:
+        return _respond(refused)
+    reply = _service(settings).submit(
+        req.get_body(),
+        req.headers.get("Content-Type", ""),
+        mapping_name=req.params.get("mapping"),
+        idempotency_key=req.headers.get("Idempotency-Key"),
+    )
+    return _respond(reply)
+
+
+@bp.function_name("get_change")
+@bp.route(route="changes/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_change(req: func.HttpRequest) -> func.HttpResponse:
+    settings = Settings()
+    refused = _allowed(req, settings)
+    if refused:
+        return _respond(refused)
+    return _respond(_service(settings).status(req.route_params.get("id", "")))
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    document = resources.files("provisioning").joinpath("openapi.json").read_bytes()
+    return func.HttpResponse(document, mimetype="application/json")
+
+
+@bp.function_name("flush_changes")
+@bp.queue_trigger(arg_name="message", queue_name=FLUSH_QUEUE, connection=STORAGE_CONNECTION)
+async def flush_changes(message: func.QueueMessage) -> None:
+    settings = Settings()
+    async with open_services(settings) as (store, graph):
+        outcome = await flush(settings, store, graph)
+    log.info("flush: %s", {k: v for k, v in outcome.items() if k != "reason"})
+    if outcome["status"] == "interrupted":
+        raise FlushInterrupted(outcome.get("reason"))

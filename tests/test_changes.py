@@ -1,0 +1,224 @@
+"""The HTTP change endpoint, through app.get_functions() with real func.HttpRequest objects,
+Azurite (state and the flush queue) and the Graph emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from graph_emulator import GraphEmulator
+from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.storage import FlushQueue
+from tests.columns import worker
+from tests.e2e import functions, store
+
+
+def post(
+    body: Any, *, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> func.HttpResponse:
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/changes",
+        headers={"Content-Type": "application/json", **(headers or {})},
+        params={},
+        body=raw if raw is not None else json.dumps(body).encode(),
+    )
+    return functions()["post_changes"].get_user_function()(request)
+
+
+def get(change_id: str) -> func.HttpResponse:
+    request = func.HttpRequest(
+        method="GET",
+        url=f"http://localhost/api/changes/{change_id}",
+        headers={},
+        params={},
+        route_params={"id": change_id},
+        body=b"",
+    )
+    return functions()["get_change"].get_user_function()(request)
+
+
+def flush() -> None:
+    message = func.QueueMessage(body=b"flush")
+    asyncio.run(functions()["flush_changes"].get_user_function()(message))
+
+
+def body(response: func.HttpResponse) -> dict[str, Any]:
+    return json.loads(response.get_body())
+
+
+def outbox() -> list[str]:
+    return [b.name for b in store().list(STATE_CONTAINER, "outbox/")]
+
+
+def bulk_uploads(emu: GraphEmulator) -> list[dict[str, Any]]:
+    return [u for u in emu.uploads() if u["status"] == 202]
+
+
+@pytest.fixture
+def api(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("PROVISIONING_COALESCE_SECONDS", "2")
+    return env
+
+
+def test_binding_metadata() -> None:
+    bindings = {
+        name: [json.loads(b) for b in fn.get_raw_bindings()] for name, fn in functions().items()
+    }
+    post_in = bindings["post_changes"][0]
+    assert post_in["type"] == "httpTrigger" and post_in["methods"] == ["POST"]
+    assert post_in["route"] == "changes" and post_in["authLevel"] == "FUNCTION"
+    get_in = bindings["get_change"][0]
+    assert get_in["route"] == "changes/{id}" and get_in["authLevel"] == "FUNCTION"
+    assert bindings["openapi"][0]["authLevel"] == "ANONYMOUS"
+    (queue,) = bindings["flush_changes"]
+    assert queue == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "message",
+        "queueName": "provisioning-flush",
+        "connection": "HRSTORAGE",
+    }
+
+
+def test_single_change_is_accepted_persisted_then_sent(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    response = post(worker(1))
+    assert response.status_code == 202
+    reply = body(response)
+    assert reply["status"] == "queued" and reply["duplicate"] is False
+    assert reply["records"] == [{"index": 0, "externalId": "1", "action": "joiner"}]
+    assert response.headers["Location"] == f"/api/changes/{reply['id']}"
+    # Persisted before the 202: the outbox holds it and a flush is scheduled on the queue.
+    assert len(outbox()) == 1
+    assert FlushQueue.from_settings(Settings()).pending() == 1
+    assert emulator.uploads() == []
+    assert body(get(reply["id"]))["status"] == "queued"
+    flush()
+    status = body(get(reply["id"]))
+    assert status["status"] == "sent"
+    assert status["records"][0]["status"] == "sent" and status["records"][0]["request_id"]
+    assert outbox() == []
+    assert emulator.directory()[0]["employeeId"] == "1"
+
+
+def test_array_and_envelope(api: dict[str, str], emulator: GraphEmulator) -> None:
+    reply = body(post([worker(1), worker(2), worker(3)]))
+    assert [r["externalId"] for r in reply["records"]] == ["1", "2", "3"]
+    flush()
+    # The same records again are unchanged: nothing to send.
+    again = body(post({"records": [worker(1), worker(2)], "changeId": "hr-42"}))
+    assert again["status"] == "done"
+    assert [r["action"] for r in again["records"]] == ["unchanged", "unchanged"]
+
+
+def test_invalid_json_wrong_type_and_oversized(api: dict[str, str]) -> None:
+    bad = post(None, raw=b"{not json")
+    assert bad.status_code == 400 and bad.mimetype == "application/problem+json"
+    assert body(bad)["title"] == "Invalid JSON" and body(bad)["status"] == 400
+    wrong = post(None, raw=b"<x/>", headers={"Content-Type": "application/xml"})
+    assert wrong.status_code == 415
+    huge = post(None, raw=b"[" + b" " * (1 << 20) + b"]")
+    assert huge.status_code == 413
+    assert body(post([worker(n) for n in range(51)]))["status"] == 400
+    assert outbox() == []
+
+
+def test_missing_fields_reject_the_whole_call_with_every_error(api: dict[str, str]) -> None:
+    records = [worker(1), worker("", FirstName="Ada"), worker(3, WorkerStatus="Maybe"), worker(1)]
+    response = post(records)
+    assert response.status_code == 400
+    problem = body(response)
+    assert "3 of 4 records are invalid" in problem["detail"]
+    assert {(e["index"], e["attribute"]) for e in problem["errors"]} == {
+        (1, "externalId"),
+        (2, "active"),
+        (3, "externalId"),
+    }
+    assert all("Ada" not in e["reason"] for e in problem["errors"])
+    assert outbox() == []  # nothing applied, not even the valid record 0
+
+
+def test_idempotency_key_returns_the_first_result_and_sends_once(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    first = body(post(worker(7), headers={"Idempotency-Key": "run-123"}))
+    second = post(worker(7, JobTitle="Changed meanwhile"), headers={"Idempotency-Key": "run-123"})
+    assert second.status_code == 202
+    assert body(second)["id"] == first["id"] and body(second)["duplicate"] is True
+    assert len(outbox()) == 1
+    flush()
+    records = [ext for u in bulk_uploads(emulator) for _, ext in u["records"]]
+    assert records == ["7"]
+    assert emulator.directory()[0]["jobTitle"] == "Engineer"
+
+
+def test_burst_is_coalesced_into_full_bulk_requests(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    calls = 120
+    for n in range(calls):
+        assert post(worker(n + 1)).status_code == 202
+    # One scheduled flush for the whole burst, however many calls.
+    assert FlushQueue.from_settings(Settings()).pending() == 1
+    flush()
+    uploads = bulk_uploads(emulator)
+    assert len(uploads) == math.ceil(calls / 50)
+    assert sorted(len(u["records"]) for u in uploads) == [20, 50, 50]
+    assert len(emulator.directory()) == calls
+    assert outbox() == []
+
+
+def test_outage_keeps_changes_queued_until_a_later_flush(
+    api: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning.http_trigger import FlushInterrupted
+
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PROVISIONING_RETRY_BASE_SECONDS", "0.01")
+    change = body(post(worker(1)))["id"]
+    emulator.set_faults(status_sequence=[503, 503])
+    with pytest.raises(FlushInterrupted):
+        flush()
+    assert body(get(change))["status"] == "retrying"
+    assert len(outbox()) == 1
+    flush()  # the host delivers the message again
+    assert body(get(change))["status"] == "sent"
+
+
+LOGIC_APP = "11111111-1111-1111-1111-111111111111"
+OTHER_APP = "22222222-2222-2222-2222-222222222222"
+
+
+def _principal(app_id: str) -> str:
+    claims = {"auth_typ": "aad", "claims": [{"typ": "appid", "val": app_id}]}
+    return base64.b64encode(json.dumps(claims).encode()).decode()
+
+
+def test_easy_auth_caller_must_be_on_the_allow_list(
+    api: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PROVISIONING_ALLOWED_CLIENT_IDS", f"{LOGIC_APP}, 33333333-0000-0000-0000-0000"
+    )
+    refused = post(
+        worker(1),
+        headers={"X-MS-CLIENT-PRINCIPAL": _principal("22222222-2222-2222-2222-222222222222")},
+    )
+    assert refused.status_code == 403
+    assert refused.mimetype == "application/problem+json"
+    assert outbox() == []
+    allowed = post(
+        worker(1),
+        headers={"X-MS-CLIENT-PRINCIPAL": _principal("11111111-1111-1111-1111-111111111111")},
+    )
+    assert allowed.status_code == 202
+    garbled = post(worker(2), headers={"X-MS-CLIENT-PRINCIPAL": "%%%"})
+    assert garbled.status_code == 403
