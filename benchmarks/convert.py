@@ -388,9 +388,12 @@ def child(kind: str, path: str, mapping_ref: str) -> None:
     sys.stdout.write(json.dumps(result) + "\n")
 
 
-def run_child(kind: str, path: Path, mapping_ref: str) -> dict[str, Any]:
+def run_child(
+    kind: str, path: Path, mapping_ref: str, *extra: str, script: str = __file__
+) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (``script`` CHILD kind path mapping extra)."""
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), CHILD, kind, str(path), mapping_ref],
+        [sys.executable, str(Path(script).resolve()), CHILD, kind, str(path), mapping_ref, *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -43,7 +43,6 @@ import math
 import pickle
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from benchmarks.convert import (  # noqa: E402
     measure_product,
     own_peak_rss,
 )
+from benchmarks.convert import run_child as run_convert_child  # noqa: E402
 
 MAX_RATIO = 1.5
 FEED = "default"
@@ -304,25 +304,9 @@ def child(kind: str, path: str, mapping_ref: str, state: str, today: str) -> Non
 
 
 def run_child(kind: str, path: Path, mapping_ref: str, state: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            CHILD,
-            kind,
-            str(path),
-            mapping_ref,
-            str(state),
-            TODAY.isoformat(),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    return run_convert_child(
+        kind, path, mapping_ref, str(state), TODAY.isoformat(), script=__file__
     )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"the '{kind}' measurement failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
