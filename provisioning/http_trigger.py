@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 
 import azure.functions as func
@@ -30,11 +32,16 @@ def _ready(settings: Settings) -> bool:
     return True
 
 
-def _service(settings: Settings) -> ChangeService:
+@contextmanager
+def _service(settings: Settings) -> Iterator[ChangeService]:
     _ready(settings)
-    return ChangeService(
-        settings, BlobStore.from_settings(settings), FlushQueue.from_settings(settings)
-    )
+    store = BlobStore.from_settings(settings)
+    queue = FlushQueue.from_settings(settings)
+    try:
+        yield ChangeService(settings, store, queue)
+    finally:
+        queue.close()
+        store.close()
 
 
 def _respond(reply: Reply) -> func.HttpResponse:
@@ -63,12 +70,13 @@ def post_changes(req: func.HttpRequest) -> func.HttpResponse:
     refused = _allowed(req, settings)
     if refused:
         return _respond(refused)
-    reply = _service(settings).submit(
-        req.get_body(),
-        req.headers.get("Content-Type", ""),
-        mapping_name=req.params.get("mapping"),
-        idempotency_key=req.headers.get("Idempotency-Key"),
-    )
+    with _service(settings) as service:
+        reply = service.submit(
+            req.get_body(),
+            req.headers.get("Content-Type", ""),
+            mapping_name=req.params.get("mapping"),
+            idempotency_key=req.headers.get("Idempotency-Key"),
+        )
     return _respond(reply)
 
 
@@ -79,7 +87,8 @@ def get_change(req: func.HttpRequest) -> func.HttpResponse:
     refused = _allowed(req, settings)
     if refused:
         return _respond(refused)
-    return _respond(_service(settings).status(req.route_params.get("id", "")))
+    with _service(settings) as service:
+        return _respond(service.status(req.route_params.get("id", "")))
 
 
 @bp.function_name("openapi")

@@ -12,6 +12,7 @@ Everything that can be wrong with a mapping is found by :func:`load_mapping` and
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable
@@ -168,8 +169,7 @@ def load_mapping(ref: str | Path | None = None) -> Mapping:
     """Load a mapping by built-in name or file path (``None``: the Microsoft sample mapping)."""
     ref = ref or "microsoft-sample"
     if isinstance(ref, str) and ref in BUILTIN:
-        text = resources.files("provisioning.mappings").joinpath(f"{ref}.yaml").read_text("utf-8")
-        return parse_mapping(text, name=ref, source=f"builtin:{ref}")
+        return _builtin(ref)
     path = Path(ref)
     try:
         text = path.read_text("utf-8")
@@ -178,6 +178,13 @@ def load_mapping(ref: str | Path | None = None) -> Mapping:
             f"cannot read mapping '{ref}': {exc.strerror} (built-in: {', '.join(BUILTIN)})"
         ) from None
     return parse_mapping(text, name=path.stem, source=str(path))
+
+
+@functools.cache
+def _builtin(name: str) -> Mapping:
+    # Built-in mappings never change in a process; HTTP calls would otherwise parse YAML each.
+    text = resources.files("provisioning.mappings").joinpath(f"{name}.yaml").read_text("utf-8")
+    return parse_mapping(text, name=name, source=f"builtin:{name}")
 
 
 def parse_mapping(text: str, *, name: str, source: str) -> Mapping:
