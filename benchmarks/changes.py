@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MSI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
 
 
 def record(i: int) -> dict[str, str]:
@@ -84,21 +83,11 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 def set_env(azurite: Any, emulator: Any) -> None:
     """As tests/conftest.py's ``env`` fixture."""
-    for name in MSI_VARIABLES:
+    from devtools.local_env import FAST_RETRIES, MSI_CONFLICTS, local_settings
+
+    for name in MSI_CONFLICTS:
         os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "HRSTORAGE": azurite.connection_string,
-            "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
-            "PROVISIONING_JOB_ID": emulator.job_id,
-            "PROVISIONING_GRAPH_URL": emulator.graph_url,
-            "PROVISIONING_RETRY_BASE_SECONDS": "0.05",
-            "PROVISIONING_RETRY_MAX_SECONDS": "2",
-            "PROVISIONING_REQUEST_TIMEOUT_SECONDS": "5",
-            "IDENTITY_ENDPOINT": emulator.identity_endpoint,
-            "IDENTITY_HEADER": emulator.identity_header,
-        }
-    )
+    os.environ.update(local_settings(azurite, emulator, **FAST_RETRIES))
 
 
 def call(post: Any, req: Any) -> tuple[float, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from graph_emulator import GraphEmulator
 
 from .azurite import ROOT, running_azurite
+from .local_env import local_settings
 
 DEFAULT_FILE = ROOT / "samples" / "csv-with-1000-records.csv"
 
@@ -38,18 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"Azurite blob service  {azurite.blob_url}")
         print(f"Graph emulator        {emulator.graph_url}")
-        os.environ.update(
-            {
-                "HRSTORAGE": azurite.connection_string,
-                "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
-                "PROVISIONING_JOB_ID": emulator.job_id,
-                "PROVISIONING_GRAPH_URL": emulator.graph_url,
-                "PROVISIONING_MAPPING": args.mapping,
-                # The Functions host's managed-identity endpoint, served by the emulator.
-                "IDENTITY_ENDPOINT": emulator.identity_endpoint,
-                "IDENTITY_HEADER": emulator.identity_header,
-            }
-        )
+        os.environ.update(local_settings(azurite, emulator, PROVISIONING_MAPPING=args.mapping))
         summary = drop_and_run(args.file)
         copy_results(summary["_prefix"], args.out)
         show(summary, emulator, args.out)

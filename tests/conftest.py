@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from devtools.azurite import Azurite, AzuriteMissing, running_azurite
+from devtools.local_env import FAST_RETRIES, MSI_CONFLICTS, local_settings
 from graph_emulator import GraphEmulator
 
 
@@ -60,18 +61,8 @@ def emulator() -> Iterator[GraphEmulator]:
 def env(
     monkeypatch: pytest.MonkeyPatch, azurite: Any, clean_storage: Any, emulator: GraphEmulator
 ) -> dict[str, str]:
-    values = {
-        "HRSTORAGE": azurite.connection_string,
-        "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
-        "PROVISIONING_JOB_ID": emulator.job_id,
-        "PROVISIONING_GRAPH_URL": emulator.graph_url,
-        "PROVISIONING_RETRY_BASE_SECONDS": "0.05",
-        "PROVISIONING_RETRY_MAX_SECONDS": "2",
-        "PROVISIONING_REQUEST_TIMEOUT_SECONDS": "5",
-        "IDENTITY_ENDPOINT": emulator.identity_endpoint,
-        "IDENTITY_HEADER": emulator.identity_header,
-    }
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"):
+    values = local_settings(azurite, emulator, **FAST_RETRIES)
+    for name in MSI_CONFLICTS:
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
