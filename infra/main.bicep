@@ -1,0 +1,184 @@
+// HR -> Microsoft Entra ID provisioning: the Azure resources of the Function App (azd up).
+// See infra/README.md. Resource-group scoped: azd asks for (or creates) the resource group.
+//
+// Every PROVISIONING_* app setting set here is a field of provisioning/settings.py (checked by
+// tests/test_infra.py); settings left out keep their documented defaults (README, Settings).
+// Reserved, NOT set: a reconciliation schedule (reconcileSchedule, a CRON string) - no timer
+// function reads one yet; add the parameter and setting together with the function.
+
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names and tags the resources.')
+param environmentName string
+
+@description('Azure region of the resources (Flex Consumption must be available there).')
+param location string = resourceGroup().location
+
+// --- Microsoft Graph / API-driven provisioning ---
+@description('Object id of the API-driven provisioning app\'s service principal (PROVISIONING_SERVICE_PRINCIPAL_ID).')
+param provisioningServicePrincipalId string
+
+@description('Provisioning job id, API2AAD.<...> or API2AD.<...> (PROVISIONING_JOB_ID).')
+param provisioningJobId string
+
+@description('Grant the identity its Microsoft Graph app roles with the Microsoft Graph Bicep extension (needs Privileged Role Administrator). False: run infra/scripts/grant-graph-roles.sh instead.')
+param grantGraphAppRoles bool = false
+
+// --- pacing of bulkUpload ---
+@minValue(1)
+@description('bulkUpload requests per window (PROVISIONING_RATE_LIMIT_REQUESTS).')
+param rateLimitRequests int = 40
+
+@description('The pacing window in seconds, a number such as "5" or "2.5" (PROVISIONING_RATE_LIMIT_WINDOW_SECONDS).')
+param rateLimitWindowSeconds string = '5'
+
+// --- accidental-leaver guard ---
+@description('Percent of a feed\'s active workers, a number such as "5" (PROVISIONING_LEAVER_THRESHOLD_PERCENT).')
+param leaverThresholdPercent string = '5'
+
+@minValue(0)
+@description('Count of leavers; the higher of count and percent applies (PROVISIONING_LEAVER_THRESHOLD_COUNT).')
+param leaverThresholdCount int = 50
+
+// --- conversion ---
+@description('Feed modes by feed, e.g. "employees=full,contractors=delta" (PROVISIONING_FEED_MODES).')
+param feedModes string = ''
+
+@description('IANA time zone of HR dates, e.g. "Europe/Paris" (PROVISIONING_HR_TIMEZONE).')
+param hrTimezone string = 'UTC'
+
+@description('Built-in mapping name or path of a mapping file in the package (PROVISIONING_MAPPING).')
+param mapping string = 'microsoft-sample'
+
+// --- HTTP changes ---
+@description('Comma-separated client ids allowed to call the HTTP API when Easy Auth identifies the caller (PROVISIONING_ALLOWED_CLIENT_IDS).')
+param allowedClientIds string = ''
+
+// --- storage ---
+@minValue(0)
+@description('Delete blobs in the results container after this many days; 0 keeps them.')
+param resultsRetentionDays int = 0
+
+// --- Event Grid ---
+@description('Create the Event Grid subscription to the blob trigger. Needs the code deployed (its webhook key); azure.yaml\'s postdeploy hook sets it and provisions again.')
+param createEventSubscription bool = false
+
+// --- alerts ---
+@description('Resource id of an action group the alerts notify; empty for none.')
+param alertActionGroupId string = ''
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-hrprov-${token}'
+var deploymentContainerName = 'deployment-package'
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-hrprov-${token}'
+  location: location
+  tags: tags
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'sthrprov${take(token, 16)}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    resultsRetentionDays: resultsRetentionDays
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-hrprov-${token}'
+    applicationInsightsName: 'appi-hrprov-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    principalId: identity.properties.principalId
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    name: functionAppName
+    planName: 'plan-hrprov-${token}'
+    location: location
+    tags: tags
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    provisioningSettings: {
+      PROVISIONING_SERVICE_PRINCIPAL_ID: provisioningServicePrincipalId
+      PROVISIONING_JOB_ID: provisioningJobId
+      PROVISIONING_CREDENTIAL: 'managedidentity'
+      PROVISIONING_MANAGED_IDENTITY_CLIENT_ID: identity.properties.clientId
+      PROVISIONING_RATE_LIMIT_REQUESTS: string(rateLimitRequests)
+      PROVISIONING_RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
+      PROVISIONING_LEAVER_THRESHOLD_PERCENT: leaverThresholdPercent
+      PROVISIONING_LEAVER_THRESHOLD_COUNT: string(leaverThresholdCount)
+      PROVISIONING_FEED_MODES: feedModes
+      PROVISIONING_HR_TIMEZONE: hrTimezone
+      PROVISIONING_MAPPING: mapping
+      PROVISIONING_ALLOWED_CLIENT_IDS: allowedClientIds
+    }
+  }
+  // The host must reach its storage and telemetry with the identity as soon as it starts.
+  dependsOn: [
+    roles
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: tags
+    namePrefix: 'hrprov-${token}'
+    actionGroupId: alertActionGroupId
+  }
+}
+
+module eventGrid 'modules/eventgrid.bicep' = if (createEventSubscription) {
+  name: 'eventgrid'
+  params: {
+    storageAccountName: storage.outputs.name
+    functionAppName: functionApp.outputs.name
+    location: location
+    tags: tags
+    systemTopicName: 'evgt-hrprov-${token}'
+  }
+}
+
+module graphRoles 'modules/graph-roles.bicep' = if (grantGraphAppRoles) {
+  name: 'graph-roles'
+  params: {
+    principalId: identity.properties.principalId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output EVENT_SUBSCRIPTION_CREATED bool = createEventSubscription
