@@ -182,7 +182,7 @@ class ChangeService:
     def _plan(self, change_id: str, users: list[Operation], mapping: Mapping) -> dict[str, Any]:
         ids = [op.external_id for op in users]
         known = self.state.lookup(ids)
-        held = [h for h in self.state.held() if h.external_id in set(ids)]
+        held = self.state.held_for(ids)
         policy = Policy(
             feed=API_FEED,
             mode="delta",

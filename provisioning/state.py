@@ -174,6 +174,17 @@ class WorkerState:
                 out.append(Held(**found[0]))
         return out
 
+    def held_for(self, external_ids: Iterable[str]) -> list[Held]:
+        """The held changes of these workers only (direct reads, no listing)."""
+        out = []
+        for external_id in set(external_ids):
+            for kind in ("joiner", "leaver"):
+                name = f"{_HELD}{id_hash(external_id)}-{kind}.json"
+                found = self.store.read_json(STATE_CONTAINER, name)
+                if found is not None:
+                    out.append(Held(**found[0]))
+        return out
+
     def hold(self, held: Held) -> None:
         self.store.write_json(STATE_CONTAINER, _held_name(held), asdict(held))
 

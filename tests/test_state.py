@@ -292,6 +292,9 @@ def test_held_changes_round_trip(state: WorkerState, store: BlobStore) -> None:
     assert found == [later, leaver, other]
     assert found[0].record == later.record
     assert len(names(store, "held/")) == 3
+    # Looking up a few workers reads just theirs.
+    assert sorted(state.held_for(["E1", "E9"]), key=lambda h: h.kind) == [later, leaver]
+    assert state.held_for(["E2"]) == [other]
 
     state.drop_held(leaver)
     state.drop_held(leaver)  # already gone: fine
