@@ -25,8 +25,8 @@ from .bulk import MAX_OPERATIONS, Operation, batches
 from .drop import GraphApi
 from .lifecycle import Planner, Policy, today_in
 from .mapping import BUILTIN, Mapping, load_mapping
-from .outcomes import accepted_entry, graph_reason, job_stop_reason
-from .pacing import RateLimiter, RetryPolicy
+from .outcomes import accepted_entry, graph_reason, job_stop_reason, stop_reason
+from .pacing import limiter_for, retry_policy_for
 from .readers import record_row
 from .runs import client_request_id, iso, utcnow
 from .settings import STATE_CONTAINER, Settings
@@ -395,14 +395,7 @@ async def flush(
                 ops.append((op, entry["change"], item["feed"]))
         where = {op.bulk_id: (change, feed) for op, change, feed in ops}
         submitter = Submitter(
-            graph,
-            RateLimiter(
-                settings.rate_limit_requests, settings.rate_limit_window_seconds, sleep=sleep
-            ),
-            RetryPolicy(
-                settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
-            ),
-            sleep=sleep,
+            graph, limiter_for(settings, sleep), retry_policy_for(settings), sleep=sleep
         )
         outcome_of: dict[str, dict[str, Any]] = {}
         stop: str | None = None
@@ -428,11 +421,11 @@ async def flush(
                     accepted_seq(flush_id, request.index),
                     [accepted_entry(op, where[op.bulk_id][1]) for op in request.operations],
                 )
-            elif result.status == "failed" or result.http_status in (401, 403):
-                stop = graph_reason(
-                    result, "kept failing" if result.status == "failed" else "refused the app"
-                )
-                break
+            else:
+                ended = stop_reason(result)
+                if ended is not None:
+                    stop = ended[1]
+                    break
             lease.renew()
         for name, entry in entries:
             change_id = entry["change"]

@@ -31,12 +31,12 @@ from .outcomes import (
     accepted_entry,
     batch_entry,
     count_batch,
-    graph_reason,
     job_stop_reason,
     ledger_row,
     outcome_record,
+    stop_reason,
 )
-from .pacing import RateLimiter, RetryPolicy
+from .pacing import limiter_for, retry_policy_for
 from .pipeline import Conversion, Source
 from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .readers import FileError
@@ -134,9 +134,7 @@ class DropProcessor:
         self.claims = ClaimStore(store)
         self._sleep = sleep
         self._clock = clock
-        self._limiter = RateLimiter(
-            settings.rate_limit_requests, settings.rate_limit_window_seconds, sleep=sleep
-        )
+        self._limiter = limiter_for(settings, sleep)
 
     async def process(self, blob_name: str, stream: Readable) -> RunOutcome:
         self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
@@ -268,14 +266,7 @@ class DropProcessor:
                 yield op
 
         submitter = Submitter(
-            self.graph,
-            self._limiter,
-            RetryPolicy(
-                self.settings.max_attempts,
-                self.settings.retry_base_seconds,
-                self.settings.retry_max_seconds,
-            ),
-            sleep=keeper.sleep,
+            self.graph, self._limiter, retry_policy_for(self.settings), sleep=keeper.sleep
         )
         batch_log: list[dict[str, Any]] = []
         counts = {"records_sent": 0, "records_accepted": 0, "records_rejected_by_graph": 0}
@@ -295,11 +286,8 @@ class DropProcessor:
                 outcome = outcome_record(request, result, resent)
                 results.write_json(results.batch_name(request.index), outcome)
                 entry = batch_entry(request, outcome, resent=resent, earlier=False)
-                if result.status == "failed":
-                    stop = ("interrupted", graph_reason(result, "kept failing"))
-                elif result.status == "rejected" and result.http_status in (401, 403):
-                    stop = ("failed", graph_reason(result, "refused the app"))
-                else:
+                stop = stop_reason(result)
+                if stop is None:
                     if result.status == "accepted":
                         # Remembered only once Entra took it; the claim moves on after.
                         state.record_accepted(

@@ -110,3 +110,16 @@ def ledger_row(batch: int, op: Operation, action: str, entry: dict[str, Any]) ->
         entry.get("http_status", ""),
         entry.get("request_id", ""),
     ]
+
+
+def stop_reason(result: BatchOutcome) -> tuple[str, str] | None:
+    """(run status, reason) when a batch's outcome ends the run, else None.
+
+    Transient errors that outlasted the retries interrupt it (resumable); 401/403 mean the app
+    is refused and every further batch would be too. A 400 does not stop it: that batch's data
+    is reported and the others go on."""
+    if result.status == "failed":
+        return "interrupted", graph_reason(result, "kept failing")
+    if result.status == "rejected" and result.http_status in (401, 403):
+        return "failed", graph_reason(result, "refused the app")
+    return None

@@ -13,6 +13,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -108,6 +112,13 @@ class RateLimiter:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
+def limiter_for(settings: Settings, sleep: Sleep = asyncio.sleep) -> RateLimiter:
+    """The configured pacing (PROVISIONING_RATE_LIMIT_*)."""
+    return RateLimiter(
+        settings.rate_limit_requests, settings.rate_limit_window_seconds, sleep=sleep
+    )
+
+
 class RetryPolicy:
     """Which statuses are retried, and the delay before the next attempt.
 
@@ -153,3 +164,10 @@ class RetryPolicy:
         capped = self.backoff(attempt)
         half = capped / 2.0
         return half + self.rng.uniform(0.0, half)
+
+
+def retry_policy_for(settings: Settings) -> RetryPolicy:
+    """The configured retries (PROVISIONING_MAX_ATTEMPTS, PROVISIONING_RETRY_*)."""
+    return RetryPolicy(
+        settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+    )

@@ -24,12 +24,12 @@ from .outcomes import (
     accepted_entry,
     batch_entry,
     count_batch,
-    graph_reason,
     job_stop_reason,
     ledger_row,
     outcome_record,
+    stop_reason,
 )
-from .pacing import RateLimiter, RetryPolicy
+from .pacing import limiter_for, retry_policy_for
 from .reports import render_run_html
 from .runs import Results, client_request_id, iso, new_run_id, utcnow
 from .settings import RESULTS_CONTAINER, Settings
@@ -95,16 +95,8 @@ class Releaser:
 
         submitter = Submitter(
             self.graph,
-            RateLimiter(
-                self.settings.rate_limit_requests,
-                self.settings.rate_limit_window_seconds,
-                sleep=self._sleep,
-            ),
-            RetryPolicy(
-                self.settings.max_attempts,
-                self.settings.retry_base_seconds,
-                self.settings.retry_max_seconds,
-            ),
+            limiter_for(self.settings, self._sleep),
+            retry_policy_for(self.settings),
             sleep=self._sleep,
         )
         ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
@@ -133,12 +125,10 @@ class Releaser:
                     held = settle[op.bulk_id][2]
                     if held is not None:
                         self.state.drop_held(held)
-            elif result.status == "failed":
-                stop = ("interrupted", graph_reason(result, "kept failing"))
-                break
-            elif result.http_status in (401, 403):
-                stop = ("failed", graph_reason(result, "refused the app"))
-                break
+            else:
+                stop = stop_reason(result)
+                if stop is not None:
+                    break
         if stop is None:
             for approval_request in approved:
                 if approval_request["run_id"] not in unsent_approvals:
