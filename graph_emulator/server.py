@@ -240,16 +240,9 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        token, record = state.issue_token(resource, client_id)
         self._json(
             200,
-            {
-                "access_token": token,
-                "expires_on": str(int(record.expires_on)),
-                "resource": resource,
-                "token_type": "Bearer",
-                "client_id": record.client_id,
-            },
+            _token_reply(state, resource, client_id),
             ctype="application/json; charset=utf-8",
         )
 
@@ -631,18 +624,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise FaultError("the body must be a JSON object")
                 resource = str(payload.get("resource") or "https://graph.microsoft.com")
                 client_id = payload.get("client_id")
-                token, record = state.issue_token(resource, client_id)
-                self._json(
-                    200,
-                    {
-                        "access_token": token,
-                        "expires_on": str(int(record.expires_on)),
-                        "resource": resource,
-                        "token_type": "Bearer",
-                        "client_id": record.client_id,
-                    },
-                    ctype=simple,
-                )
+                self._json(200, _token_reply(state, resource, client_id), ctype=simple)
             else:
                 self._json(404, {"error": "unknown admin endpoint"}, ctype=simple)
         except (FaultError, ValueError, TypeError) as exc:
@@ -800,3 +782,15 @@ class GraphEmulator:
         if job is None:
             raise KeyError("no such job")
         return self.state.job_json(job)
+
+
+def _token_reply(state: EmulatorState, resource: str, client_id: Any) -> dict[str, Any]:
+    """A new token in the App Service managed-identity reply shape."""
+    token, record = state.issue_token(resource, client_id)
+    return {
+        "access_token": token,
+        "expires_on": str(int(record.expires_on)),
+        "resource": resource,
+        "token_type": "Bearer",
+        "client_id": record.client_id,
+    }
