@@ -140,11 +140,12 @@ class DropProcessor:
         self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
         path, content_hash, size = spool(stream)
         try:
-            return await self._process(blob_name, path, content_hash, size)
+            return await self.process_file(blob_name, path, content_hash, size)
         finally:
             path.unlink(missing_ok=True)
 
-    async def _process(self, blob: str, path: Path, content_hash: str, size: int) -> RunOutcome:
+    async def process_file(self, blob: str, path: Path, content_hash: str, size: int) -> RunOutcome:
+        """Process a file already spooled to ``path`` whose SHA-256 is ``content_hash``."""
         claim = self.claims.load(content_hash)
         if claim is None:
             claim = Claim.new(content_hash, blob, self._clock())

@@ -80,6 +80,26 @@ class Settings(BaseSettings):
     # Timeout of one bulkUpload call.
     request_timeout_seconds: float = Field(default=60.0, gt=0)
 
+    # --- scheduled reconciliation (timer) ---
+    # NCRONTAB schedule of the reconciliation timer (six fields, seconds first).
+    reconcile_schedule: str = "0 */10 * * * *"
+    # A record with no provisioning-log entry this long after Graph accepted it is unconfirmed.
+    outcome_timeout_minutes: int = Field(default=120, ge=1)
+    # Sends of one record in all (first send included) when Entra reports a transient failure.
+    max_record_attempts: int = Field(default=3, ge=1)
+    # Extra provisioning-log error codes to treat as transient (comma-separated).
+    transient_error_codes: str = ""
+    # Attempts at one dropped file before it is moved to hr-inbound/failed/.
+    max_file_attempts: int = Field(default=5, ge=1)
+    # Hours between drift reports; 0 turns the drift report off.
+    drift_interval_hours: float = Field(default=24.0, ge=0)
+    # Re-send the HR record of workers whose Entra account drifted from it.
+    drift_auto_fix: bool = False
+    # bulkUpload calls allowed per 24 hours (2,000 with Entra ID P1/P2, 6,000 with Governance).
+    daily_call_quota: int = Field(default=2000, ge=1)
+    # Warn when the calls of the last 24 hours reach this percent of the quota.
+    quota_warn_percent: float = Field(default=80.0, ge=0, le=100)
+
     # Lease on a run's claim: how long a dead instance blocks a retry (Azure allows 15-60).
     lease_seconds: int = Field(default=60, ge=15, le=60)
 
