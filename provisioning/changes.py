@@ -33,6 +33,7 @@ from .settings import STATE_CONTAINER, Settings
 from .state import WorkerState, accepted_seq
 from .storage import BlobStore, FlushQueue, PreconditionFailed
 from .submit import Submitter
+from .tracking import track
 from .transforms import SpecError
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,8 @@ async def flush(
     if lease is None:
         return {"status": "busy"}
     started = time.monotonic()
-    flush_id = f"{clock():%Y%m%dT%H%M%S}-flush-{uuid.uuid4().hex[:6]}"
+    begun_at = clock()
+    flush_id = f"{begun_at:%Y%m%dT%H%M%S}-flush-{uuid.uuid4().hex[:6]}"
     totals = {"changes": 0, "records_sent": 0, "records_accepted": 0, "requests": 0}
     state = WorkerState(store)
     try:
@@ -420,6 +422,18 @@ async def flush(
                 state.record_accepted(
                     accepted_seq(flush_id, request.index),
                     [accepted_entry(op, where[op.bulk_id][1]) for op in request.operations],
+                )
+                track(
+                    store,
+                    run_id=flush_id,
+                    results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
+                    kind="changes",
+                    batch=request.index,
+                    operations=request.operations,
+                    accepted_at=clock(),
+                    actions={
+                        op.bulk_id: f"change {where[op.bulk_id][0]}" for op in request.operations
+                    },
                 )
             else:
                 ended = stop_reason(result)

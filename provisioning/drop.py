@@ -46,6 +46,7 @@ from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .state import WorkerState, accepted_seq
 from .storage import BlobStore, Lease
 from .submit import Submitter
+from .tracking import track
 from .validation import RowError
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,16 @@ class DropProcessor:
                         state.record_accepted(
                             accepted_seq(claim.run_id, request.index),
                             [accepted_entry(op, feed) for op in request.operations],
+                        )
+                        track(
+                            self.store,
+                            run_id=claim.run_id,
+                            results_prefix=claim.results_prefix,
+                            kind="file",
+                            batch=request.index,
+                            operations=request.operations,
+                            accepted_at=self._clock(),
+                            actions=actions,
                         )
                     claim.next_batch, claim.in_flight = request.index + 1, None
                     self.claims.save(claim, keeper.lease)

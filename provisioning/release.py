@@ -36,6 +36,7 @@ from .settings import RESULTS_CONTAINER, Settings
 from .state import WorkerState, accepted_seq, id_hash
 from .storage import BlobStore
 from .submit import Submitter
+from .tracking import track
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,18 @@ class Releaser:
             if result.status == "accepted":
                 entries = [accepted_entry(op, settle[op.bulk_id][1]) for op in request.operations]
                 self.state.record_accepted(accepted_seq(run_id, request.index), entries)
+                track(
+                    self.store,
+                    run_id=run_id,
+                    results_prefix=results.prefix,
+                    kind="release",
+                    batch=request.index,
+                    operations=request.operations,
+                    accepted_at=self._clock(),
+                    actions={
+                        bulk: settle[bulk][0] for bulk in (op.bulk_id for op in request.operations)
+                    },
+                )
                 for op in request.operations:
                     held = settle[op.bulk_id][2]
                     if held is not None:
