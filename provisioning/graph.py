@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -167,6 +168,8 @@ class GraphClient:
         self._credential = credential
         self.service_principal_id = service_principal_id
         self.job_id = job_id
+        # Told of every bulkUpload call that reached Graph (the daily quota counts them).
+        self.on_call: Callable[[], None] | None = None
 
     @classmethod
     def from_settings(
@@ -234,6 +237,8 @@ class GraphClient:
             raise TransportError(_reason(exc), exc) from exc
         if not isinstance(handled, httpx.Response):
             raise TypeError("the request adapter did not hand back the native response")
+        if self.on_call is not None:
+            self.on_call()
         response: httpx.Response = handled
         try:
             content = await response.aread()

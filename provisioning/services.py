@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from .graph import GraphClient
+from .quota import CallCounter
+from .runs import utcnow
 from .settings import Settings
 from .storage import BlobStore
 
@@ -23,6 +25,8 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[BlobStore, Gr
         )
     store = BlobStore.from_settings(settings)
     graph = GraphClient.from_settings(settings)
+    counter = CallCounter(store)
+    graph.on_call = lambda: counter.add(1, utcnow())
     try:
         yield store, graph
     finally:

@@ -46,11 +46,13 @@ def track(
     operations: Iterable[Operation],
     accepted_at: dt.datetime,
     actions: dict[str, str] | None = None,
+    attempt: int = 1,
 ) -> None:
     """Remember the records of one accepted bulk request of run ``run_id``.
 
     Written again with the same name when a batch is resent after a crash: the later
-    acceptance time wins, which is the one whose log entries count."""
+    acceptance time wins, which is the one whose log entries count. ``attempt`` counts the
+    sends of these records (retries of failed records send them again)."""
     label = f"{batch:06d}" if isinstance(batch, int) else batch
     store.write_json(
         STATE_CONTAINER,
@@ -61,6 +63,7 @@ def track(
             "kind": kind,
             "batch": label,
             "accepted_at": iso(accepted_at),
+            "attempt": attempt,
             "records": [
                 [op.bulk_id, op.external_id, op.line, (actions or {}).get(op.bulk_id, "")]
                 for op in operations

@@ -1,0 +1,511 @@
+"""What Entra did with each record Graph accepted: provisioning-log entries matched to the
+tracked records (``provisioning.tracking``), transient failures re-sent, the rest reported.
+
+Per run, ``state/outcomes/<run-id>.json`` holds one entry per record (by bulkId), merged from
+the run's tracked batches. A record is ``pending`` until a log entry for its externalId dated
+after its send appears; then it takes the entry's status: ``success``, ``warning``,
+``skipped`` or ``failure``. A failure Entra calls transient goes to ``retrying`` and is sent
+again (bounded by ``max_record_attempts``); a record with no entry after
+``outcome_timeout_minutes`` is ``unconfirmed``. When every record of a run is final the run's
+results (ledger, failures, summary, report) say ``complete`` and its outcome file is removed.
+
+Matching is by ``sourceIdentity.id`` (the externalId) and time: several sends of one worker
+take that worker's entries in order, and an entry used once is never used again (its id is
+kept in ``state/outcomes-consumed.json`` for as long as it can still be in the query window).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auditlogs import LogEntry
+from .bulk import Operation, batches
+from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason, stop_reason
+from .pacing import limiter_for, retry_policy_for
+from .reports import csv_safe, render_run_html
+from .runs import Results, client_request_id, iso
+from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .state import WorkerState
+from .storage import BlobStore, PreconditionFailed
+from .submit import Submitter
+from .tracking import pending_runs, read_batch, track
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = "outcomes/"
+CONSUMED = "outcomes-consumed.json"
+FINAL_STATES = frozenset({"success", "warning", "skipped", "failure", "unconfirmed"})
+# Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
+# arrived: an entry up to this much older than the send can still be the send's.
+TOLERANCE = dt.timedelta(minutes=2)
+# Codes Entra gives to conditions that pass (throttling, timeouts, service trouble). The
+# category "failure" (as opposed to "nonServiceFailure") is read the same way: Microsoft does
+# not define the categories, and their names are all there is to go on.
+TRANSIENT_CODES = frozenset(
+    {
+        "ServiceUnavailable",
+        "Timeout",
+        "TooManyRequests",
+        "InternalServerError",
+        "SystemForCrossDomainIdentityManagementServiceUnavailable",
+    }
+)
+LEDGER_OUTCOME_COLUMNS = (
+    "entra_status",
+    "entra_action",
+    "error_code",
+    "error_reason",
+    "recommended_action",
+    "target_id",
+    "log_time",
+    "sends",
+)
+FAILURE_COLUMNS = (
+    "externalId",
+    "line",
+    "batch",
+    "error_code",
+    "error_category",
+    "reason",
+    "recommended_action",
+    "sends",
+)
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def is_transient(entry: LogEntry, extra_codes: frozenset[str]) -> bool:
+    return entry.error_category == "failure" or (entry.error_code or "") in (
+        TRANSIENT_CODES | extra_codes
+    )
+
+
+@dataclass
+class RunOutcomes:
+    """The outcome file of one run."""
+
+    run_id: str
+    results_prefix: str
+    kind: str
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    etag: str | None = None
+    changed: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{OUTCOMES}{self.run_id}.json"
+
+    def open_records(self) -> Iterable[dict[str, Any]]:
+        return (r for r in self.records.values() if r["state"] not in FINAL_STATES)
+
+    @property
+    def complete(self) -> bool:
+        return all(r["state"] in FINAL_STATES for r in self.records.values())
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for record in self.records.values():
+            out[record["state"]] = out.get(record["state"], 0) + 1
+        return out
+
+
+class Confirmer:
+    """One pass over every run with records whose outcome is not final."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: BlobStore,
+        *,
+        entries: Callable[[dt.datetime], AsyncIterable[LogEntry]],
+        poster: Any,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._entries = entries
+        self._poster = poster
+        self._sleep = sleep
+        self._clock = clock
+        self._extra_codes = frozenset(
+            c.strip() for c in settings.transient_error_codes.split(",") if c.strip()
+        )
+        # Workers with a record still awaiting its outcome after the pass (the drift report
+        # leaves them out: Entra may not have applied them yet).
+        self.open_ids: frozenset[str] = frozenset()
+
+    async def run(self, *, job_active: bool, keep_alive: Callable[[], None]) -> dict[str, Any]:
+        now = self._clock()
+        runs = self._load_runs()
+        keep_alive()
+        counts = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
+        open_records = [(run, r) for run in runs.values() for r in run.open_records()]
+        pending = [(run, r) for run, r in open_records if r["state"] == "pending"]
+        if pending:
+            counts["matched"] = await self._match(pending, keep_alive)
+        timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
+        for run, record in pending:
+            if record["state"] == "pending" and now - parse_iso(record["sent"]) > timeout:
+                record.update(state="unconfirmed", reason="no provisioning-log entry in time")
+                run.changed = True
+                counts["unconfirmed"] += 1
+        retrying = [
+            (run, bulk)
+            for run in runs.values()
+            for bulk, r in run.records.items()
+            if r["state"] == "retrying"
+        ]
+        retry_report: dict[str, Any] = {}
+        if retrying and job_active:
+            retry_report = await self._retry(retrying, now, keep_alive)
+            counts["retried"] = retry_report.get("records_accepted", 0)
+        finished = []
+        for run in runs.values():
+            if run.changed or run.complete:
+                self._save(run)
+                self._write_results(run)
+                keep_alive()
+            if run.complete:
+                self.store.delete(STATE_CONTAINER, run.name)
+                finished.append(run.run_id)
+        counts["completed_runs"] = len(finished)
+        self.open_ids = frozenset(r["id"] for run in runs.values() for r in run.open_records())
+        counts["open_records"] = sum(1 for run in runs.values() for _ in run.open_records())
+        log.info("outcomes: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+        return {**counts, "completed": finished, "retry": retry_report}
+
+    # --- merging tracked batches ---------------------------------------------------------
+
+    def _load_runs(self) -> dict[str, RunOutcomes]:
+        runs: dict[str, RunOutcomes] = {}
+        for blob in self.store.list(STATE_CONTAINER, OUTCOMES):
+            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            if found is not None:
+                data, etag = found
+                runs[data["run_id"]] = RunOutcomes(
+                    data["run_id"], data["results_prefix"], data["kind"], data["records"], etag
+                )
+        merged: list[str] = []
+        for run_id, names in sorted(pending_runs(self.store).items()):
+            for name in sorted(names):
+                batch = read_batch(self.store, name)
+                if batch is None:
+                    continue
+                info, sent = batch
+                run = runs.get(run_id)
+                if run is None:
+                    run = runs[run_id] = RunOutcomes(run_id, info["results_prefix"], info["kind"])
+                self._merge(run, info, sent)
+                merged.append(name)
+        # Saved before the batches go: a crash in between merges them again, which changes
+        # nothing (a send time only moves forward).
+        for run in runs.values():
+            if run.changed:
+                self._save(run)  # still ``changed``: its results are written at the end
+        for name in merged:
+            self.store.delete(STATE_CONTAINER, name)
+        return runs
+
+    def _merge(self, run: RunOutcomes, info: dict[str, Any], sent: list[Any]) -> None:
+        accepted_at = info["accepted_at"]
+        attempt = int(info.get("attempt", 1))
+        for item in sent:
+            record = run.records.get(item.bulk_id)
+            if record is None:
+                run.records[item.bulk_id] = {
+                    "id": item.external_id,
+                    "line": item.line,
+                    "batch": info["batch"],
+                    "action": item.action,
+                    "sent": accepted_at,
+                    "sends": attempt,
+                    "state": "pending",
+                }
+                run.changed = True
+            elif parse_iso(accepted_at) > parse_iso(record["sent"]):
+                # A resend (after a crash, or a retry): its own log entry is awaited.
+                record.update(
+                    sent=accepted_at, state="pending", sends=max(record["sends"], attempt)
+                )
+                run.changed = True
+
+    def _save(self, run: RunOutcomes) -> None:
+        data = {
+            "run_id": run.run_id,
+            "results_prefix": run.results_prefix,
+            "kind": run.kind,
+            "records": run.records,
+        }
+        # The reconcile lease keeps other passes out; the ETag catches anyone who did not ask.
+        if run.etag is None:
+            try:
+                run.etag = self.store.write_json(STATE_CONTAINER, run.name, data, create_only=True)
+                return
+            except PreconditionFailed:
+                raise RuntimeError(
+                    f"outcomes of run {run.run_id} were created by another pass"
+                ) from None
+        run.etag = self.store.write_json(STATE_CONTAINER, run.name, data, etag=run.etag)
+
+    # --- matching log entries ------------------------------------------------------------
+
+    async def _match(
+        self, pending: list[tuple[RunOutcomes, dict[str, Any]]], keep_alive: Callable[[], None]
+    ) -> int:
+        by_id: dict[str, list[tuple[RunOutcomes, dict[str, Any]]]] = {}
+        for run, record in pending:
+            by_id.setdefault(record["id"], []).append((run, record))
+        since = min(parse_iso(r["sent"]) for _, r in pending) - TOLERANCE
+        consumed = self._consumed()
+        found: dict[str, list[LogEntry]] = {}
+        seen = 0
+        async for entry in self._entries(since):
+            seen += 1
+            if seen % 1000 == 0:
+                keep_alive()
+            if entry.source_id in by_id and entry.id not in consumed:
+                found.setdefault(entry.source_id, []).append(entry)
+        matched = 0
+        for external_id, waiting in by_id.items():
+            entries = sorted(found.get(external_id, []), key=lambda e: e.at)
+            for run, record in sorted(waiting, key=lambda item: item[1]["sent"]):
+                earliest = parse_iso(record["sent"]) - TOLERANCE
+                hit = next((e for e in entries if e.at >= earliest), None)
+                if hit is None:
+                    continue
+                entries.remove(hit)
+                consumed[hit.id] = iso(hit.at)
+                self._apply(record, hit)
+                run.changed = True
+                matched += 1
+        self._save_consumed(consumed, since)
+        return matched
+
+    def _apply(self, record: dict[str, Any], entry: LogEntry) -> None:
+        record.update(
+            entra_action=entry.action,
+            target_id=entry.target_id,
+            log_id=entry.id,
+            log_time=iso(entry.at),
+            error_code=entry.error_code,
+            error_category=entry.error_category,
+            reason=entry.reason,
+            recommended_action=entry.recommended_action,
+        )
+        if entry.status != "failure":
+            record["state"] = entry.status if entry.status in FINAL_STATES else "success"
+            return
+        transient = is_transient(entry, self._extra_codes)
+        if transient and record["sends"] < self.settings.max_record_attempts:
+            record["state"] = "retrying"
+        else:
+            record["state"] = "failure"
+            record["transient"] = transient
+
+    def _consumed(self) -> dict[str, str]:
+        found = self.store.read_json(STATE_CONTAINER, CONSUMED)
+        return dict(found[0]) if found else {}
+
+    def _save_consumed(self, consumed: dict[str, str], since: dt.datetime) -> None:
+        # Entries older than every open send can never match again: forget them.
+        horizon = since - TOLERANCE
+        kept = {k: v for k, v in consumed.items() if parse_iso(v) >= horizon}
+        self.store.write_json(STATE_CONTAINER, CONSUMED, kept)
+
+    # --- retries -------------------------------------------------------------------------
+
+    async def _retry(
+        self,
+        retrying: list[tuple[RunOutcomes, str]],
+        now: dt.datetime,
+        keep_alive: Callable[[], None],
+    ) -> dict[str, Any]:
+        """Send the worker's current record again: what HR says now, which is also what the
+        failed send carried unless a newer send followed (then it is the newer one)."""
+        state = WorkerState(self.store)
+        state.fold()
+        current = state.records({run.records[bulk]["id"] for run, bulk in retrying})
+        pass_id = f"{now:%Y%m%dT%H%M%S}"
+        ops: list[Operation] = []
+        owner: dict[str, tuple[RunOutcomes, str]] = {}
+        for run, bulk in retrying:
+            record = run.records[bulk]
+            data = current.get(record["id"])
+            if data is None:
+                record.update(state="failure", reason="no accepted record of this worker to resend")
+                run.changed = True
+                continue
+            # bulkIds only need to be unique within one request.
+            wire = f"retry-{len(ops):06d}"
+            owner[wire] = (run, bulk)
+            ops.append(Operation(wire, record["id"], record["line"], data))
+        submitter = Submitter(
+            self._poster,
+            limiter_for(self.settings, self._sleep),
+            retry_policy_for(self.settings),
+            sleep=self._sleep,
+        )
+        report: dict[str, Any] = {"requests": [], "records_accepted": 0}
+        for request in batches(ops, self.settings.batch_size):
+            keep_alive()
+            result = await submitter.submit(
+                request.body, client_request_id(f"retry-{pass_id}", request.index)
+            )
+            report["requests"].append(
+                {
+                    "status": result.status,
+                    "http_status": result.http_status,
+                    "request_id": result.request_id,
+                    "records": len(request.operations),
+                }
+            )
+            if result.status == "accepted":
+                report["records_accepted"] += len(request.operations)
+                self._track_retry(
+                    [owner[op.bulk_id] for op in request.operations], pass_id, request.index
+                )
+                continue
+            reason = graph_reason(result, "answered the retry")
+            stop = stop_reason(result)
+            for op in request.operations:
+                run, bulk = owner[op.bulk_id]
+                run.changed = True
+                if stop is None:  # Graph refused the data itself: sending it again cannot help
+                    run.records[bulk].update(state="failure", reason=reason, transient=False)
+                else:
+                    run.records[bulk]["last_retry_error"] = reason
+            if stop is not None:
+                break
+        return report
+
+    def _track_retry(self, sent: list[tuple[RunOutcomes, str]], pass_id: str, index: int) -> None:
+        accepted_at = self._clock()
+        by_run: dict[str, tuple[RunOutcomes, list[Operation]]] = {}
+        for run, bulk in sent:
+            record = run.records[bulk]
+            record.update(state="pending", sent=iso(accepted_at), sends=record["sends"] + 1)
+            run.changed = True
+            # Tracked under the record's own bulkId, so its next log entry lands on it.
+            by_run.setdefault(run.run_id, (run, []))[1].append(
+                Operation(bulk, record["id"], record["line"], {})
+            )
+        for run, ops in by_run.values():
+            track(
+                self.store,
+                run_id=run.run_id,
+                results_prefix=run.results_prefix,
+                kind=run.kind,
+                batch=f"retry-{pass_id}-{index:04d}",
+                operations=ops,
+                accepted_at=accepted_at,
+                attempt=max(run.records[op.bulk_id]["sends"] for op in ops),
+            )
+
+    # --- results -------------------------------------------------------------------------
+
+    def _write_results(self, run: RunOutcomes) -> None:
+        results = Results(self.store, run.results_prefix)
+        self._write_ledger(run, results)
+        failures = [(bulk, r) for bulk, r in run.records.items() if r["state"] in ("failure",)]
+        failures_blob = self.store.staged(RESULTS_CONTAINER, results.path("failures.csv"))
+        writer = csv.writer(TextToBlob(failures_blob))
+        writer.writerow(FAILURE_COLUMNS)
+        for _bulk, r in sorted(failures, key=lambda item: (str(item[1]["batch"]), item[1]["line"])):
+            writer.writerow(
+                [
+                    csv_safe(r["id"]),
+                    r["line"],
+                    r["batch"],
+                    r.get("error_code") or "",
+                    r.get("error_category") or "",
+                    csv_safe(r.get("reason") or ""),
+                    csv_safe(r.get("recommended_action") or ""),
+                    r["sends"],
+                ]
+            )
+        failures_blob.commit("text/csv; charset=utf-8")
+        summary = results.read_json("summary.json") or {
+            "run_id": run.run_id,
+            "kind": run.kind,
+            "status": "complete",
+        }
+        summary["outcomes"] = {
+            "status": "complete" if run.complete else "pending",
+            "updated": iso(self._clock()),
+            "records": len(run.records),
+            "counts": run.counts(),
+            "retried_records": sum(1 for r in run.records.values() if r["sends"] > 1),
+            "permanent_failures": len(failures),
+            # For a person: the first failures with Entra's advice; all are in failures.csv.
+            "failures": [
+                {
+                    "externalId": r["id"],
+                    "line": r["line"],
+                    "error_code": r.get("error_code"),
+                    "reason": r.get("reason"),
+                    "recommended_action": r.get("recommended_action"),
+                }
+                for _bulk, r in failures[:50]
+            ],
+        }
+        results.write_json("summary.json", summary)
+        results.write_text("report.html", render_run_html(summary), "text/html; charset=utf-8")
+
+    def _write_ledger(self, run: RunOutcomes, results: Results) -> None:
+        """Rewrite the run's ledger with each record's outcome, streaming the old one."""
+        name = results.path("ledger.csv")
+        out = self.store.staged(RESULTS_CONTAINER, name)
+        writer = csv.writer(TextToBlob(out))
+        writer.writerow((*LEDGER_COLUMNS, *LEDGER_OUTCOME_COLUMNS))
+        written: set[str] = set()
+        bulk_column = LEDGER_COLUMNS.index("bulkId")
+        old = self.store.open_read(RESULTS_CONTAINER, name)
+        if old is not None:
+            with io.TextIOWrapper(old, encoding="utf-8", newline="") as text:
+                rows = csv.reader(text)
+                next(rows, None)
+                for row in rows:
+                    base = row[: len(LEDGER_COLUMNS)]
+                    record = run.records.get(base[bulk_column])
+                    writer.writerow((*base, *_outcome_cells(record)))
+                    written.add(base[bulk_column])
+        for bulk, record in run.records.items():
+            if bulk not in written:
+                writer.writerow(
+                    (
+                        record["batch"],
+                        record["line"],
+                        csv_safe(record["id"]),
+                        bulk,
+                        record["action"],
+                        "accepted",
+                        202,
+                        "",
+                        *_outcome_cells(record),
+                    )
+                )
+        out.commit("text/csv; charset=utf-8")
+
+
+def _outcome_cells(record: dict[str, Any] | None) -> tuple[Any, ...]:
+    if record is None:
+        return ("",) * len(LEDGER_OUTCOME_COLUMNS)
+    return (
+        record["state"],
+        record.get("entra_action") or "",
+        record.get("error_code") or "",
+        csv_safe(record.get("reason") or ""),
+        csv_safe(record.get("recommended_action") or ""),
+        record.get("target_id") or "",
+        record.get("log_time") or "",
+        record["sends"],
+    )

@@ -1,0 +1,287 @@
+"""Outcomes of sent records from the provisioning logs: matching, paging, log delay, retries of
+transient failures, permanent failures for a person, unconfirmed records, results rewritten.
+
+Real parts: files dropped through the blob function, Azurite, the Graph emulator's provisioning
+logs read over HTTP through msgraph-sdk with the real managed-identity credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from graph_emulator import GraphEmulator
+from provisioning.auditlogs import LogEntry, provisioning_entries
+from provisioning.confirm import CONSUMED, OUTCOMES, Confirmer
+from provisioning.graph import GraphClient
+from provisioning.runs import utcnow
+from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.tracking import PENDING
+from tests.columns import csv_bytes, worker
+from tests.e2e import drop, result_text, runs, sent_external_ids, store
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+def confirm(
+    *,
+    page_size: int = 500,
+    clock: Callable[[], dt.datetime] = utcnow,
+    job_active: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """One outcome pass with the real Graph client; ``page_size`` small to force paging."""
+    settings = Settings(**overrides)
+    pages: list[int] = []
+
+    async def go() -> dict[str, Any]:
+        async with GraphClient.from_settings(settings) as graph:
+
+            async def entries(since: dt.datetime) -> AsyncIterator[LogEntry]:
+                async for entry in provisioning_entries(
+                    graph.sdk, graph.job_id, since, page_size=page_size
+                ):
+                    pages.append(1)
+                    yield entry
+
+            confirmer = Confirmer(
+                settings,
+                store(),
+                entries=entries,
+                poster=graph,
+                sleep=_no_sleep,
+                clock=clock,
+            )
+            report = await confirmer.run(job_active=job_active, keep_alive=lambda: None)
+            report["entries_read"] = len(pages)
+            report["open_ids"] = sorted(confirmer.open_ids)
+            return report
+
+    return asyncio.run(go())
+
+
+def ledger(summary: dict[str, Any]) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(result_text(summary, "ledger.csv"))))
+
+
+def state_names(prefix: str) -> list[str]:
+    return [b.name for b in store().list(STATE_CONTAINER, prefix)]
+
+
+def test_outcomes_fill_the_ledger_and_complete_the_run(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker(n) for n in range(1, 121)]))
+    assert len(state_names(PENDING)) == 3  # 120 records in three accepted bulk requests
+
+    report = confirm(page_size=7)
+
+    assert report["matched"] == 120 and report["completed_runs"] == 1
+    assert report["entries_read"] == 120  # every page followed (7 per page: 18 pages)
+    (summary,) = runs()
+    outcomes = summary["outcomes"]
+    assert outcomes["status"] == "complete"
+    assert outcomes["counts"] == {"success": 120}
+    rows = ledger(summary)
+    by_id = {u["employeeId"]: u["id"] for u in emulator.directory()}
+    assert len(rows) == 120
+    for row in rows:
+        assert row["entra_status"] == "success" and row["entra_action"] == "create"
+        assert row["target_id"] == by_id[row["externalId"]]
+        assert row["sends"] == "1" and row["log_time"]
+    # Nothing left to watch: tracked batches and the outcome file are gone.
+    assert state_names(PENDING) == [] and state_names(OUTCOMES) == []
+    assert "Entra outcomes" in result_text(summary, "report.html")
+
+
+def test_log_delay_keeps_records_pending_until_entries_appear(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(log_delay=1.5)
+    drop(csv_bytes([worker(n) for n in range(1, 6)]))
+
+    first = confirm()
+    assert first["matched"] == 0 and first["open_records"] == 5
+    (summary,) = runs()
+    assert summary["outcomes"]["status"] == "pending"
+    assert summary["outcomes"]["counts"] == {"pending": 5}
+    assert first["open_ids"] == ["1", "2", "3", "4", "5"]
+
+    time.sleep(1.6)
+    second = confirm()
+    assert second["matched"] == 5 and second["completed_runs"] == 1
+    (summary,) = runs()
+    assert summary["outcomes"]["counts"] == {"success": 5}
+
+
+def test_transient_failure_is_sent_again_and_then_succeeds(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    transient = {"errorCode": "ServiceUnavailable", "errorCategory": "failure"}
+    emulator.set_faults(fail_records={"2": transient})
+    drop(csv_bytes([worker(n) for n in range(1, 4)]))
+    assert sent_external_ids(emulator).count("2") == 1
+    emulator.set_faults(fail_records={})  # the condition passed; the failure is in the log
+
+    first = confirm()
+    assert first["retried"] == 1 and first["open_records"] == 1
+    assert sent_external_ids(emulator).count("2") == 2  # the retry went out
+
+    second = confirm()
+    assert second["completed_runs"] == 1
+    (summary,) = runs()
+    row = next(r for r in ledger(summary) if r["externalId"] == "2")
+    assert row["entra_status"] == "success" and row["sends"] == "2"
+    assert summary["outcomes"]["retried_records"] == 1
+    assert summary["outcomes"]["counts"] == {"success": 3}
+
+
+def test_transient_failure_stops_being_retried_after_max_attempts(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(fail_records={"1": {"errorCode": "Timeout", "errorCategory": "failure"}})
+    drop(csv_bytes([worker(1)]))
+
+    confirm(max_record_attempts=2)  # failure seen, sent a second time
+    confirm(max_record_attempts=2)  # the second send failed too: no third
+    assert sent_external_ids(emulator).count("1") == 2
+    (summary,) = runs()
+    assert summary["outcomes"]["status"] == "complete"
+    assert summary["outcomes"]["counts"] == {"failure": 1}
+    failures = list(csv.DictReader(io.StringIO(result_text(summary, "failures.csv"))))
+    assert [(f["externalId"], f["error_code"], f["sends"]) for f in failures] == [
+        ("1", "Timeout", "2")
+    ]
+
+
+def test_permanent_failure_is_listed_with_the_recommended_action(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    permanent = {
+        "errorCode": "AzureActiveDirectoryConflictingObjects",
+        "errorCategory": "nonServiceFailure",
+        "reason": "Another object already uses this userPrincipalName.",
+        "recommendedAction": "Change the userPrincipalName in HR or remove the other object.",
+    }
+    emulator.set_faults(fail_records={"3": permanent})
+    drop(csv_bytes([worker(n) for n in range(1, 5)]))
+
+    report = confirm()
+
+    assert report["retried"] == 0 and report["completed_runs"] == 1
+    assert sent_external_ids(emulator).count("3") == 1  # never retried
+    (summary,) = runs()
+    assert summary["outcomes"]["counts"] == {"success": 3, "failure": 1}
+    assert summary["outcomes"]["failures"] == [
+        {
+            "externalId": "3",
+            "line": 4,
+            "error_code": permanent["errorCode"],
+            "reason": permanent["reason"],
+            "recommended_action": permanent["recommendedAction"],
+        }
+    ]
+    (failure,) = csv.DictReader(io.StringIO(result_text(summary, "failures.csv")))
+    assert failure["recommended_action"] == permanent["recommendedAction"]
+    assert failure["error_category"] == "nonServiceFailure"
+    assert permanent["recommendedAction"] in result_text(summary, "report.html")
+
+
+def test_a_record_without_a_log_entry_becomes_unconfirmed_after_the_timeout(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(log_delay=3600)
+    drop(csv_bytes([worker(1), worker(2)]))
+
+    soon = confirm()
+    assert soon["unconfirmed"] == 0 and soon["open_records"] == 2
+
+    later = confirm(clock=lambda: utcnow() + dt.timedelta(minutes=121))
+    assert later["unconfirmed"] == 2 and later["completed_runs"] == 1
+    (summary,) = runs()
+    assert summary["outcomes"]["counts"] == {"unconfirmed": 2}
+    assert {r["entra_status"] for r in ledger(summary)} == {"unconfirmed"}
+
+
+def test_two_sends_of_one_worker_take_its_entries_in_order(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker(1, JobTitle="Engineer")]), "a.csv")
+    confirm()  # the first run completes and its entry is consumed
+    drop(csv_bytes([worker(1, JobTitle="Manager")]), "b.csv")
+    emulator.set_faults(fail_records={"1": {"errorCode": "Denied"}})
+    drop(csv_bytes([worker(1, JobTitle="Director")]), "c.csv")
+
+    confirm()
+
+    first, second, third = sorted(runs(), key=lambda s: s["started"])
+    assert [ledger(s)[0]["entra_status"] for s in (first, second, third)] == [
+        "success",
+        "success",
+        "failure",
+    ]
+    assert ledger(first)[0]["entra_action"] == "create"
+    assert ledger(second)[0]["entra_action"] == "update"
+    # The consumed entries are remembered, so none is matched twice by a later pass.
+    consumed = store().read_json(STATE_CONTAINER, CONSUMED)
+    assert consumed is not None and len(consumed[0]) == 3
+
+
+def test_a_pass_after_a_crash_merges_tracked_batches_again_without_harm(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(log_delay=1.0)
+    drop(csv_bytes([worker(n) for n in range(1, 4)]))
+    kept = {n: store().read_json(STATE_CONTAINER, n) for n in state_names(PENDING)}
+    confirm()  # merged into the outcome file; nothing in the log yet
+    # As if that pass had died after saving the outcome file, before deleting the batches.
+    for name, found in kept.items():
+        assert found is not None
+        store().write_json(STATE_CONTAINER, name, found[0])
+    time.sleep(1.1)
+
+    again = confirm()
+
+    assert again["matched"] == 3 and again["completed_runs"] == 1
+    (summary,) = runs()
+    assert summary["outcomes"]["counts"] == {"success": 3}
+    assert {r["sends"] for r in ledger(summary)} == {"1"}
+    assert state_names(PENDING) == []
+
+
+def test_retries_wait_while_the_job_is_not_running(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(
+        fail_records={"1": {"errorCode": "ServiceUnavailable", "errorCategory": "failure"}}
+    )
+    drop(csv_bytes([worker(1)]))
+
+    report = confirm(job_active=False)
+
+    assert report["retried"] == 0 and report["open_records"] == 1
+    assert sent_external_ids(emulator).count("1") == 1
+
+
+def test_a_retry_refused_by_graph_is_a_permanent_failure(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(
+        fail_records={"1": {"errorCode": "ServiceUnavailable", "errorCategory": "failure"}}
+    )
+    drop(csv_bytes([worker(1)]))
+    emulator.set_faults(status_sequence=[400])
+
+    confirm()
+
+    (summary,) = runs()
+    assert summary["outcomes"]["counts"] == {"failure": 1}
+    (failure,) = summary["outcomes"]["failures"]
+    assert "HTTP 400" in failure["reason"]
