@@ -27,10 +27,12 @@ HEALTH_BLOB = "health.json"
 def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> dict[str, Any]:
     """The health report (pure): job state, quota use, and what a person should know."""
     warnings: list[str] = []
-    percent = round(100.0 * calls / settings.daily_call_quota, 1)
+    share = 100.0 * calls / settings.daily_call_quota
+    near = share >= settings.quota_warn_percent
+    percent = round(share, 1)
     if job.code != "Active":
         warnings.append(job_stop_reason(job))
-    if percent >= settings.quota_warn_percent:
+    if near:
         warnings.append(
             f"{calls} bulkUpload calls in the last 24 hours: {percent} % of the daily quota of "
             f"{settings.daily_call_quota}; at the quota Graph answers 429 until the window moves"
@@ -44,7 +46,7 @@ def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> 
             "daily_quota": settings.daily_call_quota,
             "percent": percent,
             "warn_percent": settings.quota_warn_percent,
-            "near": percent >= settings.quota_warn_percent,
+            "near": near,
         },
         "warnings": warnings,
     }

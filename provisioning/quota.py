@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
+import time
 
 from .settings import STATE_CONTAINER
 from .storage import BlobStore, PreconditionFailed
@@ -17,7 +19,7 @@ from .storage import BlobStore, PreconditionFailed
 log = logging.getLogger(__name__)
 
 _CALLS = "calls/"
-_MAX_CONFLICTS = 10
+_MAX_CONFLICTS = 50
 
 
 def _hour_name(moment: dt.datetime) -> str:
@@ -44,7 +46,8 @@ class CallCounter:
                         self.store.write_json(STATE_CONTAINER, name, data, etag=etag)
                     return
                 except PreconditionFailed:
-                    continue
+                    # Another instance counted at the same moment; stagger the next try.
+                    time.sleep(random.uniform(0, 0.02))
             log.warning("call counter %s kept changing; %d calls not counted", name, calls)
         except Exception:  # counting is advisory: the call itself went through
             log.warning("could not count %d bulkUpload calls", calls, exc_info=True)
