@@ -3,8 +3,6 @@
 //
 // Every PROVISIONING_* app setting set here is a field of provisioning/settings.py (checked by
 // tests/test_infra.py); settings left out keep their documented defaults (README, Settings).
-// Reserved, NOT set: a reconciliation schedule (reconcileSchedule, a CRON string) - no timer
-// function reads one yet; add the parameter and setting together with the function.
 
 targetScope = 'resourceGroup'
 
@@ -55,6 +53,20 @@ param mapping string = 'microsoft-sample'
 // --- HTTP changes ---
 @description('Comma-separated client ids allowed to call the HTTP API when Easy Auth identifies the caller (PROVISIONING_ALLOWED_CLIENT_IDS).')
 param allowedClientIds string = ''
+
+// --- reconciliation timer ---
+@description('NCRONTAB schedule of the reconciliation timer, six fields with seconds first (PROVISIONING_RECONCILE_SCHEDULE). The timer binding reads this setting, so it must exist.')
+param reconcileSchedule string = '0 */10 * * * *'
+
+@minValue(1)
+@description('bulkUpload calls the tenant allows per 24 hours: 2000 with Entra ID P1/P2, 6000 with Entra ID Governance (PROVISIONING_DAILY_CALL_QUOTA).')
+param dailyCallQuota int = 2000
+
+@description('Hours between drift reports, a number such as "24"; "0" turns them off (PROVISIONING_DRIFT_INTERVAL_HOURS).')
+param driftIntervalHours string = '24'
+
+@description('Re-send the HR record of workers whose Entra account drifted from it (PROVISIONING_DRIFT_AUTO_FIX).')
+param driftAutoFix bool = false
 
 // --- storage ---
 @minValue(0)
@@ -139,6 +151,10 @@ module functionApp 'modules/functionapp.bicep' = {
       PROVISIONING_HR_TIMEZONE: hrTimezone
       PROVISIONING_MAPPING: mapping
       PROVISIONING_ALLOWED_CLIENT_IDS: allowedClientIds
+      PROVISIONING_RECONCILE_SCHEDULE: reconcileSchedule
+      PROVISIONING_DAILY_CALL_QUOTA: string(dailyCallQuota)
+      PROVISIONING_DRIFT_INTERVAL_HOURS: driftIntervalHours
+      PROVISIONING_DRIFT_AUTO_FIX: string(driftAutoFix)
     }
   }
   // The host must reach its storage and telemetry with the identity as soon as it starts.

@@ -9,6 +9,7 @@ import azure.functions as func
 from .drop import DropProcessor
 from .services import open_services
 from .settings import INBOUND_CONTAINER, STORAGE_CONNECTION, Settings
+from .sweep import is_failed
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,15 @@ class RunInterrupted(Exception):
 async def hr_file_dropped(blob: func.InputStream) -> None:
     # The host hands the blob over as a stream; it is spooled to a temporary file in chunks,
     # never copied whole in memory, and read from there (twice: check pass, then send pass).
+    name = blob.name or ""
+    if is_failed(name):
+        # Set aside by the sweep. The Event Grid subscription filters these out, but not every
+        # deployment has that filter (nor does a local run).
+        log.info("%s is under failed/: not processed", name)
+        return
     settings = Settings()
     async with open_services(settings) as (store, graph):
-        outcome = await DropProcessor(settings, store, graph).process(blob.name or "", blob)
+        outcome = await DropProcessor(settings, store, graph).process(name, blob)
     log.info("drop processed: status=%s run=%s", outcome.status, outcome.run_id)
     if outcome.retry:
         raise RunInterrupted(f"run {outcome.run_id} interrupted: {outcome.reason}")

@@ -1,4 +1,5 @@
-"""Command line: ``python -m provisioning validate|convert FILE``.
+"""Command line: ``python -m provisioning validate|convert|plan FILE``, and ``approve``,
+``release`` and ``reconcile`` against the deployed storage and Graph.
 
 Exit codes: 0 done (convert: even with rejected rows, unless --strict); 1 rows were rejected
 (validate, or convert --strict); 2 the file or the mapping is unusable as a whole.
@@ -24,6 +25,7 @@ from .mapping import BUILTIN, Mapping, load_mapping
 from .pipeline import Conversion, Source, Summary
 from .planning import make_plan, policy_for
 from .readers import FORMATS, FileError
+from .reconcile import Reconciler
 from .release import Releaser
 from .reports import RejectedCsv, printable
 from .services import open_services
@@ -89,6 +91,16 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     approve.add_argument("run_id")
     approve.add_argument("--by", default=os.environ.get("USER", "cli"), help="who approves")
     commands.add_parser("release", help="send due held changes and approved leavers now")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="one reconciliation pass now: health, sweep, release, outcomes, retries, drift",
+    )
+    reconcile.add_argument(
+        "--no-sweep", action="store_true", help="leave unprocessed files in hr-inbound alone"
+    )
+    drift = reconcile.add_mutually_exclusive_group()
+    drift.add_argument("--drift", action="store_true", help="write a drift report even if not due")
+    drift.add_argument("--no-drift", action="store_true", help="no drift report this time")
     return parser
 
 
@@ -97,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(settings).parse_args(argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
-    if args.command in ("approve", "release"):
+    if args.command in ("approve", "release", "reconcile"):
         return _state_command(settings, args, out, err)
     try:
         mapping = load_mapping(args.mapping)
@@ -194,6 +206,11 @@ def _state_command(settings: Settings, args: argparse.Namespace, out: Console, e
             return EXIT_UNUSABLE
         out.print(f"approved run {args.run_id}; the next release sends its leavers")
         return EXIT_OK
+    if args.command == "reconcile":
+        drift = True if args.drift else False if args.no_drift else None
+        report = asyncio.run(_reconcile(settings, sweep=not args.no_sweep, drift=drift))
+        out.print_json(json.dumps(report))
+        return EXIT_OK if report["status"] == "complete" else EXIT_REJECTED
     summary = asyncio.run(_release(settings))
     out.print(
         f"release {summary['run_id']}: {summary['status']}"
@@ -208,6 +225,11 @@ def _state_command(settings: Settings, args: argparse.Namespace, out: Console, e
 async def _release(settings: Settings) -> dict[str, Any]:
     async with open_services(settings) as (store, graph):
         return await Releaser(settings, store, graph).release()
+
+
+async def _reconcile(settings: Settings, *, sweep: bool, drift: bool | None) -> dict[str, Any]:
+    async with open_services(settings) as (store, graph):
+        return await Reconciler(settings, store, graph).run(sweep=sweep, drift=drift)
 
 
 @contextmanager

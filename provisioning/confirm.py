@@ -334,7 +334,7 @@ class Confirmer:
         state = WorkerState(self.store)
         state.fold()
         current = state.records({run.records[bulk]["id"] for run, bulk in retrying})
-        pass_id = f"{now:%Y%m%dT%H%M%S}"
+        pass_id = f"{now:%Y%m%dT%H%M%S%f}"
         ops: list[Operation] = []
         owner: dict[str, tuple[RunOutcomes, str]] = {}
         for run, bulk in retrying:

@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 
 _SPOOL_CHUNK = 1 << 20
 
+# In ``state``: one marker per blob name saying what became of it, for the sweep of hr-inbound.
+SEEN_PREFIX = "seen/"
+# Outcomes that count towards max_file_attempts; a stopped job or a busy claim is not the file's
+# fault, and the other outcomes are final.
+FAILING = frozenset({"interrupted", "failed", "error"})
+
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
@@ -91,6 +97,11 @@ def spool(stream: Readable, folder: str | None = None) -> tuple[Path, str, int]:
             out.write(chunk)
             size += len(chunk)
     return Path(name), digest.hexdigest(), size
+
+
+def seen_name(blob: str) -> str:
+    """The marker of ``blob``, named as the trigger names it (``hr-inbound/<name>``)."""
+    return f"{SEEN_PREFIX}{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:32]}.json"
 
 
 class LeaseKeeper:
@@ -146,7 +157,54 @@ class DropProcessor:
             path.unlink(missing_ok=True)
 
     async def process_file(self, blob: str, path: Path, content_hash: str, size: int) -> RunOutcome:
-        """Process a file already spooled to ``path`` whose SHA-256 is ``content_hash``."""
+        """Process a file already spooled to ``path`` whose SHA-256 is ``content_hash``; whatever
+        the outcome, the blob is marked as seen."""
+        try:
+            outcome = await self._claim_and_run(blob, path, content_hash, size)
+        except Exception as exc:
+            self.mark_seen(blob, size, content_hash, "error", type(exc).__name__)
+            raise
+        self.mark_seen(blob, size, content_hash, outcome.status, outcome.reason)
+        return outcome
+
+    def mark_seen(
+        self, blob: str, size: int, content_hash: str, status: str, reason: str | None = None
+    ) -> None:
+        """Record in ``state/seen/`` what became of ``blob``, for the sweep of hr-inbound.
+
+        Best effort: without its marker, the sweep reads the file again and finds its claim.
+        """
+        name = seen_name(blob)
+        try:
+            claim = self.claims.load(content_hash)
+            if status == "duplicate" and claim is not None and claim.blob == blob:
+                # An event delivered twice: what became of this blob is what its run did.
+                status, reason = claim.status, claim.reason
+            found = self.store.read_json(STATE_CONTAINER, name)
+            earlier = found[0] if found and found[0].get("content_hash") == content_hash else {}
+            failed_attempts = earlier.get("failed_attempts", 0) + (1 if status in FAILING else 0)
+            self.store.write_json(
+                STATE_CONTAINER,
+                name,
+                {
+                    "blob": blob,
+                    "size": size,
+                    "content_hash": content_hash,
+                    "status": status,
+                    "reason": reason,
+                    "run_id": claim.run_id if claim else None,
+                    "results": claim.results_prefix if claim else None,
+                    "attempts": claim.attempts if claim else None,
+                    "failed_attempts": failed_attempts,
+                    "at": iso(self._clock()),
+                },
+            )
+        except Exception:
+            log.warning("could not mark %s as seen (%s)", blob, status, exc_info=True)
+
+    async def _claim_and_run(
+        self, blob: str, path: Path, content_hash: str, size: int
+    ) -> RunOutcome:
         claim = self.claims.load(content_hash)
         if claim is None:
             claim = Claim.new(content_hash, blob, self._clock())

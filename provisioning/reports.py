@@ -68,6 +68,12 @@ _STATUS_COLOURS = {
 }
 
 
+# The look of every report page (runs, drift).
+REPORT_CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#201f1e}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #edebe9;padding:4px 8px;
+text-align:left}td.n{text-align:right}.b{color:#fff;border-radius:3px;padding:1px 6px}"""
+
+
 def render_run_html(summary: dict[str, Any]) -> str:
     """A small self-contained page for a person: what happened, no HR values."""
     esc = html.escape
@@ -122,17 +128,17 @@ def render_run_html(summary: dict[str, Any]) -> str:
         for b in summary.get("batches") or []
     )
     plan_section = _plan_html(summary.get("plan"))
+    outcomes_section = _outcomes_html(summary.get("outcomes"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Provisioning run {esc(str(summary.get("run_id", "")))}</title>
 <style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#201f1e}}
-table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #edebe9;padding:4px 8px;
-text-align:left}}td.n{{text-align:right}}.b{{color:#fff;border-radius:3px;padding:1px 6px}}
+{REPORT_CSS}
 </style></head><body>
 <h1>Provisioning run {badge(status)}</h1>
 <table>{rows}</table>
 <h2>Counts</h2><table>{count_rows}</table>
+{outcomes_section}
 {plan_section}
 <h2>Rejected rows by attribute</h2>
 <table><tr><th>attribute</th><th>rows</th></tr>{rejections}</table>
@@ -182,6 +188,37 @@ def bar_chart_svg(counts: dict[str, int], width: int = 520) -> str:
     )
 
 
+def _outcomes_html(outcomes: dict[str, Any] | None) -> str:
+    """What Entra did with the records (filled in by the reconciliation timer)."""
+    if not outcomes:
+        return ""
+    esc = html.escape
+    count_rows = "".join(
+        f"<tr><td>{esc(state)}</td><td class=n>{count}</td></tr>"
+        for state, count in sorted(outcomes.get("counts", {}).items())
+    )
+    failure_rows = "".join(
+        "<tr>"
+        f"<td>{esc(str(f.get('line')))}</td><td>{esc(str(f.get('error_code') or ''))}</td>"
+        f"<td>{esc(str(f.get('reason') or ''))}</td>"
+        f"<td>{esc(str(f.get('recommended_action') or ''))}</td>"
+        "</tr>"
+        for f in outcomes.get("failures", [])
+    )
+    failures = (
+        "<h3>Failures for a person to fix</h3><table><tr><th>line</th><th>error</th>"
+        f"<th>reason</th><th>recommended action</th></tr>{failure_rows}</table>"
+        "<p>All failures are in <code>failures.csv</code>.</p>"
+        if failure_rows
+        else ""
+    )
+    return f"""<h2>Entra outcomes: {esc(str(outcomes.get("status")))}</h2>
+<p>From the provisioning logs, updated {esc(str(outcomes.get("updated")))}; each record's
+outcome is in <code>ledger.csv</code>.</p>
+<table><tr><th>outcome</th><th>records</th></tr>{count_rows}</table>
+{failures}"""
+
+
 def _plan_html(plan: dict[str, Any] | None) -> str:
     if not plan:
         return ""
@@ -215,4 +252,17 @@ def _plan_html(plan: dict[str, Any] | None) -> str:
 <table><tr><th>change</th><th>due</th></tr>{held_rows}</table>
 <p>{len(plan.get("manager_not_found", []))} workers have a manager who is neither in the file
 nor known (warning: the manager link will not resolve).</p>
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page styled like the run report; ``body`` is HTML already escaped."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+{REPORT_CSS}
+</style></head><body>
+{body}
+</body></html>
 """

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ BLOCK_SIZE = 4 * 1024 * 1024
 READ_CHUNK_SIZE = 256 * 1024
 
 JSON_CONTENT_TYPE = "application/json"
+
+# move() waits this long, looking every COPY_POLL_SECONDS, for a server-side copy still pending.
+COPY_TIMEOUT_SECONDS = 60.0
+COPY_POLL_SECONDS = 0.5
 
 
 class PreconditionFailed(Exception):
@@ -373,6 +378,46 @@ class BlobStore:
             pass
         except HttpResponseError as error:
             if _is_condition_failure(error):  # leased
+                raise _failed(container, name, error) from error
+            raise
+
+    def move(self, container: str, name: str, new_name: str, *, etag: str) -> None:
+        """Move version ``etag`` of a blob to ``new_name`` in the same container.
+
+        A server-side copy (the bytes never pass through the app), then a delete of exactly that
+        version. :class:`PreconditionFailed` if the blob was replaced or deleted meanwhile: a new
+        version is a new file and stays (if it came after the copy, the copy holds the old one).
+        """
+        source = self._blob(container, name)
+        target = self._blob(container, new_name)
+        try:
+            copy = target.start_copy_from_url(
+                source.url, source_etag=etag, source_match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceNotFoundError as error:
+            raise _failed(container, name, error) from error
+        except HttpResponseError as error:
+            if _is_condition_failure(error):
+                raise _failed(container, name, error) from error
+            raise
+        status = str(copy["copy_status"])
+        deadline = time.monotonic() + COPY_TIMEOUT_SECONDS
+        while status == "pending":
+            if time.monotonic() > deadline:
+                target.abort_copy(str(copy["copy_id"]))
+                raise TimeoutError(f"copy of {container}/{name} to {new_name} did not finish")
+            time.sleep(COPY_POLL_SECONDS)
+            status = str(target.get_blob_properties().copy.status)
+        if status != "success":
+            raise OSError(f"copy of {container}/{name} to {new_name} ended {status}")
+        try:
+            source.delete_blob(
+                delete_snapshots="include", etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceNotFoundError:
+            pass  # another mover was faster
+        except HttpResponseError as error:
+            if _is_condition_failure(error):
                 raise _failed(container, name, error) from error
             raise
 

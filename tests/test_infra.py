@@ -28,6 +28,7 @@ from provisioning.settings import (
     STATE_CONTAINER,
     Settings,
 )
+from provisioning.sweep import FAILED_PREFIX
 from tests.e2e import functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +232,10 @@ def test_settings_that_matter_in_azure_are_set() -> None:
         "hrTimezone",
         "mapping",
         "allowedClientIds",
+        "reconcileSchedule",
+        "dailyCallQuota",
+        "driftIntervalHours",
+        "driftAutoFix",
     } <= set(by_param)
     required = {
         env_name("service_principal_id"),
@@ -249,8 +254,9 @@ def test_settings_that_matter_in_azure_are_set() -> None:
         assert param in json.dumps(settings[name]), (param, name)
     assert settings["PROVISIONING_CREDENTIAL"] == "managedidentity"
     assert settings["HRSTORAGE__credential"] == "managedidentity"
-    # The schedule of a reconciliation timer is reserved: no code reads it yet.
-    assert not [n for n in names if "SCHEDULE" in n.upper()]
+    # The timer binding reads its schedule from this setting (%...%): it must exist in Azure.
+    assert "PROVISIONING_RECONCILE_SCHEDULE" in names
+    assert by_param["reconcileSchedule"] == "PROVISIONING_RECONCILE_SCHEDULE"
 
 
 def test_binding_connections_are_identity_based() -> None:
@@ -380,6 +386,16 @@ def test_event_grid_sends_blob_created_of_hr_inbound_to_the_blob_trigger() -> No
     assert props["filter"]["subjectBeginsWith"] == (
         f"/blobServices/default/containers/{INBOUND_CONTAINER}/"
     )
+    # Files the sweep set aside under failed/ do not trigger a run.
+    assert props["filter"]["advancedFilters"] == [
+        {
+            "operatorType": "StringNotBeginsWith",
+            "key": "subject",
+            "values": [
+                f"/blobServices/default/containers/{INBOUND_CONTAINER}/blobs/{FAILED_PREFIX}"
+            ],
+        }
+    ]
     url = props["destination"]["properties"]["endpointUrl"]
     function_name = variable(parsed(path), "functionName")
     assert function_name in functions()

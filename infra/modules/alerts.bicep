@@ -5,6 +5,7 @@
 //   provisioning/submit.py        log.error("bulkUpload failed after %d attempts ...")
 //   provisioning/changes.py       log.error("flush %s interrupted: %s")
 //   provisioning/outcomes.py      "the provisioning job is in quarantine (...)"
+//   provisioning/health.py        log.error("provisioning job unhealthy: %s")  (timer, every pass)
 
 param applicationInsightsId string
 param location string
@@ -29,7 +30,7 @@ union
 
 var quarantineQuery = '''
 traces
-| where message has "quarantine"
+| where message has "quarantine" or message startswith "provisioning job unhealthy"
 | project timestamp, message, operation_Name
 '''
 
@@ -73,8 +74,8 @@ resource quarantine 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
   location: location
   tags: tags
   properties: {
-    displayName: 'HR provisioning: provisioning job in quarantine'
-    description: 'The Entra provisioning job is in quarantine; nothing is provisioned until it is fixed and restarted.'
+    displayName: 'HR provisioning: provisioning job quarantined or paused'
+    description: 'The Entra provisioning job is in quarantine or paused (results/health.json says which); nothing is provisioned until it is fixed and restarted.'
     severity: 0
     enabled: true
     scopes: [

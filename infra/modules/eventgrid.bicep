@@ -52,6 +52,16 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2024-
         'Microsoft.Storage.BlobCreated'
       ]
       subjectBeginsWith: '/blobServices/default/containers/hr-inbound/'
+      // Files the scheduled sweep set aside (moved to hr-inbound/failed/) are not dropped files.
+      advancedFilters: [
+        {
+          operatorType: 'StringNotBeginsWith'
+          key: 'subject'
+          values: [
+            '/blobServices/default/containers/hr-inbound/blobs/failed/'
+          ]
+        }
+      ]
     }
     eventDeliverySchema: 'EventGridSchema'
     retryPolicy: {

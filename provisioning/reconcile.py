@@ -1,0 +1,188 @@
+"""One reconciliation pass, run by the timer (and ``python -m provisioning reconcile``):
+
+1. job health and call quota -> ``results/health.json`` (an unhealthy job sends nothing);
+2. sweep ``hr-inbound`` for files no run has processed;
+3. release held changes that are due, and approved leavers;
+4. outcomes of sent records from the provisioning logs, with retries of transient failures;
+5. the drift report, when the last one is older than ``drift_interval_hours``.
+
+Passes never overlap: each holds a lease on ``state/locks/reconcile``, and a pass that cannot
+get it returns ``busy`` at once. Every step works from what is in state, not from the time it
+was scheduled, so a late (past-due) pass simply finds more to do, and a pass interrupted half
+way leaves nothing that the next one does not pick up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .auditlogs import LogEntry, provisioning_entries
+from .bulk import Operation, batches
+from .confirm import Confirmer
+from .drift import drift_report
+from .drop import DropProcessor, LeaseKeeper
+from .graph import GraphClient
+from .health import record_health
+from .outcomes import graph_reason, stop_reason
+from .pacing import limiter_for, retry_policy_for
+from .release import Releaser
+from .runs import client_request_id, iso, utcnow
+from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .storage import BlobStore
+from .submit import Submitter
+from .sweep import Sweeper
+from .tracking import track
+
+log = logging.getLogger(__name__)
+
+LOCK = "locks/reconcile"
+# The sweep stops starting new files after this long, so one pass ends well within the
+# Functions timeout and the other steps still run; the rest is picked up by the next pass.
+SWEEP_BUDGET_SECONDS = 300.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BlobStore,
+        graph: GraphClient,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.graph = graph
+        self._sleep = sleep
+        self._clock = clock
+
+    async def run(self, *, sweep: bool = True, drift: bool | None = None) -> dict[str, Any]:
+        """One pass. ``drift``: None runs the report when due, True always, False never."""
+        self.store.ensure_containers(INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER)
+        if not self.store.exists(STATE_CONTAINER, LOCK):
+            self.store.write_bytes(STATE_CONTAINER, LOCK, b"", "text/plain")
+        lease = self.store.acquire_lease(STATE_CONTAINER, LOCK, self.settings.lease_seconds)
+        if lease is None:
+            log.info("reconcile: another pass is running")
+            return {"status": "busy"}
+        keeper = LeaseKeeper(lease, self.settings.lease_seconds, self._sleep)
+        started = self._clock()
+        begun = time.monotonic()
+        pass_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        report: dict[str, Any] = {"pass": pass_id, "started": iso(started)}
+        try:
+            health = record_health(
+                self.settings, self.store, await self.graph.job_status(), started
+            )
+            report["health"] = {"healthy": health["healthy"], "job": health["job"]["code"]}
+            active = health["healthy"]
+            if sweep:
+                processor = DropProcessor(
+                    self.settings, self.store, self.graph, sleep=keeper.sleep, clock=self._clock
+                )
+                report["sweep"] = await Sweeper(
+                    self.settings, self.store, processor, clock=self._clock
+                ).sweep(budget_seconds=SWEEP_BUDGET_SECONDS)
+                keeper.renew_if_due()
+            if active:
+                released = await Releaser(
+                    self.settings, self.store, self.graph, sleep=keeper.sleep, clock=self._clock
+                ).release()
+                report["release"] = {
+                    k: released.get(k)
+                    for k in ("status", "due_held", "records_accepted", "results")
+                }
+            confirmer = Confirmer(
+                self.settings,
+                self.store,
+                entries=self._entries,
+                poster=self.graph,
+                sleep=keeper.sleep,
+                clock=self._clock,
+            )
+            report["outcomes"] = await confirmer.run(
+                job_active=active, keep_alive=keeper.renew_if_due
+            )
+            if drift or (drift is None and self._drift_due(started)):
+                report["drift"] = await self._drift(confirmer.open_ids, active, keeper)
+            report.update(status="complete", finished=iso(self._clock()))
+        finally:
+            report["duration_seconds"] = round(time.monotonic() - begun, 3)
+            report.setdefault("status", "interrupted")
+            self.store.write_json(
+                RESULTS_CONTAINER, f"reconcile/{started:%Y-%m-%d}/{report['pass']}.json", report
+            )
+            lease.release()
+        return report
+
+    def _entries(self, since: dt.datetime) -> AsyncIterator[LogEntry]:
+        return provisioning_entries(self.graph.sdk, self.graph.job_id, since)
+
+    def _drift_due(self, now: dt.datetime) -> bool:
+        hours = self.settings.drift_interval_hours
+        if hours <= 0:
+            return False
+        found = self.store.read_json(RESULTS_CONTAINER, "drift/latest.json")
+        if found is None:
+            return True
+        last = found[0].get("generated")
+        if not isinstance(last, str):
+            return True
+        moment = dt.datetime.fromisoformat(last.replace("Z", "+00:00"))
+        return now - moment >= dt.timedelta(hours=hours)
+
+    async def _drift(
+        self, pending: frozenset[str], active: bool, keeper: LeaseKeeper
+    ) -> dict[str, Any]:
+        result = await drift_report(
+            self.settings, self.store, self.graph, pending=pending, clock=self._clock
+        )
+        keeper.renew_if_due()
+        summary = {k: v for k, v in result.items() if k not in ("report", "operations")}
+        if self.settings.drift_auto_fix and active and result["operations"]:
+            summary["fix"] = await self._send_fixes(
+                result["operations"], result["results_prefix"], keeper
+            )
+        return summary
+
+    async def _send_fixes(
+        self, ops: list[Operation], prefix: str, keeper: LeaseKeeper
+    ) -> dict[str, Any]:
+        """Re-send HR records to undo drift; their outcomes are confirmed like any run's."""
+        run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
+        submitter = Submitter(
+            self.graph,
+            limiter_for(self.settings, keeper.sleep),
+            retry_policy_for(self.settings),
+            sleep=keeper.sleep,
+        )
+        sent: dict[str, Any] = {"records": len(ops), "records_accepted": 0, "requests": 0}
+        errors: list[str] = []
+        for request in batches(ops, self.settings.batch_size):
+            keeper.renew_if_due()
+            result = await submitter.submit(request.body, client_request_id(run_id, request.index))
+            sent["requests"] += 1
+            if result.status == "accepted":
+                sent["records_accepted"] += len(request.operations)
+                track(
+                    self.store,
+                    run_id=run_id,
+                    results_prefix=prefix,
+                    kind="drift-fix",
+                    batch=request.index,
+                    operations=request.operations,
+                    accepted_at=self._clock(),
+                    actions={op.bulk_id: "drift fix" for op in request.operations},
+                )
+                continue
+            errors.append(graph_reason(result, "answered"))
+            if stop_reason(result) is not None:
+                break
+        return {**sent, "errors": errors}

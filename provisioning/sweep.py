@@ -1,0 +1,214 @@
+"""The scheduled pickup of ``hr-inbound``: files no run has processed are processed now.
+
+Event Grid can miss a file (an event lost or expired, files copied in by SFTP or a copy job, a
+deployment without the subscription). A sweep lists the container, oldest file first, and gives
+each file no run has seen to :class:`~provisioning.drop.DropProcessor` exactly as its blob trigger
+would, under the same name (``hr-inbound/<name>``), so the feed, the claim and the seen marker are
+the same whichever path got there first, and the content's claim keeps it exactly once.
+
+What a file's marker (``state/seen/``, written by every run) says decides:
+
+* complete, duplicate, held-for-approval: done, skipped;
+* rejected (the file as a whole is unusable): moved to ``hr-inbound/failed/``, since running it
+  again can never succeed; a person fixes it and drops it again;
+* stopped (the job is paused) or busy (another instance holds the claim): processed again;
+* interrupted, failed (403), error: processed again until ``max_file_attempts`` attempts failed,
+  then moved to ``failed/``.
+
+Every move writes ``results/failed/<date>/<hash of the name>.json`` with the reason. Files under
+``failed/`` are never processed, neither here nor by the trigger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .drop import FAILING, SEEN_PREFIX, DropProcessor, seen_name, spool
+from .runs import FINAL, iso, utcnow
+from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .storage import BlobInfo, BlobStore, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+FAILED_PREFIX = "failed/"
+# Marker statuses after which a file is left where it is, never run again.
+SETTLED = frozenset({"complete", "duplicate", "held-for-approval"})
+
+Verdict = Literal["skip", "move", "retry"]
+
+
+def is_failed(name: str) -> bool:
+    """Whether a blob of hr-inbound (``name`` with or without the container) was set aside."""
+    return name.removeprefix(f"{INBOUND_CONTAINER}/").startswith(FAILED_PREFIX)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BlobStore,
+        processor: DropProcessor,
+        *,
+        clock: Callable[[], Any] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.processor = processor
+        self._clock = clock
+
+    async def sweep(self, *, budget_seconds: float | None = None) -> dict[str, Any]:
+        """Process what no run has, oldest first; once ``budget_seconds`` have passed no further
+        file is started (the next sweep picks the rest up). Returns what it did, in counts."""
+        begun = time.monotonic()
+        self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
+        markers = {m.name: m for m in self.store.list(STATE_CONTAINER, SEEN_PREFIX)}
+        blobs = sorted(
+            (b for b in self.store.list(INBOUND_CONTAINER) if not is_failed(b.name)),
+            key=lambda b: (b.last_modified, b.name),
+        )
+        counts: Counter[str] = Counter()
+        processed: Counter[str] = Counter()
+        for index, info in enumerate(blobs):
+            if budget_seconds is not None and time.monotonic() - begun > budget_seconds:
+                counts["deferred_for_budget"] = len(blobs) - index
+                log.warning("sweep out of time: %d files left for the next one", len(blobs) - index)
+                break
+            try:
+                await self._sweep_one(info, markers, counts, processed)
+            except Exception:
+                counts["errors"] += 1
+                log.exception("sweep could not handle %s/%s", INBOUND_CONTAINER, info.name)
+        result: dict[str, Any] = {
+            "listed": len(blobs),
+            "seen": counts["seen"],
+            "processed": dict(processed),
+            "moved_to_failed": counts["moved_to_failed"],
+            "skipped_busy": counts["skipped_busy"],
+            "deferred_for_budget": counts["deferred_for_budget"],
+            "errors": counts["errors"],
+        }
+        log.info("sweep of %s: %s", INBOUND_CONTAINER, result)
+        return result
+
+    async def _sweep_one(
+        self,
+        info: BlobInfo,
+        markers: dict[str, BlobInfo],
+        counts: Counter[str],
+        processed: Counter[str],
+    ) -> None:
+        blob = f"{INBOUND_CONTAINER}/{info.name}"
+        marker = self._marker(info, markers.get(seen_name(blob)))
+        if marker is not None and self._verdict(marker) == "skip":
+            counts["seen"] += 1
+            return
+        if marker is None or self._verdict(marker) == "retry":
+            status = await self._process(info, blob)
+            if status is None:
+                return
+            if status == "busy":
+                counts["skipped_busy"] += 1
+                return
+            if status == "seen":
+                counts["seen"] += 1
+            else:
+                processed[status] += 1
+            # What this attempt recorded decides whether the file is now set aside.
+            found = self.store.read_json(STATE_CONTAINER, seen_name(blob))
+            marker = None if found is None else found[0]
+            if marker is None or self._verdict(marker) != "move":
+                return
+        if self._move(info, marker):
+            counts["moved_to_failed"] += 1
+
+    def _marker(self, info: BlobInfo, listed: BlobInfo | None) -> dict[str, Any] | None:
+        """The blob's marker if it tells about this version of the blob: written after the
+        blob's last change (times of one storage account) and for the same size."""
+        if listed is None or listed.last_modified < info.last_modified:
+            return None
+        found = self.store.read_json(STATE_CONTAINER, listed.name)
+        if found is None or found[0].get("size") != info.size:
+            return None
+        marker: dict[str, Any] = found[0]
+        return marker
+
+    def _verdict(self, marker: dict[str, Any]) -> Verdict:
+        status = marker.get("status")
+        if status == "rejected":
+            return "move"
+        if status in SETTLED:
+            return "skip"
+        if (
+            status in FAILING
+            and marker.get("failed_attempts", 0) >= self.settings.max_file_attempts
+        ):
+            return "move"
+        return "retry"
+
+    async def _process(self, info: BlobInfo, blob: str) -> str | None:
+        """Process the blob as its trigger would: the outcome's status, "seen" if its claim shows
+        this very blob was processed already, None if it is gone."""
+        stream = self.store.open_read(INBOUND_CONTAINER, info.name)
+        if stream is None:
+            return None
+        with stream:
+            path, content_hash, size = spool(stream)
+        try:
+            claim = self.processor.claims.load(content_hash)
+            if claim is not None and claim.status in FINAL and claim.blob == blob:
+                # Only its marker was missing or older than the blob (rewritten with the same
+                # content): a duplicate run would add a results folder and nothing else.
+                self.processor.mark_seen(blob, size, content_hash, claim.status, claim.reason)
+                return "seen"
+            outcome = await self.processor.process_file(blob, path, content_hash, size)
+            return outcome.status
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _move(self, info: BlobInfo, marker: dict[str, Any]) -> bool:
+        """Set the blob aside under ``failed/`` with a record of why; False if it changed."""
+        failed_name = f"{FAILED_PREFIX}{info.name}"
+        try:
+            self.store.move(INBOUND_CONTAINER, info.name, failed_name, etag=info.etag)
+        except PreconditionFailed:
+            log.info(
+                "%s/%s changed while being set aside; left for the next sweep",
+                INBOUND_CONTAINER,
+                info.name,
+            )
+            return False
+        moment = self._clock()
+        name_hash = hashlib.sha256(info.name.encode("utf-8")).hexdigest()[:16]
+        record_name = f"failed/{moment:%Y-%m-%d}/{name_hash}.json"
+        self.store.write_json(
+            RESULTS_CONTAINER,
+            record_name,
+            {
+                "blob": f"{INBOUND_CONTAINER}/{info.name}",
+                "failed_blob": f"{INBOUND_CONTAINER}/{failed_name}",
+                "moved": iso(moment),
+                "status": marker.get("status"),
+                "reason": marker.get("reason"),
+                "attempts": marker.get("attempts"),
+                "failed_attempts": marker.get("failed_attempts"),
+                "run_id": marker.get("run_id"),
+                "results": marker.get("results"),
+                "content_hash": marker.get("content_hash"),
+            },
+        )
+        log.error(
+            "%s/%s moved to %s (%s after %s attempts); see %s/%s",
+            INBOUND_CONTAINER,
+            info.name,
+            failed_name,
+            marker.get("status"),
+            marker.get("attempts"),
+            RESULTS_CONTAINER,
+            record_name,
+        )
+        return True
