@@ -3,8 +3,9 @@
 ``python -m devtools.run_local [FILE]`` starts both on loopback, drops FILE (default: Microsoft's
 1,000-row sample) into ``hr-inbound``, invokes the blob function exactly as the Functions host
 would (through ``app.get_functions()``, with a real InputStream and the real managed-identity
-credential), then prints the run's outcome, copies its results to ``out/local-run/`` and shows
-what the emulator's directory now holds.
+credential), runs one pass of the reconciliation timer (which reads the emulator's provisioning
+logs into the run's ledger), then prints the run's outcome, copies its results to
+``out/local-run/`` and shows what the emulator's directory now holds.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def drop_and_run(file: Path) -> dict[str, Any]:
     blob = func.blob.InputStream(
         data=data, name=f"{INBOUND_CONTAINER}/{name}", uri=store.url(INBOUND_CONTAINER, name)
     )
-    (function,) = [
-        f for f in function_app.app.get_functions() if f.get_function_name() == "hr_file_dropped"
-    ]
-    asyncio.run(function.get_user_function()(blob))
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    asyncio.run(functions["hr_file_dropped"].get_user_function()(blob))
+    # What the timer would do some minutes later: Entra's outcome of every record.
+    asyncio.run(functions["reconcile"].get_user_function()(func.timer.TimerRequest()))
     summaries = [
         b.name for b in store.list(RESULTS_CONTAINER, "runs/") if b.name.endswith("summary.json")
     ]
@@ -96,8 +97,10 @@ def show(summary: dict[str, Any], emulator: GraphEmulator, out: Path) -> None:
     )
     for key in ("rows_read", "rows_rejected", "records_sent", "records_accepted", "requests"):
         print(f"  {key:<22}{summary.get(key)}")
+    outcomes = summary.get("outcomes") or {}
+    print(f"  {'entra outcomes':<22}{outcomes.get('status')} {outcomes.get('counts')}")
     print(f"results               results/{summary['_prefix']} (copied to {out}/)")
-    for name in ("summary.json", "report.html", "ledger.csv", "rejected.csv"):
+    for name in ("summary.json", "report.html", "ledger.csv", "rejected.csv", "failures.csv"):
         print(f"  {out / name}")
     users = emulator.directory()
     enabled = sum(1 for u in users if u.get("accountEnabled"))
