@@ -7,7 +7,8 @@ after its send appears; then it takes the entry's status: ``success``, ``warning
 ``skipped`` or ``failure``. A failure Entra calls transient goes to ``retrying`` and is sent
 again (bounded by ``max_record_attempts``); a record with no entry after
 ``outcome_timeout_minutes`` is ``unconfirmed``. When every record of a run is final the run's
-results (ledger, failures, summary, report) say ``complete`` and its outcome file is removed.
+results (ledger, failures, summary, report) say ``complete`` and its outcome file is removed;
+a file run that may still resume stays open until it has sent everything.
 
 Matching is by ``sourceIdentity.id`` (the externalId) and time: several sends of one worker
 take that worker's entries in order, and an entry used once is never used again (its id is
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 OUTCOMES = "outcomes/"
 CONSUMED = "outcomes-consumed.json"
 FINAL_STATES = frozenset({"success", "warning", "skipped", "failure", "unconfirmed"})
+# File-run statuses after which the run may still send more batches (see runs.RunStatus).
+RESUMABLE = frozenset({"running", "stopped", "interrupted", "failed"})
 # Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
 # arrived: an entry up to this much older than the send can still be the send's.
 TOLERANCE = dt.timedelta(minutes=2)
@@ -107,7 +110,7 @@ class RunOutcomes:
         return (r for r in self.records.values() if r["state"] not in FINAL_STATES)
 
     @property
-    def complete(self) -> bool:
+    def all_final(self) -> bool:
         return all(r["state"] in FINAL_STATES for r in self.records.values())
 
     def counts(self) -> dict[str, int]:
@@ -170,11 +173,12 @@ class Confirmer:
             counts["retried"] = retry_report.get("records_accepted", 0)
         finished = []
         for run in runs.values():
-            if run.changed or run.complete:
+            done = run.all_final and self._sending_done(run)
+            if run.changed or done:
                 self._save(run)
-                self._write_results(run)
+                self._write_results(run, done)
                 keep_alive()
-            if run.complete:
+            if done:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
         counts["completed_runs"] = len(finished)
@@ -412,7 +416,15 @@ class Confirmer:
 
     # --- results -------------------------------------------------------------------------
 
-    def _write_results(self, run: RunOutcomes) -> None:
+    def _sending_done(self, run: RunOutcomes) -> bool:
+        """False while a file run may still send batches (running, or stopped/interrupted/failed
+        and resumable): its outcomes are not complete before the run is."""
+        if run.kind != "file":
+            return True  # releases, flushes, retries and fixes are never resumed
+        summary = Results(self.store, run.results_prefix).read_json("summary.json")
+        return summary is not None and summary.get("status") not in RESUMABLE
+
+    def _write_results(self, run: RunOutcomes, done: bool) -> None:
         results = Results(self.store, run.results_prefix)
         self._write_ledger(run, results)
         failures = [(bulk, r) for bulk, r in run.records.items() if r["state"] in ("failure",)]
@@ -439,7 +451,7 @@ class Confirmer:
             "status": "complete",
         }
         summary["outcomes"] = {
-            "status": "complete" if run.complete else "pending",
+            "status": "complete" if done else "pending",
             "updated": iso(self._clock()),
             "records": len(run.records),
             "counts": run.counts(),

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
+
 from graph_emulator import GraphEmulator
 from provisioning.auditlogs import LogEntry, provisioning_entries
 from provisioning.confirm import CONSUMED, OUTCOMES, Confirmer
@@ -285,3 +287,33 @@ def test_a_retry_refused_by_graph_is_a_permanent_failure(
     assert summary["outcomes"]["counts"] == {"failure": 1}
     (failure,) = summary["outcomes"]["failures"]
     assert "HTTP 400" in failure["reason"]
+
+
+def test_an_interrupted_run_stays_open_until_it_has_sent_everything(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning.blob_trigger import RunInterrupted
+
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    data = csv_bytes([worker(n) for n in range(1, 81)])  # two bulk requests
+    emulator.set_faults(status_sequence=[202, 503, 503])
+    with pytest.raises(RunInterrupted):
+        drop(data)
+
+    early = confirm()
+
+    assert early["matched"] == 50 and early["completed_runs"] == 0
+    (summary,) = runs()
+    assert summary["outcomes"]["status"] == "pending"  # every sent record is final, but...
+    assert summary["outcomes"]["counts"] == {"success": 50}  # ... 30 are not sent yet
+
+    drop(data)  # the host retries the blob: the run resumes at the second request
+    late = confirm()
+
+    assert late["completed_runs"] == 1
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    assert (summary["outcomes"]["status"], summary["outcomes"]["records"]) == ("complete", 80)
+    assert summary["outcomes"]["counts"] == {"success": 80}
+    assert {r["entra_status"] for r in ledger(summary)} == {"success"}
+    assert len(ledger(summary)) == 80
