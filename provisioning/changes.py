@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from .bulk import MAX_OPERATIONS, Operation, batches
@@ -42,6 +42,7 @@ MAX_BODY_BYTES = 1 << 20
 API_FEED = "api"
 _CHANGES, _OUTBOX = "changes/", "outbox/"
 _LOCK, _SCHEDULED = "locks/outbox", "locks/flush-scheduled"
+_MAX_CONFLICTS = 10
 _PROBLEM = "https://github.com/hr-entra-provisioning/docs/problems/"
 
 
@@ -486,3 +487,34 @@ def _update_change(
     else:
         change["status"] = "retrying"
     store.write_json(STATE_CONTAINER, name, change)
+
+
+def record_entra_outcomes(
+    store: BlobStore,
+    change_id: str,
+    outcomes: dict[int, dict[str, Any]],
+    final_states: Collection[str],
+) -> None:
+    """Put Entra's outcome of each record (by index) on the change, for ``GET /api/changes``;
+    its ``outcomes`` are complete once every record sent has one of ``final_states``.
+
+    Written by the reconciliation timer; ETag-conditional, so a flush updating the same change
+    at the same moment is read again rather than overwritten."""
+    name = f"{_CHANGES}{change_id}.json"
+    for _ in range(_MAX_CONFLICTS):
+        found = store.read_json(STATE_CONTAINER, name)
+        if found is None:
+            return
+        change, etag = found
+        for record in change["records"]:
+            if record["index"] in outcomes:
+                record["entra"] = outcomes[record["index"]]
+        sent = [r for r in change["records"] if r["status"] == "sent"]
+        complete = all(r.get("entra", {}).get("status") in final_states for r in sent)
+        change["outcomes"] = "complete" if complete else "pending"
+        try:
+            store.write_json(STATE_CONTAINER, name, change, etag=etag)
+            return
+        except PreconditionFailed:
+            continue
+    log.warning("change %s kept changing; its Entra outcomes wait for the next pass", change_id)

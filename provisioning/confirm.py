@@ -27,6 +27,7 @@ from typing import Any
 
 from .auditlogs import LogEntry
 from .bulk import Operation, batches
+from .changes import record_entra_outcomes
 from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason, stop_reason
 from .pacing import limiter_for, retry_policy_for
 from .reports import csv_safe, render_run_html
@@ -426,6 +427,8 @@ class Confirmer:
 
     def _write_results(self, run: RunOutcomes, done: bool) -> None:
         results = Results(self.store, run.results_prefix)
+        if run.kind == "changes":
+            self._write_change_outcomes(run)
         self._write_ledger(run, results)
         failures = [(bulk, r) for bulk, r in run.records.items() if r["state"] in ("failure",)]
         failures_blob = self.store.staged(RESULTS_CONTAINER, results.path("failures.csv"))
@@ -471,6 +474,25 @@ class Confirmer:
         }
         results.write_json("summary.json", summary)
         results.write_text("report.html", render_run_html(summary), "text/html; charset=utf-8")
+
+    def _write_change_outcomes(self, run: RunOutcomes) -> None:
+        """HTTP changes: each change's records get their outcome (the flush tracked them with
+        the action ``change <id>`` and the record's index as its line)."""
+        by_change: dict[str, dict[int, dict[str, Any]]] = {}
+        for record in run.records.values():
+            change_id = record["action"].removeprefix("change ")
+            by_change.setdefault(change_id, {})[record["line"]] = {
+                "status": record["state"],
+                "action": record.get("entra_action"),
+                "error_code": record.get("error_code"),
+                "reason": record.get("reason"),
+                "recommended_action": record.get("recommended_action"),
+                "target_id": record.get("target_id"),
+                "log_time": record.get("log_time"),
+                "sends": record["sends"],
+            }
+        for change_id, outcomes in by_change.items():
+            record_entra_outcomes(self.store, change_id, outcomes, FINAL_STATES)
 
     def _write_ledger(self, run: RunOutcomes, results: Results) -> None:
         """Rewrite the run's ledger with each record's outcome, streaming the old one."""

@@ -222,3 +222,37 @@ def test_easy_auth_caller_must_be_on_the_allow_list(
     assert allowed.status_code == 202
     garbled = post(worker(2), headers={"X-MS-CLIENT-PRINCIPAL": "%%%"})
     assert garbled.status_code == 403
+
+
+def test_the_timer_puts_entra_outcomes_on_the_change(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    import jsonschema
+
+    from provisioning.reconcile import Reconciler
+    from provisioning.services import open_services
+    from tests.test_openapi import json_schema
+
+    emulator.set_faults(fail_records={"2": {"errorCode": "Conflict", "recommendedAction": "Fix"}})
+    reply = body(post([worker(1), worker(2)]))
+    flush()
+
+    async def tick() -> None:
+        settings = Settings()
+        async with open_services(settings) as (blobs, graph):
+            await Reconciler(settings, blobs, graph).run(sweep=False, drift=False)
+
+    asyncio.run(tick())
+
+    change = body(get(reply["id"]))
+    jsonschema.validate(change, json_schema({"$ref": "#/components/schemas/Change"}))
+    assert change["outcomes"] == "complete"
+    first, second = change["records"]
+    assert first["entra"]["status"] == "success" and first["entra"]["action"] == "create"
+    by_id = {u["employeeId"]: u["id"] for u in emulator.directory()}
+    assert first["entra"]["target_id"] == by_id["1"]
+    assert second["entra"]["status"] == "failure"
+    assert (second["entra"]["error_code"], second["entra"]["recommended_action"]) == (
+        "Conflict",
+        "Fix",
+    )

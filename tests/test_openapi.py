@@ -70,17 +70,6 @@ def test_document_examples_match_their_schemas() -> None:
     import jsonschema
 
     document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
-    components = document["components"]["schemas"]
-
-    def resolved(schema: dict[str, Any]) -> dict[str, Any]:
-        # OpenAPI 3.0 schema -> JSON Schema: nullable and component references
-        text = json.dumps(schema).replace("#/components/schemas/", "#/$defs/")
-        out = json.loads(text)
-        out["$defs"] = json.loads(
-            json.dumps(components).replace("#/components/schemas/", "#/$defs/")
-        )
-        return _nullable(out)
-
     checked = 0
     for path in document["paths"].values():
         for operation in path.values():
@@ -88,9 +77,17 @@ def test_document_examples_match_their_schemas() -> None:
             for body in bodies:
                 for media in body.get("content", {}).values():
                     for example in media.get("examples", {}).values():
-                        jsonschema.validate(example["value"], resolved(media["schema"]))
+                        jsonschema.validate(example["value"], json_schema(media["schema"]))
                         checked += 1
     assert checked >= 8
+
+
+def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3.0 schema of the document as JSON Schema: nullable, component references."""
+    components = json.loads(DOCUMENT.read_text(encoding="utf-8"))["components"]["schemas"]
+    out = json.loads(json.dumps(schema).replace("#/components/schemas/", "#/$defs/"))
+    out["$defs"] = json.loads(json.dumps(components).replace("#/components/schemas/", "#/$defs/"))
+    return _nullable(out)
 
 
 def _nullable(node: Any) -> Any:
