@@ -1,4 +1,5 @@
-"""Provisioning-log entries of our job (``GET /auditLogs/provisioning``), through msgraph-sdk.
+"""Provisioning-log entries of our job (``GET /auditLogs/provisioning``), through msgraph-sdk's
+request builder and pipeline, parsed as plain JSON (see ``graph.json_pages``).
 
 Only the fields reconciliation needs are kept, and never the display names or modified
 property values the entries carry (HR data stays out of memory and logs). The filter uses
@@ -18,11 +19,13 @@ from msgraph.generated.audit_logs.provisioning.provisioning_request_builder impo
     ProvisioningRequestBuilder,
 )
 
+from .graph import json_pages
 from .runs import iso
 
-# Graph pages provisioning logs by 50 unless asked otherwise; a larger $top means fewer calls
-# (a server that caps it lower still pages correctly through @odata.nextLink).
-PAGE_SIZE = 500
+# Graph pages provisioning logs by 50 unless asked otherwise. Entries are large (steps,
+# modified properties): one page of 500 held ~30 MB in memory while parsed (measured with
+# benchmarks/reconcile.py --memory), one of 100 about a fifth of that, for 5x the calls.
+PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,31 +48,29 @@ def log_filter(job_id: str, since: dt.datetime) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = getattr(value, "value", value)
-    return str(text) if text != "" else None
+    return str(value) if value not in (None, "") else None
 
 
-def entry_of(item: Any) -> LogEntry | None:
-    """The fields we use of one SDK ``ProvisioningObjectSummary``; None without a source id."""
-    source = getattr(getattr(item, "source_identity", None), "id", None)
-    when = getattr(item, "activity_date_time", None)
-    if not source or when is None:
+def entry_of(item: dict[str, Any]) -> LogEntry | None:
+    """The fields we use of one provisioning-log entry (JSON); None without a source id."""
+    source = (item.get("sourceIdentity") or {}).get("id")
+    when = item.get("activityDateTime")
+    if not source or not when:
         return None
-    info = getattr(item, "provisioning_status_info", None)
-    error = getattr(info, "error_information", None)
+    moment = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    info = item.get("provisioningStatusInfo") or {}
+    error = info.get("errorInformation") or {}
     return LogEntry(
-        id=str(item.id or ""),
-        at=when if when.tzinfo else when.replace(tzinfo=dt.UTC),
+        id=str(item.get("id") or ""),
+        at=moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC),
         source_id=str(source),
-        action=_text(getattr(item, "provisioning_action", None)) or "other",
-        status=_text(getattr(info, "status", None)) or "unknown",
-        target_id=_text(getattr(getattr(item, "target_identity", None), "id", None)),
-        error_code=_text(getattr(error, "error_code", None)),
-        error_category=_text(getattr(error, "error_category", None)),
-        reason=_text(getattr(error, "reason", None)),
-        recommended_action=_text(getattr(error, "recommended_action", None)),
+        action=_text(item.get("provisioningAction")) or "other",
+        status=_text(info.get("status")) or "unknown",
+        target_id=_text((item.get("targetIdentity") or {}).get("id")),
+        error_code=_text(error.get("errorCode")),
+        error_category=_text(error.get("errorCategory")),
+        reason=_text(error.get("reason")),
+        recommended_action=_text(error.get("recommendedAction")),
     )
 
 
@@ -77,17 +78,15 @@ async def provisioning_entries(
     sdk: GraphServiceClient, job_id: str, since: dt.datetime, page_size: int = PAGE_SIZE
 ) -> AsyncIterator[LogEntry]:
     """Entries of the job after ``since``, oldest first, following ``@odata.nextLink``."""
+    builder = sdk.audit_logs.provisioning
     query = ProvisioningRequestBuilder.ProvisioningRequestBuilderGetQueryParameters(
         filter=log_filter(job_id, since), top=page_size, orderby=["activityDateTime asc"]
     )
-    page = await sdk.audit_logs.provisioning.get(
-        request_configuration=RequestConfiguration(query_parameters=query)
-    )
-    while page is not None:
-        for item in page.value or []:
+    first = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
+    async for page in json_pages(
+        sdk.request_adapter, first, lambda url: builder.with_url(url).to_get_request_information()
+    ):
+        for item in page:
             entry = entry_of(item)
             if entry is not None:
                 yield entry
-        if not page.odata_next_link:
-            return
-        page = await sdk.audit_logs.provisioning.with_url(page.odata_next_link).get()

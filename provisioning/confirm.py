@@ -253,13 +253,17 @@ class Confirmer:
         # The reconcile lease keeps other passes out; the ETag catches anyone who did not ask.
         if run.etag is None:
             try:
-                run.etag = self.store.write_json(STATE_CONTAINER, run.name, data, create_only=True)
+                run.etag = self.store.write_json(
+                    STATE_CONTAINER, run.name, data, create_only=True, indent=None
+                )
                 return
             except PreconditionFailed:
                 raise RuntimeError(
                     f"outcomes of run {run.run_id} were created by another pass"
                 ) from None
-        run.etag = self.store.write_json(STATE_CONTAINER, run.name, data, etag=run.etag)
+        run.etag = self.store.write_json(
+            STATE_CONTAINER, run.name, data, etag=run.etag, indent=None
+        )
 
     # --- matching log entries ------------------------------------------------------------
 
@@ -324,7 +328,7 @@ class Confirmer:
         # Entries older than every open send can never match again: forget them.
         horizon = since - TOLERANCE
         kept = {k: v for k, v in consumed.items() if parse_iso(v) >= horizon}
-        self.store.write_json(STATE_CONTAINER, CONSUMED, kept)
+        self.store.write_json(STATE_CONTAINER, CONSUMED, kept, indent=None)
 
     # --- retries -------------------------------------------------------------------------
 

@@ -18,19 +18,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_abstractions.serialization import Parsable
 from msgraph import GraphServiceClient
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
 from .bulk import Operation
-from .graph import GraphClient
+from .graph import GraphClient, json_pages
 from .lifecycle import Known
 from .reports import bar_chart_svg, html_page
 from .runs import Results, iso, new_run_id, utcnow
@@ -167,37 +164,19 @@ async def entra_users(
     graph_sdk: GraphServiceClient, select: Sequence[str], *, page_size: int = PAGE_SIZE
 ) -> AsyncIterator[dict[str, Any]]:
     """Every user of the tenant as a plain dict of the ``select``ed properties (Graph names),
-    following ``@odata.nextLink``; one page of SDK objects is alive at a time."""
+    following ``@odata.nextLink``; one page is alive at a time."""
+    builder = graph_sdk.users
     query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
         select=list(select), top=page_size
     )
-    page = await graph_sdk.users.get(
-        request_configuration=RequestConfiguration(query_parameters=query)
-    )
-    while page is not None:
-        for user in page.value or []:
-            yield {name: _plain(getattr(user, _snake(name), None)) for name in select}
-        if not page.odata_next_link:
-            return
-        page = await graph_sdk.users.with_url(page.odata_next_link).get()
-
-
-@cache
-def _snake(name: str) -> str:
-    """The SDK model attribute of a Graph property (employeeOrgData -> employee_org_data)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Parsable):  # a complex property such as employeeOrgData
-        return {
-            name: _plain(getattr(value, _snake(name), None))
-            for name in value.get_field_deserializers()
-            if not name.startswith("@")
-        }
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+    first = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
+    async for page in json_pages(
+        graph_sdk.request_adapter,
+        first,
+        lambda url: builder.with_url(url).to_get_request_information(),
+    ):
+        for user in page:
+            yield {name: user.get(name) for name in select}
 
 
 # --- comparing ----------------------------------------------------------------------------

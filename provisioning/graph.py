@@ -18,15 +18,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.method import Method
 from kiota_abstractions.native_response_handler import NativeResponseHandler
+from kiota_abstractions.request_adapter import RequestAdapter
 from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
@@ -134,6 +136,46 @@ def _reason(exc: httpx.TransportError) -> str:
         return f"timeout ({kind})"
     detail = str(exc).strip()
     return f"{kind}: {detail[:200]}" if detail else kind
+
+
+class GraphError(Exception):
+    """Graph answered a read with an error status (after the SDK's own retries of GETs)."""
+
+    def __init__(self, status: int, code: str | None, message: str | None) -> None:
+        super().__init__(f"Graph answered HTTP {status}: {code or ''} {message or ''}".strip())
+        self.status = status
+        self.code = code
+
+
+async def json_pages(
+    adapter: RequestAdapter, first: RequestInformation, next_page: Callable[[str], Any]
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The ``value`` of each page of a Graph collection, following ``@odata.nextLink``.
+
+    The requests are the SDK's (its request builders, authentication, retries of GETs,
+    telemetry) but the pages are parsed as plain JSON: the SDK's model deserialisation costs
+    about 6 ms per provisioning-log entry (measured, benchmarks/reconcile.py), ten minutes for a
+    day-1 load of 100,000. ``next_page(url)`` is the builder's ``with_url(url)
+    .to_get_request_information()``."""
+    info: RequestInformation | None = first
+    while info is not None:
+        info.headers.try_add("Accept", "application/json")
+        info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        # With NativeResponseHandler the adapter hands back the httpx.Response itself, although
+        # the method is annotated as returning None.
+        response: Any = await adapter.send_no_response_content_async(info, None)  # type: ignore[func-returns-value]
+        if not isinstance(response, httpx.Response):
+            raise TypeError("the request adapter did not hand back the native response")
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        if not 200 <= response.status_code < 300:
+            raise GraphError(response.status_code, *parse_error(content))
+        page = orjson.loads(content)
+        yield page.get("value") or []
+        link = page.get("@odata.nextLink")
+        info = next_page(link) if link else None
 
 
 def make_credential(settings: Settings) -> AsyncTokenCredential:

@@ -297,8 +297,10 @@ class BlobStore:
         etag: str | None = None,
         create_only: bool = False,
         lease: Lease | None = None,
+        indent: int | None = 2,
     ) -> str:
-        """Write ``data`` as indented UTF-8 JSON and return the new ETag.
+        """Write ``data`` as UTF-8 JSON (indented unless ``indent`` is None: large state blobs
+        that people rarely read) and return the new ETag.
 
         ``etag``: only if the blob is still that version; ``create_only``: only if it does not
         exist; ``lease``: required while the blob is leased. :class:`PreconditionFailed` if a
@@ -306,7 +308,7 @@ class BlobStore:
         """
         if etag is not None and create_only:
             raise ValueError("etag and create_only exclude each other")
-        body = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        body = json.dumps(data, indent=indent, ensure_ascii=False).encode("utf-8")
         conditions: dict[str, Any] = {}
         if etag is not None:
             conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
