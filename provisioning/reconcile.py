@@ -75,7 +75,8 @@ class Reconciler:
         keeper = LeaseKeeper(lease, self.settings.lease_seconds, self._sleep)
         started = self._clock()
         begun = time.monotonic()
-        pass_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        # Sortable to the microsecond: passes of one second are listed in the order they ran.
+        pass_id = f"{started:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
         report: dict[str, Any] = {"pass": pass_id, "started": iso(started)}
         try:
             health = record_health(
