@@ -222,3 +222,33 @@ def test_drift_auto_fix_resends_and_its_outcomes_are_confirmed(
     prefix = fixed["drift"]["results_prefix"]
     found = store().read_json(RESULTS_CONTAINER, f"{prefix}summary.json")
     assert found is not None and found[0]["outcomes"]["counts"] == {"success": 1}
+
+
+def test_a_pass_releases_a_joiner_whose_day_came_and_confirms_it(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    today = utcnow().date()
+    hire = today + dt.timedelta(days=30)  # beyond the 14-day look-ahead: held until day 16
+    drop(csv_bytes([worker(1), worker(2, HireDate=hire.isoformat())]))
+    assert sent_external_ids(emulator) == ["1"]
+    settings = Settings()
+
+    def at(days: int) -> dict[str, Any]:
+        moment = dt.datetime.combine(today + dt.timedelta(days=days), dt.time(12), dt.UTC)
+
+        async def go() -> dict[str, Any]:
+            async with open_services(settings) as (blobs, graph):
+                return await Reconciler(settings, blobs, graph, clock=lambda: moment).run(
+                    drift=False
+                )
+
+        return asyncio.run(go())
+
+    assert at(15)["release"]["status"] == "nothing-due"
+    released = at(16)
+    assert released["release"]["records_accepted"] == 1
+    assert sorted(sent_external_ids(emulator)) == ["1", "2"]
+    # The released record is tracked like any other send: the same pass waits for its entry.
+    assert released["outcomes"]["open_records"] == 1
+    summary = store().read_json(RESULTS_CONTAINER, f"{released['release']['results']}summary.json")
+    assert summary is not None and summary[0]["outcomes"]["counts"] == {"pending": 1}
