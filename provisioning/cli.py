@@ -21,15 +21,16 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemaining
 from rich.table import Table
 
 from .bulk import BulkRequest
+from .drop import LeaseKeeper
 from .mapping import BUILTIN, Mapping, load_mapping
 from .pipeline import Conversion, Source, Summary
 from .planning import make_plan, policy_for
 from .readers import FORMATS, FileError
-from .reconcile import Reconciler
+from .reconcile import Reconciler, take_lock
 from .release import Releaser
 from .reports import RejectedCsv, printable
 from .services import open_services
-from .settings import Settings
+from .settings import STATE_CONTAINER, Settings
 from .state import WorkerState
 from .storage import BlobStore
 from .transforms import SpecError
@@ -224,7 +225,16 @@ def _state_command(settings: Settings, args: argparse.Namespace, out: Console, e
 
 async def _release(settings: Settings) -> dict[str, Any]:
     async with open_services(settings) as (store, graph):
-        return await Releaser(settings, store, graph).release()
+        store.ensure_containers(STATE_CONTAINER)
+        # Under the timer's lock: a release and a timer pass at once could send a change twice.
+        lease = take_lock(store, settings)
+        if lease is None:
+            return {"run_id": "-", "status": "busy", "reason": "a reconciliation pass is running"}
+        keeper = LeaseKeeper(lease, settings.lease_seconds, asyncio.sleep)
+        try:
+            return await Releaser(settings, store, graph, sleep=keeper.sleep).release()
+        finally:
+            lease.release()
 
 
 async def _reconcile(settings: Settings, *, sweep: bool, drift: bool | None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from .pacing import limiter_for, retry_policy_for
 from .release import Releaser
 from .runs import client_request_id, iso, utcnow
 from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .storage import BlobStore
+from .storage import BlobStore, Lease
 from .submit import Submitter
 from .sweep import Sweeper
 from .tracking import track
@@ -45,6 +45,14 @@ LOCK = "locks/reconcile"
 # The sweep stops starting new files after this long, so one pass ends well within the
 # Functions timeout and the other steps still run; the rest is picked up by the next pass.
 SWEEP_BUDGET_SECONDS = 300.0
+
+
+def take_lock(store: BlobStore, settings: Settings) -> Lease | None:
+    """The lease that keeps reconciliation passes (and ``python -m provisioning release``)
+    from running at the same time; None while someone else holds it."""
+    if not store.exists(STATE_CONTAINER, LOCK):
+        store.write_bytes(STATE_CONTAINER, LOCK, b"", "text/plain")
+    return store.acquire_lease(STATE_CONTAINER, LOCK, settings.lease_seconds)
 
 
 class Reconciler:
@@ -66,9 +74,7 @@ class Reconciler:
     async def run(self, *, sweep: bool = True, drift: bool | None = None) -> dict[str, Any]:
         """One pass. ``drift``: None runs the report when due, True always, False never."""
         self.store.ensure_containers(INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER)
-        if not self.store.exists(STATE_CONTAINER, LOCK):
-            self.store.write_bytes(STATE_CONTAINER, LOCK, b"", "text/plain")
-        lease = self.store.acquire_lease(STATE_CONTAINER, LOCK, self.settings.lease_seconds)
+        lease = take_lock(self.store, self.settings)
         if lease is None:
             log.info("reconcile: another pass is running")
             return {"status": "busy"}

@@ -19,7 +19,7 @@ from provisioning import cli
 from provisioning.reconcile import Reconciler
 from provisioning.runs import utcnow
 from provisioning.services import open_services
-from provisioning.settings import RESULTS_CONTAINER, Settings
+from provisioning.settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store
 
@@ -252,3 +252,20 @@ def test_a_pass_releases_a_joiner_whose_day_came_and_confirms_it(
     assert released["outcomes"]["open_records"] == 1
     summary = store().read_json(RESULTS_CONTAINER, f"{released['release']['results']}summary.json")
     assert summary is not None and summary[0]["outcomes"]["counts"] == {"pending": 1}
+
+
+def test_the_cli_release_waits_for_a_running_pass(
+    env: dict[str, str], emulator: GraphEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioning.reconcile import take_lock
+
+    blobs = store()
+    blobs.ensure_containers(STATE_CONTAINER)
+    lease = take_lock(blobs, Settings())  # as a timer pass holds it
+    assert lease is not None
+
+    assert cli.main(["release"]) == 1
+    assert "busy" in capsys.readouterr().out
+    lease.release()
+    assert cli.main(["release"]) == 0
+    assert "nothing-due" in capsys.readouterr().out
