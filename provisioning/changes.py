@@ -500,21 +500,18 @@ def record_entra_outcomes(
 
     Written by the reconciliation timer; ETag-conditional, so a flush updating the same change
     at the same moment is read again rather than overwritten."""
-    name = f"{_CHANGES}{change_id}.json"
-    for _ in range(_MAX_CONFLICTS):
-        found = store.read_json(STATE_CONTAINER, name)
-        if found is None:
-            return
-        change, etag = found
+
+    def with_outcomes(change: dict[str, Any] | None) -> dict[str, Any] | None:
+        if change is None:
+            return None
         for record in change["records"]:
             if record["index"] in outcomes:
                 record["entra"] = outcomes[record["index"]]
         sent = [r for r in change["records"] if r["status"] == "sent"]
         complete = all(r.get("entra", {}).get("status") in final_states for r in sent)
         change["outcomes"] = "complete" if complete else "pending"
-        try:
-            store.write_json(STATE_CONTAINER, name, change, etag=etag)
-            return
-        except PreconditionFailed:
-            continue
-    log.warning("change %s kept changing; its Entra outcomes wait for the next pass", change_id)
+        return change
+
+    name = f"{_CHANGES}{change_id}.json"
+    if not store.update_json(STATE_CONTAINER, name, with_outcomes, attempts=_MAX_CONFLICTS):
+        log.warning("change %s kept changing; its Entra outcomes wait for the next pass", change_id)

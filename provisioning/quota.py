@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
-import time
+from typing import Any
 
 from .settings import STATE_CONTAINER
-from .storage import BlobStore, PreconditionFailed
+from .storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +31,13 @@ class CallCounter:
 
     def add(self, calls: int, moment: dt.datetime) -> None:
         name = _hour_name(moment)
+
+        def counted(data: Any | None) -> dict[str, Any]:
+            return {"calls": int((data or {}).get("calls", 0)) + calls}
+
         try:
-            for _ in range(_MAX_CONFLICTS):
-                found = self.store.read_json(STATE_CONTAINER, name)
-                try:
-                    if found is None:
-                        self.store.write_json(
-                            STATE_CONTAINER, name, {"calls": calls}, create_only=True
-                        )
-                    else:
-                        data, etag = found
-                        data["calls"] = int(data.get("calls", 0)) + calls
-                        self.store.write_json(STATE_CONTAINER, name, data, etag=etag)
-                    return
-                except PreconditionFailed:
-                    # Another instance counted at the same moment; stagger the next try.
-                    time.sleep(random.uniform(0, 0.02))
-            log.warning("call counter %s kept changing; %d calls not counted", name, calls)
+            if not self.store.update_json(STATE_CONTAINER, name, counted, attempts=_MAX_CONFLICTS):
+                log.warning("call counter %s kept changing; %d calls not counted", name, calls)
         except Exception:  # counting is advisory: the call itself went through
             log.warning("could not count %d bulkUpload calls", calls, exc_info=True)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from .lifecycle import Held, Known
 from .settings import STATE_CONTAINER
-from .storage import BlobStore, PreconditionFailed
+from .storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -109,30 +109,19 @@ class WorkerState:
         seq_of: Any,
         make: Any,
     ) -> None:
-        for _ in range(_MAX_CONFLICTS):
-            found = self.store.read_json(STATE_CONTAINER, name)
-            data, etag = found or ({}, None)
+        def folded(current: Any | None) -> Any | None:
+            data = current or {}
             changed = False
             for seq, external_id, value in entries:
-                current = data.get(external_id)
-                if current is not None and seq_of(current) >= seq:
+                known = data.get(external_id)
+                if known is not None and seq_of(known) >= seq:
                     continue  # already folded, or a newer change is there
                 data[external_id] = make(seq, value)
                 changed = True
-            if not changed:
-                return
-            try:
-                self._write(name, data, etag)
-                return
-            except PreconditionFailed:
-                continue  # another fold wrote this blob: read it again
-        raise RuntimeError(f"state {name} kept changing under us; try again later")
+            return data if changed else None
 
-    def _write(self, name: str, data: Any, etag: str | None) -> None:
-        if etag is None:
-            self.store.write_json(STATE_CONTAINER, name, data, create_only=True)
-        else:
-            self.store.write_json(STATE_CONTAINER, name, data, etag=etag)
+        if not self.store.update_json(STATE_CONTAINER, name, folded, attempts=_MAX_CONFLICTS):
+            raise RuntimeError(f"state {name} kept changing under us; try again later")
 
     def index(self) -> dict[str, Known]:
         known: dict[str, Known] = {}

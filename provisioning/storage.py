@@ -16,9 +16,10 @@ import json
 import logging
 import math
 import os
+import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -331,6 +332,35 @@ class BlobStore:
                 raise _failed(container, name, error) from error
             raise
         return str(result["etag"])
+
+    def update_json(
+        self,
+        container: str,
+        name: str,
+        change: Callable[[Any | None], Any | None],
+        *,
+        attempts: int = 20,
+    ) -> bool:
+        """Read, change and write a JSON blob, conditional on what was read (its ETag, or its
+        absence), again from a fresh read whenever someone else wrote in between.
+
+        ``change`` gets the current data (None when the blob is absent) and returns what to
+        write, or None to write nothing. False if the blob kept changing ``attempts`` times."""
+        for _ in range(attempts):
+            found = self.read_json(container, name)
+            data = change(None if found is None else found[0])
+            if data is None:
+                return True
+            try:
+                if found is None:
+                    self.write_json(container, name, data, create_only=True)
+                else:
+                    self.write_json(container, name, data, etag=found[1])
+                return True
+            except PreconditionFailed:
+                # Stagger the next try, so writers that collided do not collide again.
+                time.sleep(random.uniform(0, 0.02))
+        return False
 
     def write_bytes(self, container: str, name: str, data: bytes, content_type: str) -> str:
         """Create or replace the blob; returns the new ETag."""
