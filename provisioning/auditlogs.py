@@ -78,14 +78,11 @@ async def provisioning_entries(
     sdk: GraphServiceClient, job_id: str, since: dt.datetime, page_size: int = PAGE_SIZE
 ) -> AsyncIterator[LogEntry]:
     """Entries of the job after ``since``, oldest first, following ``@odata.nextLink``."""
-    builder = sdk.audit_logs.provisioning
     query = ProvisioningRequestBuilder.ProvisioningRequestBuilderGetQueryParameters(
         filter=log_filter(job_id, since), top=page_size, orderby=["activityDateTime asc"]
     )
-    first = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
-    async for page in json_pages(
-        sdk.request_adapter, first, lambda url: builder.with_url(url).to_get_request_information()
-    ):
+    config = RequestConfiguration(query_parameters=query)
+    async for page in json_pages(sdk.request_adapter, sdk.audit_logs.provisioning, config):
         for item in page:
             entry = entry_of(item)
             if entry is not None:

@@ -165,16 +165,11 @@ async def entra_users(
 ) -> AsyncIterator[dict[str, Any]]:
     """Every user of the tenant as a plain dict of the ``select``ed properties (Graph names),
     following ``@odata.nextLink``; one page is alive at a time."""
-    builder = graph_sdk.users
     query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
         select=list(select), top=page_size
     )
-    first = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
-    async for page in json_pages(
-        graph_sdk.request_adapter,
-        first,
-        lambda url: builder.with_url(url).to_get_request_information(),
-    ):
+    config = RequestConfiguration(query_parameters=query)
+    async for page in json_pages(graph_sdk.request_adapter, graph_sdk.users, config):
         for user in page:
             yield {name: user.get(name) for name in select}
 

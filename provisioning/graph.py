@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 from azure.core.credentials_async import AsyncTokenCredential
+from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.native_response_handler import NativeResponseHandler
 from kiota_abstractions.request_adapter import RequestAdapter
@@ -147,35 +148,45 @@ class GraphError(Exception):
         self.code = code
 
 
+async def _native_response(adapter: RequestAdapter, info: RequestInformation) -> httpx.Response:
+    """Send through the SDK's pipeline and hand back the httpx response itself, unparsed."""
+    info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+    # With NativeResponseHandler the adapter returns the httpx.Response, although the method is
+    # annotated as returning None.
+    response: Any = await adapter.send_no_response_content_async(info, None)  # type: ignore[func-returns-value]
+    if not isinstance(response, httpx.Response):
+        raise TypeError("the request adapter did not hand back the native response")
+    return response
+
+
+async def _content(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    finally:
+        await response.aclose()
+
+
 async def json_pages(
-    adapter: RequestAdapter, first: RequestInformation, next_page: Callable[[str], Any]
+    adapter: RequestAdapter, builder: Any, config: RequestConfiguration[Any]
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """The ``value`` of each page of a Graph collection, following ``@odata.nextLink``.
+    """The ``value`` of each page of the collection of an SDK request ``builder`` (such as
+    ``sdk.users``), queried with ``config``, following ``@odata.nextLink``.
 
     The requests are the SDK's (its request builders, authentication, retries of GETs,
     telemetry) but the pages are parsed as plain JSON: the SDK's model deserialisation costs
     about 6 ms per provisioning-log entry (measured, benchmarks/reconcile.py), ten minutes for a
-    day-1 load of 100,000. ``next_page(url)`` is the builder's ``with_url(url)
-    .to_get_request_information()``."""
-    info: RequestInformation | None = first
+    day-1 load of 100,000."""
+    info: RequestInformation | None = builder.to_get_request_information(config)
     while info is not None:
         info.headers.try_add("Accept", "application/json")
-        info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
-        # With NativeResponseHandler the adapter hands back the httpx.Response itself, although
-        # the method is annotated as returning None.
-        response: Any = await adapter.send_no_response_content_async(info, None)  # type: ignore[func-returns-value]
-        if not isinstance(response, httpx.Response):
-            raise TypeError("the request adapter did not hand back the native response")
-        try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
+        response = await _native_response(adapter, info)
+        content = await _content(response)
         if not 200 <= response.status_code < 300:
             raise GraphError(response.status_code, *parse_error(content))
         page = orjson.loads(content)
         yield page.get("value") or []
         link = page.get("@odata.nextLink")
-        info = next_page(link) if link else None
+        info = builder.with_url(link).to_get_request_information() if link else None
 
 
 def make_credential(settings: Settings) -> AsyncTokenCredential:
@@ -256,14 +267,9 @@ class GraphClient:
         info.set_stream_content(body, CONTENT_TYPE)
         info.headers.try_add("Accept", "application/json")
         info.headers.try_add("client-request-id", client_request_id)
-        info.add_request_options(
-            [
-                ResponseHandlerOption(NativeResponseHandler()),
-                # The default RetryHandler retries POST on 429/503/504 by itself; the Submitter
-                # retries instead, so that each attempt is paced and recorded.
-                RetryHandlerOption(max_retries=0, should_retry=False),
-            ]
-        )
+        # The default RetryHandler retries POST on 429/503/504 by itself; the Submitter retries
+        # instead, so that each attempt is paced and recorded.
+        info.add_request_options([RetryHandlerOption(max_retries=0, should_retry=False)])
         return info
 
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
@@ -272,22 +278,15 @@ class GraphClient:
         (``azure.core.exceptions.ClientAuthenticationError``)."""
         info = self.bulk_upload_request(body, client_request_id)
         try:
-            # With NativeResponseHandler the adapter returns the httpx.Response itself, although
-            # send_no_response_content_async is annotated as returning None.
-            handled: Any = await self.adapter.send_no_response_content_async(info, None)
+            response = await _native_response(self.adapter, info)
         except httpx.TransportError as exc:
             raise TransportError(_reason(exc), exc) from exc
-        if not isinstance(handled, httpx.Response):
-            raise TypeError("the request adapter did not hand back the native response")
         if self.on_call is not None:
-            self.on_call()
-        response: httpx.Response = handled
+            self.on_call()  # counted once Graph answered, even if the body then fails to arrive
         try:
-            content = await response.aread()
+            content = await _content(response)
         except httpx.TransportError as exc:
             raise TransportError(_reason(exc), exc) from exc
-        finally:
-            await response.aclose()
         status = response.status_code
         code, message = (None, None) if 200 <= status < 300 else parse_error(content)
         headers = response.headers
