@@ -20,7 +20,7 @@ from msgraph.generated.audit_logs.provisioning.provisioning_request_builder impo
 )
 
 from .graph import json_pages
-from .runs import iso
+from .runs import iso, parse_iso
 
 # Graph pages provisioning logs by 50 unless asked otherwise. Entries are large (steps,
 # modified properties): one page of 500 held ~30 MB in memory while parsed (measured with
@@ -57,12 +57,11 @@ def entry_of(item: dict[str, Any]) -> LogEntry | None:
     when = item.get("activityDateTime")
     if not source or not when:
         return None
-    moment = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
     info = item.get("provisioningStatusInfo") or {}
     error = info.get("errorInformation") or {}
     return LogEntry(
         id=str(item.get("id") or ""),
-        at=moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC),
+        at=parse_iso(when),
         source_id=str(source),
         action=_text(item.get("provisioningAction")) or "other",
         status=_text(info.get("status")) or "unknown",

@@ -31,7 +31,7 @@ from .changes import record_entra_outcomes
 from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason, stop_reason
 from .pacing import limiter_for, retry_policy_for
 from .reports import csv_safe, render_run_html
-from .runs import Results, client_request_id, iso
+from .runs import Results, client_request_id, iso, parse_iso
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .state import WorkerState
 from .storage import BlobStore, PreconditionFailed
@@ -80,10 +80,6 @@ FAILURE_COLUMNS = (
     "recommended_action",
     "sends",
 )
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def is_transient(entry: LogEntry, extra_codes: frozenset[str]) -> bool:
@@ -183,8 +179,9 @@ class Confirmer:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
         counts["completed_runs"] = len(finished)
-        self.open_ids = frozenset(r["id"] for run in runs.values() for r in run.open_records())
-        counts["open_records"] = sum(1 for run in runs.values() for _ in run.open_records())
+        still_open = [r["id"] for run in runs.values() for r in run.open_records()]
+        self.open_ids = frozenset(still_open)
+        counts["open_records"] = len(still_open)
         log.info("outcomes: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
         return {**counts, "completed": finished, "retry": retry_report}
 

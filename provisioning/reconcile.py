@@ -32,7 +32,7 @@ from .health import record_health
 from .outcomes import graph_reason, stop_reason
 from .pacing import limiter_for, retry_policy_for
 from .release import Releaser
-from .runs import client_request_id, iso, utcnow
+from .runs import client_request_id, iso, parse_iso, utcnow
 from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .storage import BlobStore, Lease
 from .submit import Submitter
@@ -142,8 +142,7 @@ class Reconciler:
         last = found[0].get("generated")
         if not isinstance(last, str):
             return True
-        moment = dt.datetime.fromisoformat(last.replace("Z", "+00:00"))
-        return now - moment >= dt.timedelta(hours=hours)
+        return now - parse_iso(last) >= dt.timedelta(hours=hours)
 
     async def _drift(
         self, pending: frozenset[str], active: bool, keeper: LeaseKeeper

@@ -36,6 +36,12 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_iso(text: str) -> dt.datetime:
+    """The moment of an ISO 8601 text as ``iso`` writes it (and Graph does: ``...Z``)."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def new_run_id(moment: dt.datetime, content_hash: str) -> str:
     # Sortable by time, recognisable by content, unique across retries of a duplicate.
     return f"{moment:%Y%m%dT%H%M%S}-{content_hash[:8]}-{uuid.uuid4().hex[:6]}"
