@@ -278,8 +278,11 @@ def test_killed_process_resumes_after_last_accepted_batch(
     ids = sent_external_ids(emulator)
     assert len(set(ids)) == 500
     resent = [b for b in summary["batches"] if b["resent_after_crash"]]
-    # Only the batch in flight when the process died may go twice, and the results say so.
-    assert len(ids) - 500 == 50 * len(resent) and len(resent) <= 1
+    # Only the batch in flight when the process died may go twice, and the results say so. It
+    # was marked in flight before it was sent, so the kill may have come before it reached Graph:
+    # then it went once, marked all the same.
+    assert len(resent) <= 1
+    assert len(ids) - 500 in ({0, 50} if resent else {0})
 
 
 def test_403_stops_the_run_with_graphs_reason_and_resumes_once_fixed(
