@@ -51,8 +51,11 @@ param hrTimezone string = 'UTC'
 param mapping string = 'microsoft-sample'
 
 // --- HTTP changes ---
-@description('Comma-separated client ids allowed to call the HTTP API when Easy Auth identifies the caller (PROVISIONING_ALLOWED_CLIENT_IDS).')
+@description('Comma-separated client ids allowed to call the HTTP API (PROVISIONING_ALLOWED_CLIENT_IDS), typically the Logic App managed identity\'s client id. When set, a call that Easy Auth did not identify is refused (401), so deploy Easy Auth with it (easyAuthClientId). With easyAuthClientId, also Easy Auth\'s allowed client applications.')
 param allowedClientIds string = ''
+
+@description('Client id of the Entra app registration standing for the HTTP API (its token audience, api://<client id>). Set: Easy Auth (App Service authentication) with Microsoft Entra ID in front of the Function App. Empty: no Easy Auth; the function key alone protects the API.')
+param easyAuthClientId string = ''
 
 // --- reconciliation timer ---
 @description('NCRONTAB schedule of the reconciliation timer, six fields with seconds first (PROVISIONING_RECONCILE_SCHEDULE). The timer binding reads this setting, so it must exist.')
@@ -86,6 +89,8 @@ var tags = {
   'azd-env-name': environmentName
 }
 var functionAppName = 'func-hrprov-${token}'
+// allowedClientIds as a list, for Easy Auth (the app setting keeps the comma-separated text).
+var allowedClientIdList = filter(map(split(allowedClientIds, ','), id => trim(id)), id => !empty(id))
 var deploymentContainerName = 'deployment-package'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -163,6 +168,16 @@ module functionApp 'modules/functionapp.bicep' = {
   ]
 }
 
+// After the site exists: authsettingsV2 is a child of it.
+module easyAuth 'modules/easyauth.bicep' = if (!empty(easyAuthClientId)) {
+  name: 'easyauth'
+  params: {
+    functionAppName: functionApp.outputs.name
+    apiClientId: easyAuthClientId
+    allowedClientIds: allowedClientIdList
+  }
+}
+
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   params: {
@@ -198,3 +213,4 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
 output MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output EVENT_SUBSCRIPTION_CREATED bool = createEventSubscription
+output EASY_AUTH_ENABLED bool = !empty(easyAuthClientId)

@@ -12,7 +12,8 @@ from importlib import resources
 
 import azure.functions as func
 
-from .changes import ChangeService, Reply, caller_allowed, flush, problem
+from .auth import PRINCIPAL_HEADER, refusal
+from .changes import ChangeService, Reply, flush
 from .services import open_services
 from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings
 from .storage import BlobStore, FlushQueue
@@ -54,13 +55,8 @@ def _respond(reply: Reply) -> func.HttpResponse:
 
 
 def _allowed(req: func.HttpRequest, settings: Settings) -> Reply | None:
-    ok, detail = caller_allowed(
-        req.headers.get("X-MS-CLIENT-PRINCIPAL"), settings.allowed_client_ids
-    )
-    if ok:
-        return None
-    log.warning("change call refused: caller not on the allow-list")
-    return problem(403, "forbidden", "Caller not allowed", detail)
+    """None when the caller may go on, else the 401/403 problem (provisioning/auth.py)."""
+    return refusal(req.headers.get(PRINCIPAL_HEADER), settings.allowed_client_ids)
 
 
 @bp.function_name("post_changes")

@@ -423,3 +423,107 @@ def test_no_arm_json_templates() -> None:
     assert set(parameters["parameters"]) <= set(declared)
     without_default = {name for name, p in declared.items() if "default" not in p}
     assert without_default <= set(parameters["parameters"])
+
+
+def test_easy_auth_in_front_of_the_function_app() -> None:
+    """Easy Auth (authsettingsV2) requires an Entra token from an allowed application on every
+    path but the anonymous ones, and answers 401 rather than redirecting (an API)."""
+    path = INFRA / "modules" / "easyauth.bicep"
+    doc = parsed(path)
+    (_, _, auth), *others = resources("Microsoft.Web/sites/config")
+    assert not others
+    config = body(auth)
+    assert config["name"] == "authsettingsV2"
+    site = doc["resources"][config["parent"]]
+    assert site["type"] == "Microsoft.Web/sites" and site["existing"]
+    assert site["config"]["name"] == "functionAppName"
+    props = config["properties"]
+    assert props["platform"]["enabled"] is True
+    assert props["httpSettings"]["requireHttps"] is True
+    assert props["login"]["tokenStore"]["enabled"] is False
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "Return401"
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True
+    assert aad["registration"]["clientId"] == "apiClientId"
+    assert aad["registration"]["openIdIssuer"] == (
+        "https://login.microsoftonline.com/${tenant().tenantId}/v2.0"
+    )
+    # Values passed through parameters: their defaults, or main.bicep's arguments (below).
+    params = doc["parameters"]
+    assert aad["validation"]["allowedAudiences"] == "allowedAudiences"
+    assert params["allowedAudiences"]["default"] == ["api://${apiClientId}", "apiClientId"]
+    policy = aad["validation"]["defaultAuthorizationPolicy"]
+    assert policy["allowedApplications"] == "allowedClientIds"
+    assert params["allowedClientIds"]["type"] == "array"
+    assert validation["excludedPaths"] == "excludedPaths"
+    excluded = params["excludedPaths"]["default"]
+    # Exactly the anonymous HTTP functions (under the host's default /api prefix) ...
+    assert "routePrefix" not in json.dumps(json.loads((ROOT / "host.json").read_text()))
+    routes = {}
+    for function in functions().values():
+        for raw in function.get_raw_bindings():
+            binding = json.loads(raw)
+            if binding["type"] == "httpTrigger":
+                routes[f"/api/{binding['route']}"] = binding["authLevel"]
+    anonymous = {route for route, level in routes.items() if level == "ANONYMOUS"}
+    assert anonymous == {"/api/openapi.json"}
+    # ... and the blob extension's webhook, which Event Grid calls without an Entra token.
+    (_, _, subscription), *_ = resources("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    url = body(subscription)["properties"]["destination"]["properties"]["endpointUrl"]
+    webhook = url.split("}", 1)[1].split("?", 1)[0]
+    assert webhook == "/runtime/webhooks/blobs"
+    assert sorted(excluded) == sorted(anonymous | {webhook})
+    assert not set(excluded) & {r for r, level in routes.items() if level != "ANONYMOUS"}
+    # The property reference is cited.
+    text = path.read_text()
+    assert (
+        "https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2"
+        in text
+    )
+
+
+def test_easy_auth_is_deployed_from_azd_parameters() -> None:
+    """easyAuthClientId turns Easy Auth on; allowedClientIds feeds both Easy Auth's allowed
+    applications and PROVISIONING_ALLOWED_CLIENT_IDS."""
+    main = parsed(MAIN)
+    params = main["parameters"]
+    assert params["easyAuthClientId"]["type"] == "string"
+    assert params["easyAuthClientId"]["default"] == ""
+    assert params["allowedClientIds"]["default"] == ""
+    module = main["modules"]["easyAuth"]
+    assert module["detail"]["path"] == "modules/easyauth.bicep"
+    condition = module["config"]["condition"]
+    assert condition == {
+        "operator": {
+            "type": "not",
+            "operands": {
+                "bool_value": {
+                    "function": {
+                        "type": "empty",
+                        "parameters": {"item_to_test": "easyAuthClientId"},
+                    }
+                }
+            },
+        }
+    }
+    args = module["config"]["config"]["params"]
+    assert args["apiClientId"] == "easyAuthClientId"
+    assert "functionApp" in json.dumps(args["functionAppName"])
+    # The comma-separated parameter, split, trimmed and without empty entries.
+    ids = variable(main, args["allowedClientIds"])
+    expression = json.dumps(ids)
+    assert ids["function"]["type"] == "filter"
+    for part in ('"split"', '"input_string": "allowedClientIds"', '"delimiter": ","', '"trim"'):
+        assert part in expression, part
+    assert '"empty"' in json.dumps(ids["function"]["parameters"]["expression"])
+    assert template_settings()["PROVISIONING_ALLOWED_CLIENT_IDS"] == "allowedClientIds"
+    # Every parameter of the module is given or has a default.
+    module_params = parsed(INFRA / "modules" / "easyauth.bicep")["parameters"]
+    required = {name for name, p in module_params.items() if p.get("default") is None}
+    assert required <= set(args), required - set(args)
+    # azd environment values, like the other parameters.
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["easyAuthClientId"] == {"value": "${EASY_AUTH_CLIENT_ID=}"}
+    assert mapped["allowedClientIds"] == {"value": "${PROVISIONING_ALLOWED_CLIENT_IDS=}"}

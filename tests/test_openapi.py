@@ -174,13 +174,29 @@ def test_examples_round_trip(env: dict[str, str], wsgi_app: Any) -> None:
     assert sent and all(r["request_id"] for r in sent)
 
 
+def _principal(client_id: str) -> str:
+    """Easy Auth's X-MS-CLIENT-PRINCIPAL for an application caller."""
+    claims = {"auth_typ": "aad", "claims": [{"typ": "appid", "val": client_id}]}
+    return base64.b64encode(json.dumps(claims).encode()).decode()
+
+
+LOGIC_APP = "11111111-1111-1111-1111-111111111111"
 # Easy Auth's header for a caller whose client id is not on PROVISIONING_ALLOWED_CLIENT_IDS
-STRANGER = base64.b64encode(
-    json.dumps(
-        {"claims": [{"typ": "appid", "val": "11111111-2222-3333-4444-555555555555"}]}
-    ).encode()
-).decode()
+STRANGER = _principal("11111111-2222-3333-4444-555555555555")
 JSON = {"Content-Type": "application/json"}
+
+
+def _conforms(response: Any, path: str, method: str, status: int) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/problem+json"
+    schema = schemathesis.openapi.from_path(DOCUMENT)
+    operation = _operation(schema, path, method)
+    if method == "POST":
+        case = operation.Case(body={}, media_type="application/json")
+    else:
+        case = operation.Case(path_parameters={"id": "x"})
+    case.validate_response(response, checks=CHECKS[1:])
+    assert response.get_json()["status"] == status
 
 
 @pytest.mark.parametrize(
@@ -190,20 +206,42 @@ JSON = {"Content-Type": "application/json"}
         (413, JSON, b"[" + b" " * (1 << 20) + b"]"),
         (400, JSON, b"[" + b",".join([b"{}"] * 51) + b"]"),
         (400, JSON, b"{not json"),
-        (403, {**JSON, "X-MS-CLIENT-PRINCIPAL": STRANGER}, b"{}"),
     ],
-    ids=["415-csv", "413-too-large", "400-51-records", "400-not-json", "403-not-allowed"],
+    ids=["415-csv", "413-too-large", "400-51-records", "400-not-json"],
 )
 def test_refusals_are_documented_problems(
     env: dict[str, str], wsgi_app: Any, status: int, headers: dict[str, str], body: bytes
 ) -> None:
     response = Client(wsgi_app).post("/api/changes", headers=headers, data=body)
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.headers["Content-Type"] == "application/problem+json"
-    schema = schemathesis.openapi.from_path(DOCUMENT)
-    case = _operation(schema, "/changes", "POST").Case(body={}, media_type="application/json")
-    case.validate_response(response, checks=CHECKS[1:])
-    assert response.get_json()["status"] == status
+    _conforms(response, "/changes", "POST", status)
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize(
+    ("status", "principal"),
+    [(401, None), (401, "%%%"), (403, STRANGER)],
+    ids=["401-no-principal", "401-unreadable-principal", "403-not-allowed"],
+)
+def test_caller_refusals_are_documented_problems(
+    env: dict[str, str],
+    wsgi_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    status: int,
+    principal: str | None,
+) -> None:
+    """With an allow-list, both operations refuse an unidentified caller (401, with the
+    scheme to use) and one not on the list (403), as the document says."""
+    monkeypatch.setenv("PROVISIONING_ALLOWED_CLIENT_IDS", LOGIC_APP)
+    headers = {**JSON, **({"X-MS-CLIENT-PRINCIPAL": principal} if principal else {})}
+    if method == "POST":
+        response = Client(wsgi_app).post("/api/changes", headers=headers, data=b"{}")
+        _conforms(response, "/changes", "POST", status)
+    else:
+        response = Client(wsgi_app).get("/api/changes/x", headers=headers)
+        _conforms(response, "/changes/{id}", "GET", status)
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 def test_logic_app_sample_calls_the_documented_operations() -> None:
