@@ -14,25 +14,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import asdict
 from typing import Any
 
-from .bulk import MAX_OPERATIONS, Operation, batches
-from .drop import GraphApi
-from .lifecycle import Planner, Policy, today_in
+import orjson
+
+from .bulk import MAX_OPERATIONS, Operation
+from .drop import GraphApi, LeaseKeeper
+from .graph import GraphUnavailable
+from .lifecycle import Held, Planner, Policy, today_in
 from .mapping import BUILTIN, Mapping, load_mapping
-from .outcomes import accepted_entry, graph_reason, job_stop_reason, stop_reason
-from .pacing import limiter_for, retry_policy_for
+from .ordering import SendGate, new_order
+from .outcomes import graph_reason, job_stop_reason
 from .readers import record_row
 from .runs import client_request_id, iso, utcnow
+from .sender import Outgoing, Sender, SentBatch
 from .settings import STATE_CONTAINER, Settings
-from .state import WorkerState, accepted_seq
+from .state import GATE, WorkerState
 from .storage import BlobStore, FlushQueue, PreconditionFailed
-from .submit import Submitter
 from .tracking import track
 from .transforms import SpecError
 
@@ -42,6 +47,8 @@ MAX_BODY_BYTES = 1 << 20
 API_FEED = "api"
 _CHANGES, _OUTBOX = "changes/", "outbox/"
 _LOCK, _SCHEDULED = "locks/outbox", "locks/flush-scheduled"
+# Fields of a change record that are the app's own business, not the caller's.
+_INTERNAL = frozenset({"ops", "hold", "cancel", "body_hash", "order", "outbox"})
 _MAX_CONFLICTS = 10
 _PROBLEM = "https://github.com/hr-entra-provisioning/docs/problems/"
 
@@ -106,7 +113,10 @@ class ChangeService:
         *,
         mapping_name: str | None = None,
         idempotency_key: str | None = None,
+        caller: str = "",
     ) -> Reply:
+        """Accept one call. ``caller``: who Easy Auth says is calling (empty without it);
+        idempotency keys are scoped to it, so two callers never share a change."""
         if len(body) > MAX_BODY_BYTES:
             return problem(
                 413, "too-large", "Request body too large", f"at most {MAX_BODY_BYTES} bytes"
@@ -119,7 +129,9 @@ class ChangeService:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return problem(400, "invalid-json", "Invalid JSON", f"the body is not JSON: {exc}")
-        records, change_id, mapping_name = _unwrap(payload, mapping_name)
+        except RecursionError:
+            return problem(400, "invalid-json", "Invalid JSON", "the body is nested too deeply")
+        records, body_key, mapping_name = _unwrap(payload, mapping_name)
         if records is None:
             return problem(
                 400,
@@ -127,6 +139,13 @@ class ChangeService:
                 "Invalid request",
                 "send one HR record (a JSON object), an array of records, "
                 'or {"records": [...], "changeId": "..."}',
+            )
+        if idempotency_key and body_key and idempotency_key != body_key:
+            return problem(
+                400,
+                "conflicting-keys",
+                "Invalid request",
+                "the Idempotency-Key header and the body's changeId differ; send one of them",
             )
         if not 1 <= len(records) <= MAX_OPERATIONS:
             return problem(
@@ -139,11 +158,12 @@ class ChangeService:
             mapping = self._mapping(mapping_name)
         except SpecError as exc:
             return problem(400, "unknown-mapping", "Unknown mapping", str(exc))
-        key = change_id or idempotency_key
-        change_id = _change_id(key) if key else uuid.uuid4().hex
+        key = idempotency_key or body_key
+        change_id = _change_id(caller, key) if key else uuid.uuid4().hex
+        digest = _body_hash(records, mapping.source)
         existing = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")
         if existing is not None:
-            return self._accepted(existing[0], duplicate=True)
+            return self._repeat(existing[0], digest)
         users, errors = _validate(records, mapping)
         if errors:
             return problem(
@@ -154,60 +174,101 @@ class ChangeService:
                 "nothing was applied",
                 errors=errors,
             )
-        change = self._plan(change_id, users, mapping)
-        # The outbox entry first: a retry with the same key after a crash rewrites the same
-        # entry, and the change record (created once) is what makes the retry a duplicate.
-        if change["outbox"]:
-            self.store.write_json(
-                STATE_CONTAINER, change["outbox"], {"change": change_id, "ops": change.pop("ops")}
-            )
-        else:
-            change.pop("ops")
+        change = self._plan(change_id, users, mapping, digest)
+        # The change record first, created once: whoever creates it owns the change; a retry
+        # or a concurrent call with the same key finds it and completes what is missing.
         try:
             self.store.write_json(
                 STATE_CONTAINER, f"{_CHANGES}{change_id}.json", change, create_only=True
             )
-        except PreconditionFailed:  # the same key raced us: answer with the first one
+        except PreconditionFailed:
             found = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")
             assert found is not None
-            return self._accepted(found[0], duplicate=True)
-        if change["outbox"]:
-            self._schedule_flush()
+            return self._repeat(found[0], digest)
+        change = self._complete(change)
         log.info("change %s accepted: %d records", change_id, len(users))
         return self._accepted(change, duplicate=False)
+
+    def _repeat(self, change: dict[str, Any], digest: str) -> Reply:
+        """The same key again: the same body is a duplicate (finished if a crash interrupted
+        it), another body is a conflict."""
+        if change.get("body_hash") not in (None, digest):
+            return problem(
+                409,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                f"change {change['id']} was accepted with this key and another body; "
+                "use a new key for a new change",
+            )
+        return self._accepted(self._complete(change), duplicate=True)
+
+    def _complete(self, change: dict[str, Any]) -> dict[str, Any]:
+        """Apply a change still ``accepting``: its held changes, its outbox entry (named by
+        the change, so doing this twice writes the same entry), the flush; then ``queued``.
+        Idempotent, so the call that created the change and any retry may both run it."""
+        if change["status"] != "accepting":
+            return change
+        for item in change["cancel"]:
+            self.state.drop_held(Held(**item))
+        for item in change["hold"]:
+            self.state.hold(Held(**item))
+        if change["ops"]:
+            self.store.write_json(
+                STATE_CONTAINER,
+                f"{_OUTBOX}{change['id']}.json",
+                {"change": change["id"], "order": change["order"]},
+            )
+            self._schedule_flush()
+        final = "queued" if change["ops"] else "done"
+
+        def settled(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if current is None or current["status"] != "accepting":
+                return None  # a flush already moved it on
+            return {**current, "status": final}
+
+        self.store.update_json(
+            STATE_CONTAINER, f"{_CHANGES}{change['id']}.json", settled, attempts=_MAX_CONFLICTS
+        )
+        return {**change, "status": final}
 
     def _mapping(self, name: str | None) -> Mapping:
         if name and name not in BUILTIN:
             raise SpecError(f"mapping '{name}' is not one of {', '.join(BUILTIN)}")
         return load_mapping(name or self.settings.mapping)
 
-    def _plan(self, change_id: str, users: list[Operation], mapping: Mapping) -> dict[str, Any]:
+    def _plan(
+        self, change_id: str, users: list[Operation], mapping: Mapping, digest: str
+    ) -> dict[str, Any]:
+        """The change record: the planned action per record and the operations to send. Pure
+        planning; nothing is written here."""
+        received = self._clock()
+        order = new_order(received, change_id)
         ids = [op.external_id for op in users]
         known = self.state.lookup(ids)
         held = self.state.held_for(ids)
+        gate = self.store.read_json(STATE_CONTAINER, GATE)
         policy = Policy(
             feed=API_FEED,
             mode="delta",
-            today=today_in(self.settings.hr_timezone, self._clock()),
+            today=today_in(self.settings.hr_timezone, received),
             lookahead_days=self.settings.hire_lookahead_days,
             full_send=self.settings.full_send,
             threshold_percent=self.settings.leaver_threshold_percent,
             threshold_count=self.settings.leaver_threshold_count,
+            order=order,
+            watermarks=dict(gate[0].get("feeds", {})) if gate else {},
         )
         planner = Planner(known, held, policy)
         decisions = [
             planner.add(op.external_id, i, op.data, op.dates) for i, op in enumerate(users)
         ]
         plan = planner.finish()
-        for item in plan.cancel:
-            self.state.drop_held(item)
-        for item in plan.hold:
-            self.state.hold(item)
-        received = self._clock()
         ops = []
         records = []
         for index, (op, decision) in enumerate(zip(users, decisions, strict=True)):
-            sent = plan.sends(op.external_id) is not None
+            # An unchanged record goes too: the newest HR data must be what Entra has last,
+            # even if an older file run is still sending this worker.
+            sent = plan.sends(op.external_id) is not None or decision.action == "unchanged"
             records.append(
                 {
                     "index": index,
@@ -221,31 +282,33 @@ class ChangeService:
                 data = (
                     op.data if decision.active is None else {**op.data, "active": decision.active}
                 )
-                feed = known[op.external_id].feed if op.external_id in known else API_FEED
                 ops.append(
                     {
                         "index": index,
                         "externalId": op.external_id,
                         "bulkId": f"chg-{change_id[:16]}-{index}",
-                        "feed": feed,
+                        "feed": decision.feed,
                         "data": data,
                     }
                 )
         return {
             "id": change_id,
-            "status": "queued" if ops else "done",
+            "status": "accepting",
             "received": iso(received),
+            "order": order,
+            "body_hash": digest,
             "mapping": mapping.source,
             "records": records,
             "errors": [],
-            "outbox": f"{_OUTBOX}{received:%Y%m%dT%H%M%S%f}-{change_id}.json" if ops else None,
             "ops": ops,
+            "hold": [asdict(h) for h in plan.hold],
+            "cancel": [asdict(h) for h in plan.cancel],
         }
 
     def _accepted(self, change: dict[str, Any], *, duplicate: bool) -> Reply:
         body = {
             "id": change["id"],
-            "status": change["status"],
+            "status": _shown(change["status"]),
             "records": [
                 {k: r[k] for k in ("index", "externalId", "action")} for r in change["records"]
             ],
@@ -274,7 +337,15 @@ class ChangeService:
         if found is None:
             return problem(404, "not-found", "Not found", f"no change {change_id}")
         change = found[0]
-        return Reply(200, {k: v for k, v in change.items() if k != "outbox"})
+        shown = {k: v for k, v in change.items() if k not in _INTERNAL}
+        shown["status"] = _shown(change["status"])
+        return Reply(200, shown)
+
+
+def _shown(status: str) -> str:
+    # "accepting" lasts from the change record's creation to its outbox entry: for the
+    # caller it is already queued (a retry of the call completes it).
+    return "queued" if status == "accepting" else status
 
 
 def _unwrap(
@@ -294,8 +365,15 @@ def _unwrap(
     return None, None, mapping_name
 
 
-def _change_id(key: str) -> str:
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"hr-provisioning-change:{key}").hex
+def _change_id(caller: str, key: str) -> str:
+    # Scoped to the caller: two callers choosing the same key make two changes.
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"hr-provisioning-change:{caller}:{key}").hex
+
+
+def _body_hash(records: list[Any], mapping: str) -> str:
+    """What a repeated key must carry again to be a duplicate (key order does not matter)."""
+    canonical = orjson.dumps({"records": records, "mapping": mapping}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _validate(records: list[Any], mapping: Mapping) -> tuple[list[Operation], list[dict[str, Any]]]:
@@ -364,94 +442,87 @@ async def flush(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], Any] = utcnow,
 ) -> dict[str, Any]:
-    """Send everything waiting in the outbox; one flush at a time (blob lease)."""
+    """Send everything waiting in the outbox; one flush at a time (blob lease, kept through
+    every wait). Per worker only the newest change goes; a 400 is narrowed to the records
+    that caused it, so one caller's bad record never sinks another caller's."""
     if not store.exists(STATE_CONTAINER, _LOCK):
         store.write_bytes(STATE_CONTAINER, _LOCK, b"", "text/plain")
     lease = store.acquire_lease(STATE_CONTAINER, _LOCK, settings.lease_seconds)
     if lease is None:
         return {"status": "busy"}
+    keeper = LeaseKeeper(lease, settings.lease_seconds, sleep)
     started = time.monotonic()
     begun_at = clock()
     flush_id = f"{begun_at:%Y%m%dT%H%M%S}-flush-{uuid.uuid4().hex[:6]}"
-    totals = {"changes": 0, "records_sent": 0, "records_accepted": 0, "requests": 0}
-    state = WorkerState(store)
+    totals = {
+        "changes": 0,
+        "records_sent": 0,
+        "records_accepted": 0,
+        "records_superseded": 0,
+        "requests": 0,
+    }
     try:
         # New calls from here on schedule a new flush rather than rely on this one.
         store.delete(STATE_CONTAINER, _SCHEDULED)
         names = sorted(b.name for b in store.list(STATE_CONTAINER, _OUTBOX))
         if not names:
             return {"status": "nothing-queued", **totals}
-        job = await graph.job_status()
+        try:
+            job = await graph.job_status()
+        except GraphUnavailable as exc:
+            log.error("flush %s interrupted: %s", flush_id, exc.reason)
+            return {"status": "interrupted", "reason": exc.reason, **totals}
         if job.code != "Active":
             reason = job_stop_reason(job)
             log.error("flush %s stopped: %s", flush_id, reason)
             return {"status": "stopped", "reason": reason, **totals}
-        entries = []
-        for name in names:
-            found = store.read_json(STATE_CONTAINER, name)
-            if found is not None:
-                entries.append((name, found[0]))
-        ops: list[tuple[Operation, str, str]] = []  # operation, change id, feed
-        for _name, entry in entries:
-            for item in entry["ops"]:
-                op = Operation(item["bulkId"], item["externalId"], item["index"], item["data"])
-                ops.append((op, entry["change"], item["feed"]))
-        where = {op.bulk_id: (change, feed) for op, change, feed in ops}
-        submitter = Submitter(
-            graph, limiter_for(settings, sleep), retry_policy_for(settings), sleep=sleep
+        changes = _waiting_changes(store, names)
+        items, older = _newest_per_worker(changes)
+        outcome_of: dict[str, dict[str, Any]] = {
+            item.op.bulk_id: {"status": "superseded", "request_id": None, "error": None}
+            for item in older
+        }
+        totals["records_superseded"] += len(older)
+        gate = SendGate.open(
+            store,
+            lease_seconds=settings.lease_seconds,
+            max_wait_seconds=settings.max_wait_seconds,
+            sleep=keeper.sleep,
         )
-        outcome_of: dict[str, dict[str, Any]] = {}
+        sender = Sender(settings, graph, gate, sleep=keeper.sleep)
         stop: str | None = None
-        for request in batches((op for op, _, _ in ops), MAX_OPERATIONS):
-            result = await submitter.submit(
-                request.body, client_request_id(flush_id, request.index)
-            )
-            totals["requests"] += 1
-            totals["records_sent"] += len(request.operations)
-            for op in request.operations:
-                outcome_of[op.bulk_id] = {
-                    "status": {"accepted": "sent", "rejected": "rejected"}.get(
-                        result.status, "retrying"
-                    ),
-                    "request_id": result.request_id,
-                    "error": None
-                    if result.status == "accepted"
-                    else graph_reason(result, "answered"),
-                }
-            if result.status == "accepted":
-                totals["records_accepted"] += len(request.operations)
-                state.record_accepted(
-                    accepted_seq(flush_id, request.index),
-                    [accepted_entry(op, where[op.bulk_id][1]) for op in request.operations],
-                )
+        async for batch in sender.send(
+            items,
+            request_id=lambda index, part: client_request_id(flush_id, index, part),
+            narrow=True,
+            batch_size=MAX_OPERATIONS,
+        ):
+            keeper.renew_if_due()
+            totals["requests"] += batch.requests
+            totals["records_sent"] += len(batch.sent)
+            totals["records_accepted"] += len(batch.accepted)
+            totals["records_superseded"] += len(batch.superseded)
+            _settle(outcome_of, batch)
+            if batch.accepted:
                 track(
                     store,
                     run_id=flush_id,
                     results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
                     kind="changes",
-                    batch=request.index,
-                    operations=request.operations,
+                    batch=batch.index,
+                    operations=[item.op for item in batch.accepted],
                     accepted_at=clock(),
-                    actions={
-                        op.bulk_id: f"change {where[op.bulk_id][0]}" for op in request.operations
-                    },
+                    actions={item.op.bulk_id: item.action for item in batch.accepted},
                 )
-            else:
-                ended = stop_reason(result)
-                if ended is not None:
-                    stop = ended[1]
-                    break
-            lease.renew()
-        for name, entry in entries:
-            change_id = entry["change"]
-            results = [outcome_of.get(item["bulkId"]) for item in entry["ops"]]
-            settled = all(r is not None and r["status"] in ("sent", "rejected") for r in results)
-            _update_change(store, change_id, entry["ops"], results, settled)
+            if batch.stop is not None:
+                stop = batch.stop[1]
+        for change in changes:
+            settled = _update_change(store, change, outcome_of)
             totals["changes"] += 1
             if settled:
-                store.delete(STATE_CONTAINER, name)
+                store.delete(STATE_CONTAINER, f"{_OUTBOX}{change['id']}.json")
         # Fold now, so the next call's plan sees what this flush sent.
-        state.fold()
+        WorkerState(store).fold()
         if stop:
             log.error("flush %s interrupted: %s", flush_id, stop)
             return {"status": "interrupted", "reason": stop, **totals}
@@ -460,33 +531,96 @@ async def flush(
         lease.release()
 
 
-def _update_change(
-    store: BlobStore,
-    change_id: str,
-    items: list[dict[str, Any]],
-    results: list[dict[str, Any] | None],
-    settled: bool,
-) -> None:
-    name = f"{_CHANGES}{change_id}.json"
-    found = store.read_json(STATE_CONTAINER, name)
-    if found is None:
-        return
-    change = found[0]
-    by_index = {r["index"]: r for r in change["records"]}
-    for item, result in zip(items, results, strict=True):
-        if result is None:
+def _waiting_changes(store: BlobStore, names: list[str]) -> list[dict[str, Any]]:
+    """The change records the outbox points at, oldest HR data first; an entry whose change
+    record is gone is dropped."""
+    changes = []
+    for name in names:
+        pointer = store.read_json(STATE_CONTAINER, name)
+        if pointer is None:
             continue
-        record = by_index[item["index"]]
-        record["status"] = result["status"]
-        record["request_id"] = result["request_id"]
-        if result["error"]:
-            change["errors"].append({"index": item["index"], "reason": result["error"]})
-    statuses = {r["status"] for r in change["records"] if r["status"] != "not-sent"}
-    if settled:
-        change["status"] = "sent" if statuses <= {"sent"} else "partly-rejected"
-    else:
-        change["status"] = "retrying"
-    store.write_json(STATE_CONTAINER, name, change)
+        found = store.read_json(STATE_CONTAINER, f"{_CHANGES}{pointer[0]['change']}.json")
+        if found is None:
+            store.delete(STATE_CONTAINER, name)
+            continue
+        changes.append(found[0])
+    return sorted(changes, key=lambda c: c.get("order", ""))
+
+
+def _newest_per_worker(
+    changes: list[dict[str, Any]],
+) -> tuple[list[Outgoing], list[Outgoing]]:
+    """(records to send, older records of the same workers): one operation per worker and
+    per request, the newest change's; every bulkId once."""
+    newest: dict[str, Outgoing] = {}
+    older: list[Outgoing] = []
+    for change in changes:  # oldest first
+        waiting = {r["index"] for r in change["records"] if r["status"] in ("queued", "retrying")}
+        for item in change["ops"]:
+            if item["index"] not in waiting:
+                continue
+            op = Operation(item["bulkId"], item["externalId"], item["index"], item["data"])
+            outgoing = Outgoing(op, change.get("order", ""), item["feed"], f"change {change['id']}")
+            before = newest.get(op.external_id)
+            if before is not None:
+                older.append(before)
+            newest[op.external_id] = outgoing
+    return list(newest.values()), older
+
+
+def _settle(outcome_of: dict[str, dict[str, Any]], batch: SentBatch) -> None:
+    for item in batch.accepted:
+        request_id = batch.outcome.request_id if batch.outcome else None
+        outcome_of[item.op.bulk_id] = {"status": "sent", "request_id": request_id, "error": None}
+    for item in batch.superseded:
+        outcome_of[item.op.bulk_id] = {"status": "superseded", "request_id": None, "error": None}
+    for item, outcome in batch.rejected:
+        # Refused for its data: final. Anything else (throttling, outage): sent again later.
+        final = outcome.status == "rejected" and outcome.http_status not in (401, 403)
+        outcome_of[item.op.bulk_id] = {
+            "status": "rejected" if final else "retrying",
+            "request_id": outcome.request_id,
+            "error": graph_reason(outcome, "answered"),
+        }
+
+
+def _update_change(
+    store: BlobStore, change: dict[str, Any], outcome_of: dict[str, dict[str, Any]]
+) -> bool:
+    """Put the flush's outcome on the change record (ETag-conditional: the timer may write
+    Entra's outcomes at the same moment); True when nothing of it waits any more."""
+    by_index = {item["index"]: item["bulkId"] for item in change["ops"]}
+
+    def updated(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        if current is None:
+            return None
+        for record in current["records"]:
+            result = outcome_of.get(by_index.get(record["index"], ""))
+            if result is None:
+                continue
+            record["status"] = result["status"]
+            record["request_id"] = result["request_id"]
+            if result["error"]:
+                current["errors"].append({"index": record["index"], "reason": result["error"]})
+        statuses = {r["status"] for r in current["records"] if r["status"] != "not-sent"}
+        if statuses & {"queued", "retrying"}:
+            current["status"] = "retrying" if "retrying" in statuses else current["status"]
+        elif statuses <= {"superseded"}:
+            current["status"] = "superseded"
+        elif statuses <= {"sent", "superseded"}:
+            current["status"] = "sent"
+        else:
+            current["status"] = "partly-rejected"
+        return current
+
+    name = f"{_CHANGES}{change['id']}.json"
+    if not store.update_json(STATE_CONTAINER, name, updated, attempts=_MAX_CONFLICTS):
+        log.warning("change %s kept changing; its flush outcome is written next time", change["id"])
+        return False
+    found = store.read_json(STATE_CONTAINER, name)
+    return found is None or not any(
+        r["status"] in ("queued", "retrying") for r in found[0]["records"]
+    )
 
 
 def record_entra_outcomes(

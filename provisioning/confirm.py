@@ -26,23 +26,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .auditlogs import LogEntry
-from .bulk import Operation, batches
+from .bulk import Operation
 from .changes import record_entra_outcomes
-from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason, stop_reason
-from .pacing import limiter_for, retry_policy_for
+from .ordering import SendGate
+from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
 from .reports import csv_safe, render_run_html
 from .runs import Results, client_request_id, iso, parse_iso
+from .sender import Outgoing, Sender
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .state import WorkerState
 from .storage import BlobStore, PreconditionFailed
-from .submit import Submitter
 from .tracking import pending_runs, read_batch, track
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = "outcomes/"
 CONSUMED = "outcomes-consumed.json"
-FINAL_STATES = frozenset({"success", "warning", "skipped", "failure", "unconfirmed"})
+# ``superseded``: not sent again, because newer HR data of the worker was sent since.
+FINAL_STATES = frozenset({"success", "warning", "skipped", "failure", "unconfirmed", "superseded"})
 # File-run statuses after which the run may still send more batches (see runs.RunStatus).
 RESUMABLE = frozenset({"running", "stopped", "interrupted", "failed"})
 # Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
@@ -335,62 +335,75 @@ class Confirmer:
         now: dt.datetime,
         keep_alive: Callable[[], None],
     ) -> dict[str, Any]:
-        """Send the worker's current record again: what HR says now, which is also what the
-        failed send carried unless a newer send followed (then it is the newer one)."""
-        state = WorkerState(self.store)
-        state.fold()
-        current = state.records({run.records[bulk]["id"] for run, bulk in retrying})
+        """Send the worker's current record again: what Entra last accepted, which is also what
+        the failed send carried unless a newer send followed (then it is the newer one). It
+        goes through the send gate with the order of that record, so it never overtakes newer
+        data."""
+        gate = SendGate.open(
+            self.store,
+            lease_seconds=self.settings.lease_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
+            sleep=self._sleep,
+        )
+        state = gate.view.state
+        ids = {run.records[bulk]["id"] for run, bulk in retrying}
+        current, known = state.records(ids), state.lookup(ids)
         pass_id = f"{now:%Y%m%dT%H%M%S%f}"
-        ops: list[Operation] = []
+        items: list[Outgoing] = []
         owner: dict[str, tuple[RunOutcomes, str]] = {}
         for run, bulk in retrying:
             record = run.records[bulk]
-            data = current.get(record["id"])
-            if data is None:
+            data, worker = current.get(record["id"]), known.get(record["id"])
+            if data is None or worker is None:
                 record.update(state="failure", reason="no accepted record of this worker to resend")
                 run.changed = True
                 continue
+            if worker.fingerprint is None:
+                # A later send of the worker is waiting for its answer (its run resumes it):
+                # the accepted record is older than that and must not follow it.
+                record.update(state="superseded", reason="a later send of this worker follows")
+                run.changed = True
+                continue
             # bulkIds only need to be unique within one request.
-            wire = f"retry-{len(ops):06d}"
+            wire = f"retry-{len(items):06d}"
             owner[wire] = (run, bulk)
-            ops.append(Operation(wire, record["id"], record["line"], data))
-        submitter = Submitter(
-            self._poster,
-            limiter_for(self.settings, self._sleep),
-            retry_policy_for(self.settings),
-            sleep=self._sleep,
-        )
+            op = Operation(wire, record["id"], record["line"], data)
+            items.append(Outgoing(op, worker.order, worker.feed, "retry"))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
-        for request in batches(ops, self.settings.batch_size):
+        sender = Sender(self.settings, self._poster, gate, sleep=self._sleep)
+        async for batch in sender.send(
+            items,
+            request_id=lambda index, part: client_request_id(f"retry-{pass_id}", index, part),
+        ):
             keep_alive()
-            result = await submitter.submit(
-                request.body, client_request_id(f"retry-{pass_id}", request.index)
-            )
+            for item in batch.superseded:
+                run, bulk = owner[item.op.bulk_id]
+                run.records[bulk].update(state="superseded", reason="newer HR data was sent")
+                run.changed = True
+            if batch.outcome is None:
+                continue
+            result = batch.outcome
             report["requests"].append(
                 {
                     "status": result.status,
                     "http_status": result.http_status,
                     "request_id": result.request_id,
-                    "records": len(request.operations),
+                    "records": len(batch.sent),
                 }
             )
-            if result.status == "accepted":
-                report["records_accepted"] += len(request.operations)
+            if batch.accepted:
+                report["records_accepted"] += len(batch.accepted)
                 self._track_retry(
-                    [owner[op.bulk_id] for op in request.operations], pass_id, request.index
+                    [owner[item.op.bulk_id] for item in batch.accepted], pass_id, batch.index
                 )
-                continue
-            reason = graph_reason(result, "answered the retry")
-            stop = stop_reason(result)
-            for op in request.operations:
-                run, bulk = owner[op.bulk_id]
+            for item, outcome in batch.rejected:
+                run, bulk = owner[item.op.bulk_id]
                 run.changed = True
-                if stop is None:  # Graph refused the data itself: sending it again cannot help
+                reason = graph_reason(outcome, "answered the retry")
+                if batch.stop is None:  # Graph refused the data itself: sending it again fails
                     run.records[bulk].update(state="failure", reason=reason, transient=False)
                 else:
                     run.records[bulk]["last_retry_error"] = reason
-            if stop is not None:
-                break
         return report
 
     def _track_retry(self, sent: list[tuple[RunOutcomes, str]], pass_id: str, index: int) -> None:

@@ -11,57 +11,40 @@ client-request-id, and the results say so: never silently twice.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .bulk import Operation, batches
-from .graph import JobStatus
+from .batchbook import BatchBook
+from .graph import GraphUnavailable, JobStatus
 from .mapping import Mapping, load_mapping
-from .outcomes import (
-    LEDGER_COLUMNS,
-    TextToBlob,
-    accepted_entry,
-    batch_entry,
-    count_batch,
-    job_stop_reason,
-    ledger_row,
-    outcome_record,
-    stop_reason,
-)
-from .pacing import limiter_for, retry_policy_for
+from .ordering import GateBusy, SendGate
+from .outcomes import TextToBlob, job_stop_reason
 from .pipeline import Conversion, Source
 from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .readers import FileError
 from .reports import RejectedCsv, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
+from .sender import Outgoing, Sender
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .state import WorkerState, accepted_seq
+from .spool import Readable, spool, sweep_stale
 from .storage import BlobStore, Lease
-from .submit import Submitter
-from .tracking import track
 from .validation import RowError
 
 log = logging.getLogger(__name__)
 
-_SPOOL_CHUNK = 1 << 20
 
 # In ``state``: one marker per blob name saying what became of it, for the sweep of hr-inbound.
 SEEN_PREFIX = "seen/"
 # Outcomes that count towards max_file_attempts; a stopped job or a busy claim is not the file's
 # fault, and the other outcomes are final.
 FAILING = frozenset({"interrupted", "failed", "error"})
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
+# A plan made while other senders changed its workers is made again, at most this often.
+_PLAN_ATTEMPTS = 3
 
 
 class GraphApi(Protocol):
@@ -84,19 +67,6 @@ class RunOutcome:
     @property
     def retry(self) -> bool:
         return self.status == "interrupted"
-
-
-def spool(stream: Readable, folder: str | None = None) -> tuple[Path, str, int]:
-    """Copy a stream to a temporary file in chunks, hashing it on the way."""
-    digest = hashlib.sha256()
-    fd, name = tempfile.mkstemp(prefix="hr-drop-", dir=folder)
-    size = 0
-    with os.fdopen(fd, "wb") as out:
-        while chunk := stream.read(_SPOOL_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    return Path(name), digest.hexdigest(), size
 
 
 def seen_name(blob: str) -> str:
@@ -146,15 +116,15 @@ class DropProcessor:
         self.claims = ClaimStore(store)
         self._sleep = sleep
         self._clock = clock
-        self._limiter = limiter_for(settings, sleep)
 
     async def process(self, blob_name: str, stream: Readable) -> RunOutcome:
         self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
-        path, content_hash, size = spool(stream)
-        try:
-            return await self.process_file(blob_name, path, content_hash, size)
-        finally:
-            path.unlink(missing_ok=True)
+        # Copies of HR files left by runs that were killed (personal data): gone now.
+        sweep_stale()
+        with spool(stream) as spooled:
+            return await self.process_file(
+                blob_name, spooled.path, spooled.content_hash, spooled.size
+            )
 
     async def process_file(self, blob: str, path: Path, content_hash: str, size: int) -> RunOutcome:
         """Process a file already spooled to ``path`` whose SHA-256 is ``content_hash``; whatever
@@ -260,11 +230,12 @@ class DropProcessor:
     ) -> RunOutcome:
         started = self._clock()
         begun = time.monotonic()
+        results = Results(self.store, claim.results_prefix)
         claim.attempts += 1
         resumed_from = claim.next_batch if claim.attempts > 1 else None
         claim.status, claim.reason = "running", None
         self.claims.save(claim, keeper.lease)
-        results = Results(self.store, claim.results_prefix)
+        feed = feed_of(blob)
         summary: dict[str, Any] = {
             "run_id": claim.run_id,
             "status": "running",
@@ -272,6 +243,9 @@ class DropProcessor:
             "source_bytes": size,
             "content_hash": claim.content_hash,
             "mapping": self.mapping.source,
+            "feed": feed,
+            "feed_mode": self.settings.feed_mode(feed),
+            "order": claim.data_order,
             "attempt": claim.attempts,
             "resumed_from_batch": resumed_from,
             "started": iso(started),
@@ -279,15 +253,15 @@ class DropProcessor:
         }
         results.write_json("summary.json", summary)
 
-        job = await self.graph.job_status()
+        try:
+            job = await self.graph.job_status()
+        except GraphUnavailable as exc:
+            return self._finish(claim, results, summary, "interrupted", exc.reason, keeper, begun)
         if job.code != "Active":
             reason = job_stop_reason(job)
             log.error("run %s stopped before sending: %s", claim.run_id, reason)
             return self._finish(claim, results, summary, "stopped", reason, keeper, begun)
 
-        state = WorkerState(self.store)
-        state.fold()
-        feed = feed_of(blob)
         source = Source(Path(blob).name, lambda: path.open("rb"))
 
         def conversion(on_reject: Callable[[RowError], None] | None = None) -> Conversion:
@@ -300,85 +274,24 @@ class DropProcessor:
                 content_hash=claim.content_hash,
             )
 
+        gate = SendGate.open(
+            self.store,
+            lease_seconds=self.settings.lease_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
+            sleep=keeper.sleep,
+        )
         try:
-            send_plan = self._plan(claim, state, feed, conversion, results, summary)
+            planned = await self._plan(claim, gate, feed, conversion, results, summary)
         except FileError as exc:
             return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
-
-        rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
-        ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
-        ledger = csv.writer(TextToBlob(ledger_blob))
-        ledger.writerow(LEDGER_COLUMNS)
-        rejected = RejectedCsv(TextToBlob(rejected_blob))
-        conversions: list[Conversion] = []
-
-        def next_conversion(first: bool) -> Conversion:
-            conversions.append(conversion(rejected if first else None))
-            return conversions[-1]
-
-        absent_records = state.records(send_plan.absent) if send_plan.absent else {}
-        stream = send_operations(next_conversion, send_plan, absent_records, claim.content_hash)
-        actions: dict[str, str] = {}
-
-        def operations() -> Iterator[Operation]:
-            for op, action in stream:
-                actions[op.bulk_id] = action
-                yield op
-
-        submitter = Submitter(
-            self.graph, self._limiter, retry_policy_for(self.settings), sleep=keeper.sleep
+        except GateBusy as exc:
+            return self._finish(claim, results, summary, "interrupted", str(exc), keeper, begun)
+        if isinstance(planned, str):
+            return self._finish(claim, results, summary, "superseded", planned, keeper, begun)
+        send_plan, in_flight = planned
+        stop = await self._send(
+            claim, gate, send_plan, conversion, results, summary, keeper, in_flight
         )
-        batch_log: list[dict[str, Any]] = []
-        counts = {"records_sent": 0, "records_accepted": 0, "records_rejected_by_graph": 0}
-        stop: tuple[str, str] | None = None
-        for request in batches(operations(), self.settings.batch_size):
-            keeper.renew_if_due()
-            if request.index < claim.next_batch:
-                outcome = results.read_json(results.batch_name(request.index))
-                entry = batch_entry(request, outcome, resent=False, earlier=True)
-            else:
-                resent = claim.in_flight == request.index
-                claim.in_flight = request.index
-                self.claims.save(claim, keeper.lease)
-                result = await submitter.submit(
-                    request.body, client_request_id(claim.content_hash, request.index)
-                )
-                outcome = outcome_record(request, result, resent)
-                results.write_json(results.batch_name(request.index), outcome)
-                entry = batch_entry(request, outcome, resent=resent, earlier=False)
-                stop = stop_reason(result)
-                if stop is None:
-                    if result.status == "accepted":
-                        # Remembered only once Entra took it; the claim moves on after.
-                        state.record_accepted(
-                            accepted_seq(claim.run_id, request.index),
-                            [accepted_entry(op, feed) for op in request.operations],
-                        )
-                        track(
-                            self.store,
-                            run_id=claim.run_id,
-                            results_prefix=claim.results_prefix,
-                            kind="file",
-                            batch=request.index,
-                            operations=request.operations,
-                            accepted_at=self._clock(),
-                            actions=actions,
-                        )
-                    claim.next_batch, claim.in_flight = request.index + 1, None
-                    self.claims.save(claim, keeper.lease)
-            batch_log.append(entry)
-            if stop:
-                break
-            count_batch(counts, request, entry["status"])
-            for op in request.operations:
-                ledger.writerow(ledger_row(request.index, op, actions.get(op.bulk_id, ""), entry))
-        if conversions:
-            summary.update(conversions[0].summary.as_dict())
-        summary.update(counts)
-        summary["requests"] = len(batch_log)
-        summary["batches"] = batch_log
-        rejected_blob.commit("text/csv; charset=utf-8")
-        ledger_blob.commit("text/csv; charset=utf-8")
         if stop:
             return self._finish(claim, results, summary, stop[0], stop[1], keeper, begun)
         if summary.get("plan", {}).get("held_for_approval"):
@@ -389,26 +302,135 @@ class DropProcessor:
             return self._finish(claim, results, summary, "held-for-approval", reason, keeper, begun)
         return self._finish(claim, results, summary, "complete", None, keeper, begun)
 
-    def _plan(
+    async def _send(
         self,
         claim: Claim,
-        state: WorkerState,
+        gate: SendGate,
+        send_plan: SendPlan,
+        conversion: Callable[..., Conversion],
+        results: Results,
+        summary: dict[str, Any],
+        keeper: LeaseKeeper,
+        in_flight: set[str],
+    ) -> tuple[str, str] | None:
+        """Send what the plan sends, batch by batch, checkpointing the claim; (status, reason)
+        when the run stops early. ``in_flight``: workers an earlier attempt sent without learning
+        Graph's answer."""
+        rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
+        rejected = RejectedCsv(TextToBlob(rejected_blob))
+        book = BatchBook(self.store, results, run_id=claim.run_id, kind="file")
+        book.replay(claim.next_batch)  # what earlier attempts sent
+        conversions: list[Conversion] = []
+
+        def next_conversion(first: bool) -> Conversion:
+            conversions.append(conversion(rejected if first else None))
+            return conversions[-1]
+
+        state = gate.view.state
+        absent_records = state.records(send_plan.absent) if send_plan.absent else {}
+        order = claim.data_order
+        items = (
+            Outgoing(op, order, owner, action)
+            for op, action, owner in send_operations(
+                next_conversion, send_plan, absent_records, claim.content_hash
+            )
+        )
+        full = self.settings.feed_mode(send_plan.feed) == "full"
+        stop: tuple[str, str] | None = None
+        sender = Sender(self.settings, self.graph, gate, sleep=keeper.sleep)
+        async for batch in sender.send(
+            items,
+            request_id=lambda index, part: client_request_id(claim.content_hash, index, part),
+            first_index=claim.next_batch,
+            guard=(send_plan.feed, order) if full else None,
+        ):
+            keeper.renew_if_due()
+            stop = batch.stop
+            resent = bool(in_flight & {item.op.external_id for item in batch.sent})
+            book.record(batch, resent=resent, accepted_at=self._clock())
+            if stop is None:
+                # A stopped batch keeps its number: its next attempt sends it again.
+                claim.next_batch = batch.index + 1
+                self.claims.save(claim, keeper.lease)
+        if conversions:
+            summary.update(conversions[0].summary.as_dict())
+        summary.update(book.summary())
+        rejected_blob.commit("text/csv; charset=utf-8")
+        book.close()
+        return stop
+
+    async def _plan(
+        self,
+        claim: Claim,
+        gate: SendGate,
         feed: str,
         conversion: Callable[..., Conversion],
         results: Results,
         summary: dict[str, Any],
-    ) -> SendPlan:
-        """The run's plan: made once, stored, and read back when the run resumes."""
-        stored = self.store.read_json(STATE_CONTAINER, f"runs/{claim.run_id}/plan.json")
-        if stored is not None:
-            summary["plan"] = results.read_json("plan.json")
-            return SendPlan.from_dict(stored[0])
-        made = make_plan(conversion(), policy_for(self.settings, feed, self._clock()), state)
-        plan = made.plan
+    ) -> tuple[SendPlan, set[str]] | str:
+        """Plan the file against the state as it is now (every attempt: a resumed run never
+        replays an older plan), publish what the plan restates, and apply its side effects.
+        Returns the plan and the workers an earlier attempt of this run sent without learning
+        Graph's answer (sent again now, and marked so); or, instead, why the run is superseded
+        by a newer run of its full feed."""
+        order = claim.data_order
+        mode = self.settings.feed_mode(feed)
+        state = gate.view.state
+        for attempt in range(1, _PLAN_ATTEMPTS + 1):
+            async with gate.holding():
+                await gate.turn()
+                watermarks = dict(gate.view.watermarks)
+            if mode == "full" and watermarks.get(feed, "") > order:
+                return (
+                    f"a newer run of feed {feed} was accepted; this older file is not sent "
+                    "(newest HR data wins)"
+                )
+            state.fold()  # everything up to the turn just taken is in the shards
+            index = state.index()
+            gate.view.seed(index)
+            made = make_plan(
+                conversion(),
+                policy_for(self.settings, feed, self._clock(), order=order, watermarks=watermarks),
+                state,
+                index,
+            )
+            plan = made.plan
+            interest = plan.decisions.keys() | {k for k, v in index.items() if v.feed == feed}
+            async with gate.holding():
+                turn = await gate.turn()
+                moved = turn.touched & interest
+                if moved and attempt < _PLAN_ATTEMPTS:
+                    # Another sender changed these workers while the file was planned: the
+                    # plan may rest on what they were before.
+                    log.info(
+                        "run %s: %d workers changed while planning; planning again",
+                        claim.run_id,
+                        len(moved),
+                    )
+                    continue
+                turn.publish(
+                    "restated",
+                    [
+                        (
+                            ext,
+                            index[ext].fingerprint,
+                            index[ext].active,
+                            plan.decisions[ext].feed,
+                            order,
+                            None,
+                        )
+                        for ext in plan.restated
+                    ],
+                    watermark=(feed, order) if mode == "full" else None,
+                )
+            break
         for held in plan.cancel:
             state.drop_held(held)
         for held in plan.hold:
             state.hold(held)
+        if mode == "full":
+            for old in state.supersede_requests(feed, order, claim.run_id):
+                log.warning("run %s supersedes the approval request of run %s", claim.run_id, old)
         if plan.held_for_approval:
             state.request_approval(
                 claim.run_id,
@@ -418,20 +440,18 @@ class DropProcessor:
                     for ext in plan.held_for_approval
                     if ext in made.leaver_records
                 },
+                order,
             )
         report = made.report()
         summary["plan"] = report
         results.write_json("plan.json", report)
-        send_plan = SendPlan.of(plan)
-        self.store.write_json(
-            STATE_CONTAINER, f"runs/{claim.run_id}/plan.json", send_plan.as_dict()
-        )
         log.info(
             "run %s plan: %s",
             claim.run_id,
             ", ".join(f"{k}={v}" for k, v in report["counts"].items()),
         )
-        return send_plan
+        lost = {k for k, v in index.items() if v.fingerprint is None and v.order == order}
+        return SendPlan.of(plan), lost
 
     def _finish(
         self,
@@ -444,8 +464,6 @@ class DropProcessor:
         begun: float,
     ) -> RunOutcome:
         claim.status, claim.reason = status, reason  # type: ignore[assignment]
-        if status in FINAL:
-            claim.in_flight = None
         self.claims.save(claim, keeper.lease)
         summary.update(
             status=status,

@@ -9,10 +9,12 @@ Decisions, per worker in the file:
 - rehire: sent before as inactive, active again (held likewise);
 - leaver: was active, now inactive (or the termination date is today or past);
 - mover: anything else changed (the complete record is sent, Microsoft's recommendation);
-- unchanged: same fingerprint: not sent, counted.
+- unchanged: same fingerprint: not sent, counted;
+- superseded: Entra already got newer HR data for the worker (an HTTP change accepted after
+  this file, or a newer run of a full feed that owns the worker): nothing sent, counted.
 A termination date in the future holds the disable until that date. In a ``full`` feed, a worker
-this feed sent before and now absent is a leaver too. Leavers beyond the safety threshold are
-held for approval instead of being sent.
+this feed owns and now absent is a leaver too; a full feed listing a worker another feed owned
+takes it over. Leavers beyond the safety threshold are held for approval instead of being sent.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
-Action = Literal["joiner", "mover", "rehire", "leaver", "unchanged", "held"]
+Action = Literal["joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded"]
 SENT_ACTIONS = ("joiner", "rehire", "mover", "leaver")
 FeedMode = Literal["full", "delta"]
 
@@ -38,11 +40,14 @@ def fingerprint(data: dict[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """What the state remembers of a worker."""
+    """What the state remembers of a worker: the fingerprint of the record Entra last accepted
+    (None when a send's answer was lost: what Entra has is not known), whether it was active,
+    the feed that owns the worker, and the order of the newest HR data Entra got for it."""
 
-    fingerprint: str
+    fingerprint: str | None
     active: bool
     feed: str
+    order: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,8 @@ class Held:
     feed: str
     # The complete record to send on the day (None for a change known only from the state).
     record: dict[str, Any] | None = field(default=None, compare=False)
+    # Order of the HR data that decided the change (provisioning.ordering).
+    order: str = field(default="", compare=False)
 
 
 @dataclass(slots=True)
@@ -67,6 +74,8 @@ class Decision:
     wave: int = 0  # 0 first; a new joiner goes after its new manager
     manager: str | None = None
     reason: str = ""
+    # The feed that owns the worker once this is accepted (see Planner.owner).
+    feed: str = ""
 
 
 @dataclass
@@ -78,6 +87,10 @@ class Policy:
     full_send: bool = False
     threshold_percent: float = 5.0
     threshold_count: int = 50
+    # Order of this HR data (provisioning.ordering): the run's claim, or an HTTP change.
+    order: str = ""
+    # Newest order of a run of each full feed: it restated every worker the feed owns.
+    watermarks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,14 +110,22 @@ class Plan:
     threshold: int = 0
     manager_warnings: list[str] = field(default_factory=list)
     valid_rows: int = 0
+    # Workers Entra got newer data for: nothing sent (absent ones included).
+    superseded: list[str] = field(default_factory=list)
+    # Listed workers another feed owned, now owned by this full feed.
+    takeovers: list[str] = field(default_factory=list)
+    # Workers listed but not sent whose order (and owner) the state takes from this data.
+    restated: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(("joiner", "mover", "rehire", "leaver", "unchanged"), 0)
         for decision in self.decisions.values():
-            if decision.action != "held":
+            if decision.action not in ("held", "superseded"):
                 out[decision.action] += 1
         out["leaver"] += len(self.absent_leavers)
+        out["superseded"] = len(self.superseded)
+        out["ownership_changes"] = len(self.takeovers)
         out["held"] = len(self.hold)
         out["held_for_approval"] = len(self.held_for_approval)
         return out
@@ -142,6 +163,14 @@ class Planner:
         plan.valid_rows += 1
         today = policy.today
         known = self.known.get(external_id)
+        if known is not None and self.newer(known):
+            # Entra got newer data for this worker: this older data must never follow it.
+            decision = Decision(
+                external_id, line, "superseded", reason="Entra has newer HR data for the worker"
+            )
+            plan.decisions[external_id] = decision
+            plan.superseded.append(external_id)
+            return decision
         active = data.get("active", True) is not False
         override: bool | None = None
         leave = _day(dates.get("termination_date"))
@@ -167,7 +196,9 @@ class Planner:
             action = "leaver"
         else:
             action = "mover"  # changed, or a forced full send
-        decision = Decision(external_id, line, action, override, manager=manager)
+        decision = Decision(
+            external_id, line, action, override, manager=manager, feed=self.owner(known)
+        )
         if action in ("joiner", "rehire") and hire is not None and hire > self._lookahead:
             due = hire - dt.timedelta(days=policy.lookahead_days)
             self._hold(
@@ -184,20 +215,51 @@ class Planner:
         """The worker is in the file but its row was rejected: not a leaver, nothing sent."""
         self._present.add(external_id)
 
+    def newer(self, known: Known) -> bool:
+        """Whether Entra got HR data for this worker newer than this plan's: the worker's own
+        order, or a newer run of the full feed that owns it (it restated every worker)."""
+        order = self.policy.order
+        return known.order > order or self.policy.watermarks.get(known.feed, "") > order
+
+    def owner(self, known: Known | None) -> str:
+        """The feed owning the worker after this data: a full feed takes over every worker it
+        lists; a delta feed (and the HTTP API) keeps the owner a worker has, and owns only the
+        workers it brings."""
+        if known is None or self.policy.mode == "full":
+            return self.policy.feed
+        return known.feed
+
     def finish(self) -> Plan:
         plan = self.plan
         policy = self.policy
         listed = plan.decisions.keys() | self._present
         if policy.mode == "full" and plan.valid_rows:
             # A file with no valid row says nothing about who left: it never makes leavers.
-            plan.absent_leavers = sorted(
+            gone = sorted(
                 ext
                 for ext, known in self.known.items()
                 if known.feed == policy.feed and known.active and ext not in listed
             )
+            plan.absent_leavers = [ext for ext in gone if not self.newer(self.known[ext])]
+            plan.superseded += [ext for ext in gone if self.newer(self.known[ext])]
             for (external_id, _kind), held in self._held.items():
-                if held.feed == policy.feed and external_id not in listed:
+                if (
+                    held.feed == policy.feed
+                    and external_id not in listed
+                    and held.order <= policy.order
+                ):
                     plan.cancel.append(held)  # the worker is gone from the feed
+        for ext, decision in plan.decisions.items():
+            known = self.known.get(ext)
+            if known is None or decision.action == "superseded":
+                continue
+            if decision.feed != known.feed:
+                plan.takeovers.append(ext)
+            if decision.action in ("unchanged", "held") and (
+                policy.mode == "delta" or decision.feed != known.feed
+            ):
+                # A full feed's watermark restates its workers; a delta restates each one.
+                plan.restated.append(ext)
         self._waves()
         self._managers()
         self._threshold()
@@ -212,13 +274,16 @@ class Planner:
         due: dt.date,
         record: dict[str, Any],
     ) -> None:
-        self.plan.hold.append(Held(external_id, kind, due.isoformat(), self.policy.feed, record))
+        self.plan.hold.append(
+            Held(external_id, kind, due.isoformat(), self.policy.feed, record, self.policy.order)
+        )
 
     def _forget_held(self, external_id: str) -> None:
         # The file restates the worker: earlier held changes give way to what it says now.
         for kind in ("joiner", "leaver"):
-            held = self._held.pop((external_id, kind), None)
-            if held is not None:
+            held = self._held.get((external_id, kind))
+            if held is not None and held.order <= self.policy.order:
+                del self._held[(external_id, kind)]
                 self.plan.cancel.append(held)
 
     def _waves(self) -> None:

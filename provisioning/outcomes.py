@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bulk import BulkRequest, Operation
+from .bulk import BulkRequest
 from .graph import JobStatus
-from .lifecycle import fingerprint
-from .reports import csv_safe
-from .state import Accepted
 from .storage import StagedBlob
 from .submit import BatchOutcome
 
@@ -59,11 +56,9 @@ def outcome_record(request: BulkRequest, result: BatchOutcome, resent: bool) -> 
 
 
 def batch_entry(
-    request: BulkRequest, outcome: dict[str, Any] | None, *, resent: bool, earlier: bool
+    request: BulkRequest | None, outcome: dict[str, Any], *, resent: bool, earlier: bool
 ) -> dict[str, Any]:
-    if outcome is None:
-        # The checkpoint says accepted but its record is gone (deleted by hand): say so.
-        return {"batch": request.index, "status": "accepted", "note": "record missing"}
+    """A batch as the summary lists it (``request`` None: read back from its batch file)."""
     entry = {
         key: outcome.get(key)
         for key in (
@@ -76,40 +71,25 @@ def batch_entry(
             "error_message",
         )
     }
-    entry["operations"] = len(request.operations)
+    entry["operations"] = (
+        len(request.operations) if request is not None else outcome.get("operations", 0)
+    )
     entry["attempts"] = len(outcome.get("attempts") or [])
     entry["sent_in_earlier_attempt"] = earlier
     entry["resent_after_crash"] = resent or bool(outcome.get("resent_after_crash"))
+    entry["maybe_applied_twice"] = bool(outcome.get("maybe_applied_twice"))
     attempts = outcome.get("attempts") or []
     if attempts:
         entry["first_sent"] = attempts[0].get("started_at")
     return entry
 
 
-def accepted_entry(op: Operation, feed: str) -> Accepted:
-    return (op.external_id, fingerprint(op.data), op.data.get("active") is not False, feed, op.data)
-
-
-def count_batch(counts: dict[str, int], request: BulkRequest, status: str) -> None:
-    n = len(request.operations)
-    counts["records_sent"] += n
+def count_batch(counts: dict[str, int], records: int, status: str) -> None:
+    counts["records_sent"] += records
     if status == "accepted":
-        counts["records_accepted"] += n
+        counts["records_accepted"] += records
     elif status == "rejected":
-        counts["records_rejected_by_graph"] += n
-
-
-def ledger_row(batch: int, op: Operation, action: str, entry: dict[str, Any]) -> list[Any]:
-    return [
-        batch,
-        op.line,
-        csv_safe(op.external_id),
-        op.bulk_id,
-        action,
-        entry["status"],
-        entry.get("http_status", ""),
-        entry.get("request_id", ""),
-    ]
+        counts["records_rejected_by_graph"] += records
 
 
 def stop_reason(result: BatchOutcome) -> tuple[str, str] | None:

@@ -34,34 +34,28 @@ def feed_of(blob: str) -> str:
 
 @dataclass
 class SendPlan:
-    """The part of a plan the send pass needs; stored so a resumed run sends the same."""
+    """The part of a plan the send pass needs. Never replayed: a resumed run plans again
+    against the state as it is then, so a newer run accepted meanwhile wins."""
 
     feed: str
-    sends: dict[str, tuple[str, bool | None, int]]  # externalId -> (action, active, wave)
+    # externalId -> (action, active, wave, owning feed once accepted)
+    sends: dict[str, tuple[str, bool | None, int, str]]
     absent: list[str]  # absent leavers sent in this run (empty when held for approval)
     waves: int
 
     @classmethod
     def of(cls, plan: Plan) -> SendPlan:
-        sends: dict[str, tuple[str, bool | None, int]] = {}
+        sends: dict[str, tuple[str, bool | None, int, str]] = {}
         for external_id, decision in plan.decisions.items():
             if plan.sends(external_id) is not None:
-                sends[external_id] = (decision.action, decision.active, decision.wave)
+                sends[external_id] = (
+                    decision.action,
+                    decision.active,
+                    decision.wave,
+                    decision.feed or plan.feed,
+                )
         absent = [] if plan.held_for_approval else list(plan.absent_leavers)
         return cls(plan.feed, sends, absent, plan.waves)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "feed": self.feed,
-            "sends": {k: list(v) for k, v in self.sends.items()},
-            "absent": self.absent,
-            "waves": self.waves,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SendPlan:
-        sends = {k: (v[0], v[1], v[2]) for k, v in data["sends"].items()}
-        return cls(data["feed"], sends, data["absent"], data["waves"])
 
 
 @dataclass
@@ -98,14 +92,25 @@ class PlanResult:
                 {"externalId": h.external_id, "kind": h.kind, "due": h.due} for h in plan.cancel
             ],
             "held_for_approval": plan.held_for_approval,
+            "superseded": plan.superseded,
+            "ownership_changes": plan.takeovers,
             "leaver_threshold": plan.threshold,
             "unchanged": len(by_action.get("unchanged", [])),
             "manager_not_found": plan.manager_warnings,
         }
 
 
-def policy_for(settings: Settings, feed: str, now: dt.datetime | None = None) -> Policy:
+def policy_for(
+    settings: Settings,
+    feed: str,
+    now: dt.datetime | None = None,
+    *,
+    order: str = "",
+    watermarks: dict[str, str] | None = None,
+) -> Policy:
     return Policy(
+        order=order,
+        watermarks=watermarks or {},
         feed=feed,
         mode=settings.feed_mode(feed),
         today=today_in(settings.hr_timezone, now),
@@ -116,8 +121,15 @@ def policy_for(settings: Settings, feed: str, now: dt.datetime | None = None) ->
     )
 
 
-def make_plan(conversion: Conversion, policy: Policy, state: WorkerState | None) -> PlanResult:
-    known: dict[str, Known] = state.index() if state is not None else {}
+def make_plan(
+    conversion: Conversion,
+    policy: Policy,
+    state: WorkerState | None,
+    known: dict[str, Known] | None = None,
+) -> PlanResult:
+    """Plan one file against the state (``known``: its index, when the caller loaded it)."""
+    if known is None:
+        known = state.index() if state is not None else {}
     held = state.held() if state is not None else []
     planner = Planner(known, held, policy)
     leaver_records: dict[str, dict[str, Any]] = {}
@@ -173,8 +185,9 @@ def send_operations(
     send_plan: SendPlan,
     absent_records: dict[str, dict[str, Any]],
     content_hash: str,
-) -> Iterator[tuple[Operation, str]]:
-    """(operation, action) in send order: wave by wave (managers first), then absent leavers.
+) -> Iterator[tuple[Operation, str, str]]:
+    """(operation, action, owning feed) in send order: wave by wave (managers first), then
+    absent leavers.
 
     ``new_conversion(first)`` makes a fresh conversion of the file; only the first wave's
     reports its rejected rows, so each rejection is reported once.
@@ -185,14 +198,14 @@ def send_operations(
             planned = sends.get(op.external_id)
             if planned is None or planned[2] != wave:
                 continue
-            action, active, _ = planned
+            action, active, _, owner = planned
             if active is not None:
                 op.data = {**op.data, "active": active}
-            yield op, action
+            yield op, action, owner
     for external_id in send_plan.absent:
         record = absent_records.get(external_id)
         if record is None:
             continue  # no record to send: reported by the caller from the plan
         data = {**record, "active": False}
         bulk = f"{content_hash[:16]}-gone-{id_hash(external_id)[:12]}"
-        yield Operation(bulk, external_id, 0, data), "leaver"
+        yield Operation(bulk, external_id, 0, data), "leaver", send_plan.feed

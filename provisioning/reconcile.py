@@ -23,19 +23,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .auditlogs import LogEntry, provisioning_entries
-from .bulk import Operation, batches
+from .bulk import Operation
 from .confirm import Confirmer
 from .drift import drift_report
 from .drop import DropProcessor, LeaseKeeper
 from .graph import GraphClient
 from .health import record_health
-from .outcomes import graph_reason, stop_reason
-from .pacing import limiter_for, retry_policy_for
+from .ordering import SendGate
+from .outcomes import graph_reason
 from .release import Releaser
 from .runs import client_request_id, iso, parse_iso, utcnow
+from .sender import Outgoing, Sender
 from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .storage import BlobStore, Lease
-from .submit import Submitter
 from .sweep import Sweeper
 from .tracking import track
 
@@ -161,34 +161,48 @@ class Reconciler:
     async def _send_fixes(
         self, ops: list[Operation], prefix: str, keeper: LeaseKeeper
     ) -> dict[str, Any]:
-        """Re-send HR records to undo drift; their outcomes are confirmed like any run's."""
+        """Re-send HR records to undo drift; their outcomes are confirmed like any run's. Each
+        carries the order of the record it re-sends, so a newer change is never undone."""
         run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
-        submitter = Submitter(
-            self.graph,
-            limiter_for(self.settings, keeper.sleep),
-            retry_policy_for(self.settings),
+        gate = SendGate.open(
+            self.store,
+            lease_seconds=self.settings.lease_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
             sleep=keeper.sleep,
         )
-        sent: dict[str, Any] = {"records": len(ops), "records_accepted": 0, "requests": 0}
+        known = gate.view.state.lookup(op.external_id for op in ops)
+        items = [
+            Outgoing(op, known[op.external_id].order, known[op.external_id].feed, "drift fix")
+            for op in ops
+            # A worker whose last send is unanswered is left to that send's run.
+            if op.external_id in known and known[op.external_id].fingerprint is not None
+        ]
+        sent: dict[str, Any] = {
+            "records": len(ops),
+            "records_accepted": 0,
+            "records_superseded": 0,
+            "requests": 0,
+        }
         errors: list[str] = []
-        for request in batches(ops, self.settings.batch_size):
+        sender = Sender(self.settings, self.graph, gate, sleep=keeper.sleep)
+        async for batch in sender.send(
+            items, request_id=lambda index, part: client_request_id(run_id, index, part)
+        ):
             keeper.renew_if_due()
-            result = await submitter.submit(request.body, client_request_id(run_id, request.index))
-            sent["requests"] += 1
-            if result.status == "accepted":
-                sent["records_accepted"] += len(request.operations)
+            sent["requests"] += batch.requests
+            sent["records_superseded"] += len(batch.superseded)
+            if batch.accepted:
+                sent["records_accepted"] += len(batch.accepted)
                 track(
                     self.store,
                     run_id=run_id,
                     results_prefix=prefix,
                     kind="drift-fix",
-                    batch=request.index,
-                    operations=request.operations,
+                    batch=batch.index,
+                    operations=[item.op for item in batch.accepted],
                     accepted_at=self._clock(),
-                    actions={op.bulk_id: "drift fix" for op in request.operations},
+                    actions={item.op.bulk_id: item.action for item in batch.accepted},
                 )
-                continue
-            errors.append(graph_reason(result, "answered"))
-            if stop_reason(result) is not None:
-                break
+            if batch.outcome is not None and not batch.outcome.accepted:
+                errors.append(graph_reason(batch.outcome, "answered"))
         return {**sent, "errors": errors}

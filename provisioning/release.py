@@ -4,39 +4,31 @@ person approved after the safety threshold held them. The reconciliation timer c
 
 A held change is deleted only after Graph accepted the request carrying it, so a crash in
 between sends it again on the next release (the same complete record; the results say so).
+Each is checked against the current state in the send gate: a held change or an approved
+leaver whose worker Entra got newer HR data for is ``superseded`` and dropped, never sent; an
+approval request a newer run of its full feed superseded is closed without sending anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from .bulk import Operation, batches
-from .drop import GraphApi
+from .batchbook import BatchBook
+from .bulk import Operation
+from .graph import GraphUnavailable
 from .lifecycle import Held, today_in
-from .outcomes import (
-    LEDGER_COLUMNS,
-    TextToBlob,
-    accepted_entry,
-    batch_entry,
-    count_batch,
-    job_stop_reason,
-    ledger_row,
-    outcome_record,
-    stop_reason,
-)
-from .pacing import limiter_for, retry_policy_for
+from .ordering import SendGate
+from .outcomes import job_stop_reason
 from .reports import render_run_html
 from .runs import Results, client_request_id, iso, new_run_id, utcnow
-from .settings import RESULTS_CONTAINER, Settings
-from .state import WorkerState, accepted_seq, id_hash
+from .sender import Outgoing, Sender
+from .settings import Settings
+from .state import WorkerState, id_hash
 from .storage import BlobStore
-from .submit import Submitter
-from .tracking import track
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +38,7 @@ class Releaser:
         self,
         settings: Settings,
         store: BlobStore,
-        graph: GraphApi,
+        graph: Any,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], Any] = utcnow,
@@ -64,92 +56,85 @@ class Releaser:
         run_id = new_run_id(started, "release0")
         results = Results(self.store, f"runs/{started:%Y-%m-%d}/{run_id}/")
         summary: dict[str, Any] = {"run_id": run_id, "kind": "release", "started": iso(started)}
-        self.state.fold()
+        gate = SendGate.open(
+            self.store,
+            lease_seconds=self.settings.lease_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
+            sleep=self._sleep,
+        )
         today = today_in(self.settings.hr_timezone, started).isoformat()
         due = [h for h in self.state.held() if h.due <= today and h.record is not None]
+        requests = self.state.approval_requests()
+        stale = [r for r in requests if r.get("superseded_by")]
+        for request in stale:
+            # A newer run of the feed restated every worker: these leavers are stale.
+            self.state.close_request(request["run_id"])
+            log.warning(
+                "approval request of run %s closed: superseded by run %s",
+                request["run_id"],
+                request["superseded_by"],
+            )
         approved = [
-            r for r in self.state.approval_requests() if self.state.is_approved(r["run_id"])
+            r
+            for r in requests
+            if not r.get("superseded_by") and self.state.is_approved(r["run_id"])
         ]
         summary["due_held"] = len(due)
         summary["approved_runs"] = [r["run_id"] for r in approved]
+        summary["superseded_approvals"] = [r["run_id"] for r in stale]
         if not due and not approved:
             summary.update(status="nothing-due", finished=iso(self._clock()))
             return summary
-        job = await self.graph.job_status()
+        try:
+            job = await self.graph.job_status()
+        except GraphUnavailable as exc:
+            return self._finish(results, summary, "interrupted", exc.reason, begun)
         if job.code != "Active":
             return self._finish(results, summary, "stopped", job_stop_reason(job), begun)
 
-        # bulkId -> what to do once Graph accepted it
-        settle: dict[str, tuple[str, str, Held | None, str | None]] = {}
+        # bulkId -> (held change, approval run) to settle once Graph accepted it
+        settle: dict[str, tuple[Held | None, str | None]] = {}
 
-        def operations() -> Any:
+        def items() -> Iterator[Outgoing]:
             for held in sorted(due, key=lambda h: (h.due, h.kind, h.external_id)):
                 bulk = f"held-{id_hash(held.external_id)[:12]}-{held.kind}-{held.due}"
-                settle[bulk] = (f"{held.kind} (held until {held.due})", held.feed, held, None)
-                yield Operation(bulk, held.external_id, 0, dict(held.record or {}))
+                settle[bulk] = (held, None)
+                op = Operation(bulk, held.external_id, 0, dict(held.record or {}))
+                yield Outgoing(op, held.order, held.feed, f"{held.kind} (held until {held.due})")
             for waiting in approved:
                 run = waiting["run_id"]
                 for external_id, record in sorted(waiting["leavers"].items()):
                     bulk = f"approved-{id_hash(run)[:8]}-{id_hash(external_id)[:12]}"
-                    settle[bulk] = ("leaver (approved)", waiting["feed"], None, run)
-                    yield Operation(bulk, external_id, 0, {**record, "active": False})
+                    settle[bulk] = (None, run)
+                    op = Operation(bulk, external_id, 0, {**record, "active": False})
+                    yield Outgoing(
+                        op, waiting.get("order", ""), waiting["feed"], "leaver (approved)"
+                    )
 
-        submitter = Submitter(
-            self.graph,
-            limiter_for(self.settings, self._sleep),
-            retry_policy_for(self.settings),
-            sleep=self._sleep,
-        )
-        ledger_blob = self.store.staged(RESULTS_CONTAINER, results.path("ledger.csv"))
-        ledger = csv.writer(TextToBlob(ledger_blob))
-        ledger.writerow(LEDGER_COLUMNS)
-        counts = {"records_sent": 0, "records_accepted": 0, "records_rejected_by_graph": 0}
-        batch_log: list[dict[str, Any]] = []
+        book = BatchBook(self.store, results, run_id=run_id, kind="release")
         unsent_approvals: set[str] = set()
         stop: tuple[str, str] | None = None
-        for request in batches(operations(), self.settings.batch_size):
-            result = await submitter.submit(request.body, client_request_id(run_id, request.index))
-            outcome = outcome_record(request, result, resent=False)
-            results.write_json(results.batch_name(request.index), outcome)
-            entry = batch_entry(request, outcome, resent=False, earlier=False)
-            batch_log.append(entry)
-            count_batch(counts, request, entry["status"])
-            for op in request.operations:
-                action, _feed, _held, approval = settle[op.bulk_id]
-                ledger.writerow(ledger_row(request.index, op, action, entry))
-                if result.status != "accepted" and approval is not None:
+        sender = Sender(self.settings, self.graph, gate, sleep=self._sleep)
+        async for batch in sender.send(
+            items(), request_id=lambda index, part: client_request_id(run_id, index, part)
+        ):
+            stop = batch.stop
+            book.record(batch, resent=False, accepted_at=self._clock())
+            for item in batch.sent:
+                approval = settle[item.op.bulk_id][1]
+                if approval is not None and item not in batch.accepted:
                     unsent_approvals.add(approval)
-            if result.status == "accepted":
-                entries = [accepted_entry(op, settle[op.bulk_id][1]) for op in request.operations]
-                self.state.record_accepted(accepted_seq(run_id, request.index), entries)
-                track(
-                    self.store,
-                    run_id=run_id,
-                    results_prefix=results.prefix,
-                    kind="release",
-                    batch=request.index,
-                    operations=request.operations,
-                    accepted_at=self._clock(),
-                    actions={
-                        bulk: settle[bulk][0] for bulk in (op.bulk_id for op in request.operations)
-                    },
-                )
-                for op in request.operations:
-                    held = settle[op.bulk_id][2]
-                    if held is not None:
-                        self.state.drop_held(held)
-            else:
-                stop = stop_reason(result)
-                if stop is not None:
-                    break
+            # A held change is done once accepted, or once newer data made it stale.
+            for item in [*batch.accepted, *batch.superseded]:
+                held = settle[item.op.bulk_id][0]
+                if held is not None:
+                    self.state.drop_held(held)
         if stop is None:
             for approval_request in approved:
                 if approval_request["run_id"] not in unsent_approvals:
                     self.state.close_request(approval_request["run_id"])
-        ledger_blob.commit("text/csv; charset=utf-8")
-        summary.update(counts)
-        summary["requests"] = len(batch_log)
-        summary["batches"] = batch_log
+        book.close()
+        summary.update(book.summary())
         status, reason = stop or ("complete", None)
         return self._finish(results, summary, status, reason, begun)
 

@@ -3,17 +3,21 @@ results a person reads in ``results/runs/<date>/<run-id>/``.
 
 The claim (``state/files/<sha256>.json``) is keyed by the file's content, so the same content
 dropped twice, or one drop seen by two triggers, maps to one run. It carries the checkpoint:
-``next_batch`` is the first bulk request not yet answered by Graph, ``in_flight`` the one being
-sent. Every write is conditional on the blob's ETag, and the running instance holds a lease.
+``next_batch`` is the number the next bulk request gets (a request whose answer was lost is
+known from the worker state, see ``provisioning.ordering``). ``order`` is the order of the
+file's HR data
+(``provisioning.ordering``), fixed when the content is first claimed. Every write is
+conditional on the blob's ETag, and the running instance holds a lease.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from .ordering import new_order
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER
 from .storage import BlobStore, Lease, PreconditionFailed
 
@@ -24,8 +28,9 @@ RunStatus = Literal[
     "stopped",  # the provisioning job is paused/quarantined/not started; resumable
     "interrupted",  # Graph kept failing (outage, throttling); resumable
     "failed",  # Graph refused us (401/403): fix permissions, then resumable
+    "superseded",  # a newer run of the same full feed was accepted: nothing more is sent
 ]
-FINAL = frozenset({"complete", "rejected"})
+FINAL = frozenset({"complete", "rejected", "superseded"})
 
 
 def utcnow() -> dt.datetime:
@@ -47,10 +52,12 @@ def new_run_id(moment: dt.datetime, content_hash: str) -> str:
     return f"{moment:%Y%m%dT%H%M%S}-{content_hash[:8]}-{uuid.uuid4().hex[:6]}"
 
 
-def client_request_id(content_hash: str, batch: int) -> str:
+def client_request_id(content_hash: str, batch: int, part: int = 0) -> str:
     """The same batch of the same file always carries the same client-request-id, so a resend
-    after a crash is visible as such in Graph's logs and in ours."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"hr-provisioning:{content_hash}:{batch}"))
+    after a crash is visible as such in Graph's logs and in ours (``part``: the requests a
+    refused batch was narrowed into)."""
+    name = f"hr-provisioning:{content_hash}:{batch}" + (f":{part}" if part else "")
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 @dataclass
@@ -63,19 +70,27 @@ class Claim:
     status: RunStatus = "running"
     attempts: int = 0
     next_batch: int = 1
-    in_flight: int | None = None
     reason: str | None = None
     duplicates: list[dict[str, str]] = field(default_factory=list)
+    order: str = ""
 
     @classmethod
     def new(cls, content_hash: str, blob: str, moment: dt.datetime) -> Claim:
         run_id = new_run_id(moment, content_hash)
         prefix = f"runs/{moment:%Y-%m-%d}/{run_id}/"
-        return cls(content_hash, run_id, blob, iso(moment), prefix)
+        return cls(content_hash, run_id, blob, iso(moment), prefix, order=new_order(moment, run_id))
+
+    @property
+    def data_order(self) -> str:
+        """The order of the file's data (claims written before orders existed: their creation)."""
+        return self.order or new_order(parse_iso(self.created), self.run_id)
 
     @property
     def name(self) -> str:
         return claim_name(self.content_hash)
+
+
+_CLAIM_FIELDS = frozenset(f.name for f in fields(Claim))
 
 
 def claim_name(content_hash: str) -> str:
@@ -95,7 +110,8 @@ class ClaimStore:
             return None
         data, etag = found
         self._etags[content_hash] = etag
-        return Claim(**data)
+        # Keys of earlier versions (such as in_flight) are left out.
+        return Claim(**{k: v for k, v in data.items() if k in _CLAIM_FIELDS})
 
     def create(self, claim: Claim) -> bool:
         """Create the claim; False if another run claimed this content first."""

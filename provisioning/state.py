@@ -1,18 +1,24 @@
 """What Entra has accepted, per worker, and the changes waiting for a date or an approval.
 
 Layout in the ``state`` container:
-- ``workers/index-XX.json``: {externalId: [fingerprint, active, feed, seq]} for one of 256 shards
-  (by the first two hex digits of the id's SHA-256); small enough to load whole for planning.
-- ``workers/records-XX.json``: {externalId: last accepted SCIM record} (leavers need it whole).
-- ``workers/deltas/<seq>.json``: what one accepted bulk request changed. A run writes one right
-  after Graph accepted the batch (one small write instead of up to 50 shard rewrites); the next
-  run or release folds pending deltas into the shards. Shard writes are ETag-conditional and a
-  delta only overwrites an entry with an older ``seq``, so a fold interrupted half way, or two
-  folds at once, leave the shards right.
+- ``workers/index-XX.json``: {externalId: [fingerprint, active, feed, seq, order]} for one of 256
+  shards (by the first two hex digits of the id's SHA-256); small enough to load whole for
+  planning. ``order`` is the order of the newest HR data known to have reached Entra for the
+  worker (see ``provisioning.ordering``); ``fingerprint`` is None while it is not known what
+  Entra got (a send whose answer was lost).
+- ``workers/records-XX.json``: {externalId: [seq, last accepted SCIM record]} (leavers need it).
+- ``workers/deltas/g<gen>.json``: what one turn of the send gate changed, numbered by the gate's
+  generation (``provisioning.ordering``): a bulk request about to be sent (``sending``), then
+  accepted (``accepted``) or not (``void``); or workers a newer run restated without sending
+  (``restated``: order and owning feed only). One small write per request instead of up to 50
+  shard rewrites; the next fold merges pending deltas into the shards. Shard writes are
+  ETag-conditional and a delta only overwrites an entry with an older ``seq``, so a fold
+  interrupted half way, or two folds at once, leave the shards right.
+- ``workers/folded.json``: the generation up to which every delta is folded.
 - ``held/<id-hash>-<kind>.json``: a future-dated joiner or leaver with the record to send.
 - ``approvals/requests/<run-id>.json``: leavers held by the safety threshold;
   ``approvals/<run-id>``: the approval marker a person (or ``python -m provisioning approve``)
-  writes to release them.
+  writes to release them. A newer run of the same full feed supersedes an open request.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from .lifecycle import Held, Known
 from .settings import STATE_CONTAINER
@@ -31,17 +37,22 @@ from .storage import BlobStore
 log = logging.getLogger(__name__)
 
 _INDEX, _RECORDS, _DELTAS = "workers/index-", "workers/records-", "workers/deltas/"
+_FOLDED = "workers/folded.json"
 _HELD, _REQUESTS, _APPROVALS = "held/", "approvals/requests/", "approvals/"
 _MAX_CONFLICTS = 20
+# The send gate's blob: its generation counter and the newest full-feed run per feed.
+GATE = "locks/send"
+# A delta still ``sending`` this long after it was written belongs to a dead sender: the fold
+# stops waiting for its answer (what it may have sent is kept as "not known").
+STALE_SENDING = dt.timedelta(minutes=15)
+# Folded deltas are kept this long, so a sender catching up on the gate finds what others did
+# without re-reading the shards.
+DELTA_RETENTION = dt.timedelta(minutes=15)
 
-# One accepted record: (externalId, fingerprint, active, feed, record)
-Accepted = tuple[str, str, bool, str, dict[str, Any]]
-
-
-def accepted_seq(run_id: str, batch: int) -> str:
-    """Orders accepted batches by when Graph accepted them (to the microsecond), so the
-    state keeps the record Entra got last even across runs started in the same second."""
-    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S.%f}-{run_id}-{batch:06d}"
+DeltaStatus = Literal["sending", "accepted", "void", "restated"]
+# One change of one worker: (externalId, fingerprint, active, feed, order, record). For a
+# ``sending`` delta the fingerprint and record are None (not known yet whether Entra got it).
+Change = tuple[str, str | None, bool, str, str, dict[str, Any] | None]
 
 
 def shard_of(external_id: str) -> str:
@@ -53,75 +64,139 @@ def id_hash(external_id: str) -> str:
     return hashlib.sha256(external_id.encode("utf-8")).hexdigest()[:24]
 
 
+def delta_name(gen: int) -> str:
+    return f"{_DELTAS}g{gen:012d}.json"
+
+
+def _seq(gen: int, status: str) -> str:
+    # "g" sorts after the time-based seqs of earlier versions; an accepted delta beats the
+    # ``sending`` version of itself.
+    return f"g{gen:012d}{'a' if status == 'sending' else 'b'}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _known(value: list[Any]) -> Known:
+    fp, active, feed = value[0], value[1], value[2]
+    return Known(fp, active, feed, value[4] if len(value) > 4 else "")
+
+
 class WorkerState:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
 
     # --- accepted records ----------------------------------------------------------------
 
-    def record_accepted(self, seq: str, entries: list[Accepted]) -> None:
-        """Remember what Entra accepted in one bulk request (call after the 202)."""
+    def write_delta(self, gen: int, status: DeltaStatus, changes: list[Change]) -> None:
+        """Write (or rewrite) the delta of gate generation ``gen``."""
         self.store.write_json(
-            STATE_CONTAINER, f"{_DELTAS}{seq}.json", {"seq": seq, "entries": entries}
+            STATE_CONTAINER,
+            delta_name(gen),
+            {"gen": gen, "status": status, "at": _iso(_now()), "changes": changes},
+            indent=None,
         )
+
+    def read_delta(self, gen: int) -> dict[str, Any] | None:
+        found = self.store.read_json(STATE_CONTAINER, delta_name(gen))
+        return None if found is None else found[0]
+
+    def gate(self) -> dict[str, Any]:
+        """The send gate's blob: ``gen`` (the newest delta's number), ``feeds`` (watermarks)
+        and ``sending`` (a request whose delta is not written yet)."""
+        found = self.store.read_json(STATE_CONTAINER, GATE)
+        return found[0] if found and isinstance(found[0], dict) else {}
+
+    def folded(self) -> int:
+        found = self.store.read_json(STATE_CONTAINER, _FOLDED)
+        return int(found[0].get("gen", 0)) if found else 0
 
     def fold(self) -> int:
-        """Fold pending deltas into the shards; returns how many were folded."""
-        names = sorted(b.name for b in self.store.list(STATE_CONTAINER, _DELTAS))
-        if not names:
-            return 0
-        by_shard: dict[str, list[tuple[str, Accepted]]] = {}
-        for name in names:
-            found = self.store.read_json(STATE_CONTAINER, name)
-            if found is None:
-                continue  # folded and deleted by a concurrent fold
-            delta = found[0]
-            for entry in delta["entries"]:
-                by_shard.setdefault(shard_of(entry[0]), []).append((delta["seq"], entry))
+        """Fold pending deltas into the shards; returns how many were folded. Afterwards
+        ``self.folded_gen`` is the generation up to which the shards are complete."""
+        gate = self.gate()
+        start, top, sending = self.folded(), int(gate.get("gen", 0)), gate.get("sending")
+        by_shard: dict[str, list[tuple[str, str, Change]]] = {}
+        settled_to, settled, count = start, True, 0
+        now = _now()
+        for gen in range(start + 1, top + 1):
+            delta = self.read_delta(gen)
+            if delta is None and sending is not None and sending.get("gen") == gen:
+                delta = {"status": "sending", "at": sending["at"], "changes": sending["changes"]}
+            if delta is not None and delta["status"] != "void":
+                status = delta["status"]
+                for change in delta["changes"]:
+                    by_shard.setdefault(shard_of(change[0]), []).append(
+                        (_seq(gen, status), status, tuple(change))
+                    )
+                count += 1
+                if status == "sending" and now - _parse(delta["at"]) < STALE_SENDING:
+                    settled = False  # its sender may still be waiting for Graph's answer
+            if settled:
+                settled_to = gen
         for shard, entries in sorted(by_shard.items()):
             self._fold_shard(shard, entries)
-        for name in names:
-            self.store.delete(STATE_CONTAINER, name)
-        log.info("state: folded %d accepted batches into %d shards", len(names), len(by_shard))
-        return len(names)
+        if settled_to > start:
+            self.store.update_json(
+                STATE_CONTAINER,
+                _FOLDED,
+                lambda cur: (
+                    None if cur and cur.get("gen", 0) >= settled_to else {"gen": settled_to}
+                ),
+            )
+        self.folded_gen = max(settled_to, start)
+        self._prune(self.folded_gen, now)
+        if count:
+            log.info("state: folded %d deltas into %d shards", count, len(by_shard))
+        return count
 
-    def _fold_shard(self, shard: str, entries: list[tuple[str, Accepted]]) -> None:
-        # Each blob keeps the seq of every entry and takes only newer ones, on its own: so the
-        # two blobs of a shard end at the newest change whatever order concurrent folds write.
+    def _prune(self, folded: int, now: dt.datetime) -> None:
+        for blob in self.store.list(STATE_CONTAINER, _DELTAS):
+            stem = blob.name[len(_DELTAS) :].removesuffix(".json")
+            if not stem.startswith("g") or not stem[1:].isdigit():
+                continue
+            if int(stem[1:]) <= folded and now - blob.last_modified > DELTA_RETENTION:
+                self.store.delete(STATE_CONTAINER, blob.name)
+
+    def _fold_shard(self, shard: str, entries: list[tuple[str, str, Change]]) -> None:
         # Records first: an index entry never points at a record not yet written.
-        self._fold_blob(
-            f"{_RECORDS}{shard}.json",
-            [(seq, e[0], e[4]) for seq, e in entries],
-            lambda current: current[0],
-            lambda seq, value: [seq, value],
-        )
-        self._fold_blob(
-            f"{_INDEX}{shard}.json",
-            [(seq, e[0], (e[1], e[2], e[3])) for seq, e in entries],
-            lambda current: current[3],
-            lambda seq, value: [*value, seq],
-        )
-
-    def _fold_blob(
-        self,
-        name: str,
-        entries: list[tuple[str, str, Any]],
-        seq_of: Any,
-        make: Any,
-    ) -> None:
-        def folded(current: Any | None) -> Any | None:
+        def records(current: Any | None) -> Any | None:
             data = current or {}
             changed = False
-            for seq, external_id, value in entries:
-                known = data.get(external_id)
-                if known is not None and seq_of(known) >= seq:
+            for seq, status, change in entries:
+                ext, record = change[0], change[5]
+                if status != "accepted" or record is None:
+                    continue
+                known = data.get(ext)
+                if known is not None and known[0] >= seq:
                     continue  # already folded, or a newer change is there
-                data[external_id] = make(seq, value)
+                data[ext] = [seq, record]
                 changed = True
             return data if changed else None
 
-        if not self.store.update_json(STATE_CONTAINER, name, folded, attempts=_MAX_CONFLICTS):
-            raise RuntimeError(f"state {name} kept changing under us; try again later")
+        def index(current: Any | None) -> Any | None:
+            data = current or {}
+            changed = False
+            for seq, status, change in entries:
+                ext, fp, active, feed, order = change[:5]
+                before = data.get(ext)
+                after = _merged(before, seq, status, fp, active, feed, order)
+                if after != before and after is not None:
+                    data[ext] = after
+                    changed = True
+            return data if changed else None
+
+        for name, change in (
+            (f"{_RECORDS}{shard}.json", records),
+            (f"{_INDEX}{shard}.json", index),
+        ):
+            if not self.store.update_json(STATE_CONTAINER, name, change, attempts=_MAX_CONFLICTS):
+                raise RuntimeError(f"state {name} kept changing under us; try again later")
 
     def index(self) -> dict[str, Known]:
         known: dict[str, Known] = {}
@@ -129,8 +204,8 @@ class WorkerState:
             found = self.store.read_json(STATE_CONTAINER, blob.name)
             if found is None:
                 continue
-            for external_id, (fp, active, feed, _seq) in found[0].items():
-                known[external_id] = Known(fp, active, feed)
+            for external_id, value in found[0].items():
+                known[external_id] = _known(value)
         return known
 
     def lookup(self, external_ids: Iterable[str]) -> dict[str, Known]:
@@ -140,8 +215,7 @@ class WorkerState:
             found = self.store.read_json(STATE_CONTAINER, f"{_INDEX}{shard}.json")
             if found is not None:
                 for external_id in ids & found[0].keys():
-                    fp, active, feed, _seq = found[0][external_id]
-                    out[external_id] = Known(fp, active, feed)
+                    out[external_id] = _known(found[0][external_id])
         return out
 
     def records(self, external_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -182,11 +256,13 @@ class WorkerState:
 
     # --- approvals -----------------------------------------------------------------------
 
-    def request_approval(self, run_id: str, feed: str, leavers: dict[str, dict[str, Any]]) -> None:
+    def request_approval(
+        self, run_id: str, feed: str, leavers: dict[str, dict[str, Any]], order: str = ""
+    ) -> None:
         self.store.write_json(
             STATE_CONTAINER,
             f"{_REQUESTS}{run_id}.json",
-            {"run_id": run_id, "feed": feed, "leavers": leavers},
+            {"run_id": run_id, "feed": feed, "order": order, "leavers": leavers},
         )
 
     def approval_requests(self) -> list[dict[str, Any]]:
@@ -197,18 +273,72 @@ class WorkerState:
                 out.append(found[0])
         return out
 
-    def approve(self, run_id: str, by: str) -> bool:
-        """Write the approval marker; False when no such request is waiting."""
-        if not self.store.exists(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json"):
-            return False
+    def supersede_requests(self, feed: str, order: str, run_id: str) -> list[str]:
+        """Mark the open approval requests of ``feed`` older than ``order`` superseded by run
+        ``run_id``: the newer run restated the whole feed, so the old leavers are stale."""
+        superseded = []
+        for request in self.approval_requests():
+            if (
+                request.get("feed") != feed
+                or request.get("superseded_by")
+                or request["run_id"] == run_id
+                or request.get("order", "") >= order
+            ):
+                continue
+            request["superseded_by"] = run_id
+            self.store.write_json(STATE_CONTAINER, f"{_REQUESTS}{request['run_id']}.json", request)
+            superseded.append(request["run_id"])
+        return superseded
+
+    def approve(self, run_id: str, by: str) -> str | None:
+        """Write the approval marker; None when done, else why it cannot be approved."""
+        found = self.store.read_json(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")
+        if found is None:
+            return f"no approval request for run {run_id} is waiting"
+        if found[0].get("superseded_by"):
+            return (
+                f"run {run_id} was superseded by the newer run {found[0]['superseded_by']} of "
+                f"feed {found[0].get('feed')}; its leavers are stale and will not be sent"
+            )
         self.store.write_json(STATE_CONTAINER, f"{_APPROVALS}{run_id}", {"approved_by": by})
-        return True
+        return None
 
     def is_approved(self, run_id: str) -> bool:
         return self.store.exists(STATE_CONTAINER, f"{_APPROVALS}{run_id}")
 
     def close_request(self, run_id: str) -> None:
         self.store.delete(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")
+        self.store.delete(STATE_CONTAINER, f"{_APPROVALS}{run_id}")
+
+
+def _merged(
+    before: list[Any] | None,
+    seq: str,
+    status: str,
+    fp: str | None,
+    active: bool,
+    feed: str,
+    order: str,
+) -> list[Any] | None:
+    """An index entry after one change; orders only ever grow (newest data wins)."""
+    if status == "restated":
+        if before is None:
+            return None  # nothing known to restate
+        after = list(before) + [""] * (5 - len(before))
+        after[4] = max(after[4], order)
+        if before[0] == fp:
+            after[2] = feed  # a full feed listing the worker takes it over
+        return after
+    if before is None or before[3] < seq:
+        old_order = before[4] if before is not None and len(before) > 4 else ""
+        return [fp, active, feed, seq, max(old_order, order)]
+    after = list(before) + [""] * (5 - len(before))
+    after[4] = max(after[4], order)
+    return after
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _by_shard(external_ids: Iterable[str]) -> dict[str, set[str]]:

@@ -8,7 +8,8 @@ the same whichever path got there first, and the content's claim keeps it exactl
 
 What a file's marker (``state/seen/``, written by every run) says decides:
 
-* complete, duplicate, held-for-approval: done, skipped;
+* complete, duplicate, held-for-approval, superseded (a newer run of the feed was accepted):
+  done, skipped;
 * rejected (the file as a whole is unusable): moved to ``hr-inbound/failed/``, since running it
   again can never succeed; a person fixes it and drops it again;
 * stopped (the job is paused) or busy (another instance holds the claim): processed again;
@@ -28,16 +29,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .drop import FAILING, SEEN_PREFIX, DropProcessor, seen_name, spool
+from .drop import FAILING, SEEN_PREFIX, DropProcessor, seen_name
 from .runs import FINAL, iso, utcnow
 from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from .spool import spool, sweep_stale
 from .storage import BlobInfo, BlobStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
 FAILED_PREFIX = "failed/"
 # Marker statuses after which a file is left where it is, never run again.
-SETTLED = frozenset({"complete", "duplicate", "held-for-approval"})
+SETTLED = frozenset({"complete", "duplicate", "held-for-approval", "superseded"})
 
 Verdict = Literal["skip", "move", "retry"]
 
@@ -66,6 +68,7 @@ class Sweeper:
         file is started (the next sweep picks the rest up). Returns what it did, in counts."""
         begun = time.monotonic()
         self.store.ensure_containers(RESULTS_CONTAINER, STATE_CONTAINER)
+        sweep_stale()  # copies of HR files left by killed runs
         markers = {m.name: m for m in self.store.list(STATE_CONTAINER, SEEN_PREFIX)}
         blobs = sorted(
             (b for b in self.store.list(INBOUND_CONTAINER) if not is_failed(b.name)),
@@ -157,18 +160,17 @@ class Sweeper:
         if stream is None:
             return None
         with stream:
-            path, content_hash, size = spool(stream)
-        try:
+            spooled = spool(stream)
+        with spooled:
+            content_hash, size = spooled.content_hash, spooled.size
             claim = self.processor.claims.load(content_hash)
             if claim is not None and claim.status in FINAL and claim.blob == blob:
                 # Only its marker was missing or older than the blob (rewritten with the same
                 # content): a duplicate run would add a results folder and nothing else.
                 self.processor.mark_seen(blob, size, content_hash, claim.status, claim.reason)
                 return "seen"
-            outcome = await self.processor.process_file(blob, path, content_hash, size)
+            outcome = await self.processor.process_file(blob, spooled.path, content_hash, size)
             return outcome.status
-        finally:
-            path.unlink(missing_ok=True)
 
     def _move(self, info: BlobInfo, marker: dict[str, Any]) -> bool:
         """Set the blob aside under ``failed/`` with a record of why; False if it changed."""

@@ -1,0 +1,221 @@
+"""The one way bulk requests reach Graph: batches, each sent in a turn of the send gate.
+
+Per batch: take a turn of the gate (``provisioning.ordering``), drop the records whose worker
+Entra already got newer HR data for (``superseded``), record the request as ``sending``, let
+the caller checkpoint, submit it (paced and retried by ``provisioning.submit``), record what
+Graph accepted, and apply the one stop rule (``outcomes.stop_reason``). A 400 can be narrowed
+to the records that caused it, so one bad record does not sink the others of its request.
+Callers (file runs, releases, HTTP flushes, outcome retries, drift fixes) keep their own
+bookkeeping in the loop over :meth:`Sender.send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bulk import BulkRequest, Operation, batches
+from .lifecycle import fingerprint
+from .ordering import GateBusy, SendGate, Turn
+from .outcomes import stop_reason
+from .pacing import limiter_for, retry_policy_for
+from .settings import Settings
+from .state import Change
+from .storage import PreconditionFailed
+from .submit import BatchOutcome, Submitter
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to send: its operation, the order of its HR data, the feed that owns the
+    worker once Entra accepts it, and the action a person reads (joiner, leaver, ...)."""
+
+    op: Operation
+    order: str
+    feed: str
+    action: str
+
+    def change(self, accepted: bool) -> Change:
+        data = self.op.data
+        active = data.get("active") is not False
+        if not accepted:  # sent, but whether Entra got it is not known
+            return (self.op.external_id, None, active, self.feed, self.order, None)
+        return (self.op.external_id, fingerprint(data), active, self.feed, self.order, data)
+
+
+@dataclass
+class SentBatch:
+    """What became of one batch."""
+
+    index: int
+    sent: list[Outgoing] = field(default_factory=list)
+    superseded: list[Outgoing] = field(default_factory=list)
+    accepted: list[Outgoing] = field(default_factory=list)
+    # Records Graph refused, each with the answer of the request that isolated it.
+    rejected: list[tuple[Outgoing, BatchOutcome]] = field(default_factory=list)
+    outcome: BatchOutcome | None = None  # of the whole request; None when nothing was sent
+    requests: int = 0
+    stop: tuple[str, str] | None = None
+    # Some attempt may have reached Graph without an answer: possibly applied twice (when
+    # accepted later) or possibly applied at all (when not).
+    maybe_applied: bool = False
+
+    @property
+    def request(self) -> BulkRequest:
+        return BulkRequest(self.index, [item.op for item in self.sent])
+
+    @property
+    def status(self) -> str:
+        if self.outcome is None:
+            return "superseded"
+        if self.accepted and self.rejected:
+            return "partly-rejected"
+        return self.outcome.status
+
+
+class Sender:
+    """Sends for one caller; ``sleep`` is the caller's, so its lease is kept through every
+    wait (pacing, backoff, Retry-After, a busy gate)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        graph: Any,
+        gate: SendGate,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.gate = gate
+        self.submitter = Submitter(
+            graph, limiter_for(settings, sleep), retry_policy_for(settings), sleep=sleep
+        )
+
+    async def send(
+        self,
+        items: Iterable[Outgoing],
+        *,
+        request_id: Callable[[int, int], str],
+        first_index: int = 1,
+        narrow: bool = False,
+        guard: tuple[str, str] | None = None,
+        before_send: Callable[[SentBatch], None] | None = None,
+        batch_size: int | None = None,
+    ) -> AsyncIterator[SentBatch]:
+        """Send ``items`` in batches numbered from ``first_index``; yields each batch's fate
+        and ends after a batch that stops the run.
+
+        ``request_id(index, part)`` names the client-request-id of batch ``index`` (part 0;
+        narrowed halves count up). ``guard`` = (feed, order): stop as ``superseded`` once a
+        newer run of that full feed has published its watermark."""
+        size = batch_size or self.settings.batch_size
+        by_op: dict[int, Outgoing] = {}
+
+        def operations() -> Iterable[Operation]:
+            for item in items:
+                by_op[id(item.op)] = item
+                yield item.op
+
+        async with self.gate.holding():
+            for request in batches(operations(), size):
+                batch = SentBatch(first_index + request.index - 1)
+                outgoing = [by_op.pop(id(op)) for op in request.operations]
+                try:
+                    turn = await self.gate.turn(op.external_id for op in request.operations)
+                    await self._turn(turn, batch, outgoing, request_id, narrow, guard, before_send)
+                except GateBusy as exc:
+                    batch.stop = ("interrupted", str(exc))
+                except PreconditionFailed:
+                    # The gate's lease lapsed (storage too slow to renew it): nothing was sent.
+                    self.gate.release()
+                    batch.stop = ("interrupted", "the send gate was lost before sending")
+                yield batch
+                if batch.stop is not None:
+                    return
+
+    async def _turn(
+        self,
+        turn: Turn,
+        batch: SentBatch,
+        outgoing: list[Outgoing],
+        request_id: Callable[[int, int], str],
+        narrow: bool,
+        guard: tuple[str, str] | None,
+        before_send: Callable[[SentBatch], None] | None,
+    ) -> None:
+        if guard is not None and turn.watermark(guard[0]) > guard[1]:
+            batch.stop = (
+                "superseded",
+                f"a newer run of feed {guard[0]} restated it; nothing more of this run is sent",
+            )
+            return
+        for item in outgoing:
+            newer = turn.newer(item.op.external_id, item.order)
+            (batch.superseded if newer else batch.sent).append(item)
+        if not batch.sent:
+            return
+        gen = turn.publish("sending", [item.change(False) for item in batch.sent])
+        if before_send is not None:
+            before_send(batch)
+        outcome = await self._submit(batch, batch.sent, request_id, 0)
+        batch.outcome = outcome
+        if outcome.accepted:
+            batch.accepted = list(batch.sent)
+        elif narrow and outcome.http_status == 400 and len(batch.sent) > 1:
+            await self._narrow(batch, batch.sent, request_id)
+        else:
+            batch.rejected = [(item, outcome) for item in batch.sent]
+            batch.stop = stop_reason(outcome)
+        accepted = {id(item) for item in batch.accepted}
+        changes = [item.change(True) for item in batch.accepted]
+        if batch.maybe_applied:
+            changes += [item.change(False) for item in batch.sent if id(item) not in accepted]
+        turn.settle(gen, "accepted" if changes else "void", changes)
+
+    async def _submit(
+        self,
+        batch: SentBatch,
+        items: list[Outgoing],
+        request_id: Callable[[int, int], str],
+        part: int,
+    ) -> BatchOutcome:
+        body = BulkRequest(batch.index, [item.op for item in items]).body
+        outcome = await self.submitter.submit(body, request_id(batch.index, part))
+        batch.requests += 1
+        if outcome.maybe_applied_attempts:
+            batch.maybe_applied = True
+        return outcome
+
+    async def _narrow(
+        self,
+        batch: SentBatch,
+        items: list[Outgoing],
+        request_id: Callable[[int, int], str],
+    ) -> None:
+        """Graph refused the request for its data: send the halves apart, down to single
+        records, so the records that caused the 400 are the only ones refused."""
+        queue = [items[: len(items) // 2], items[len(items) // 2 :]]
+        while queue and batch.stop is None:
+            part = queue.pop(0)
+            outcome = await self._submit(batch, part, request_id, batch.requests)
+            if outcome.accepted:
+                batch.accepted += part
+            elif outcome.http_status == 400 and len(part) > 1:
+                queue[:0] = [part[: len(part) // 2], part[len(part) // 2 :]]
+            else:
+                batch.rejected += [(item, outcome) for item in part]
+                batch.stop = stop_reason(outcome)
+        log.info(
+            "batch %d narrowed in %d requests: %d accepted, %d refused",
+            batch.index,
+            batch.requests,
+            len(batch.accepted),
+            len(batch.rejected),
+        )
