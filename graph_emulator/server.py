@@ -198,6 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _msi(self) -> None:
         state = self._state()
         emulator = self.server.emulator
+        # An endpoint that is down fails whatever the request, so the fault comes first.
+        failure = state.take_token_failure()
+        if failure == 0:
+            self._drop()
+            return
+        if failure is not None:
+            message = "The managed identity endpoint failed (emulated fault)."
+            self._json(failure, {"statusCode": failure, "message": message})
+            return
         if self.command != "GET":
             self._json(405, {"statusCode": 405, "message": "Use GET."})
             return
@@ -256,6 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         if route == "bulk_upload" and match is not None:
             self._bulk_upload(match, body)
+            return
+        fault = self._state().next_read_fault()
+        if fault == 0:
+            self._drop()
+            return
+        if fault is not None:
+            code, message = FAULT_BODIES[fault]
+            self._error(fault, code, message, {"Retry-After": "1"} if fault == 429 else None)
             return
         problem = self._state().check_token(self.headers.get("Authorization"))
         if problem:
@@ -768,7 +785,8 @@ class GraphEmulator:
         """Change fault settings; keys left out keep their value. Keys: ``status_sequence``,
         ``latency_ms``, ``drop_connections``, ``job_status`` (+ ``quarantine_reason``,
         ``job_id``), ``rate_limit``, ``retry_after``, ``daily_quota``, ``fail_records``,
-        ``log_delay``. Returns the resulting settings."""
+        ``log_delay``, ``token_failures`` (+ ``token_status``), ``read_sequence``. Returns the
+        resulting settings."""
         return self.state.set_faults(changes)
 
     def reset(self) -> None:

@@ -38,6 +38,10 @@ QUARANTINE_REASONS = (
 )
 # 202 in a status sequence means "no fault for this request": it is handled normally.
 FAULT_STATUSES = (0, 202, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504)
+# The same for Graph reads (read_sequence), where 200 lets the request through.
+READ_FAULT_STATUSES = (0, 200, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504)
+# What a failing managed-identity endpoint answers (token_status); 0 drops the connection.
+TOKEN_FAULT_STATUSES = (0, 400, 401, 403, 404, 408, 429, 500, 502, 503, 504)
 DAY = 86400.0
 
 # Properties Graph v1.0 returns for a user when the request has no $select.
@@ -128,10 +132,16 @@ class Faults:
     retry_after: bool = True
     daily_quota: int | None = None
     log_delay: float = 0.0
+    token_failures: int = 0  # the next N token requests fail ...
+    token_status: int = 500  # ... answering this (0: the connection is dropped)
+    read_sequence: list[int] = field(default_factory=list)  # next Graph reads (GET) answer these
 
     def as_json(self) -> dict[str, Any]:
         return {
             "status_sequence": list(self.status_sequence),
+            "read_sequence": list(self.read_sequence),
+            "token_failures": self.token_failures,
+            "token_status": self.token_status,
             "latency_ms": self.latency_ms,
             "drop_connections": self.drop_connections,
             "fail_records": copy.deepcopy(self.fail_records),
@@ -289,6 +299,9 @@ class EmulatorState:
             "job_status",
             "quarantine_reason",
             "job_id",
+            "token_failures",
+            "token_status",
+            "read_sequence",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -303,7 +316,20 @@ class EmulatorState:
                     if status not in FAULT_STATUSES:
                         raise FaultError(f"status_sequence supports {FAULT_STATUSES}")
                 faults.status_sequence = sequence
-            for key in ("latency_ms", "drop_connections"):
+            if "read_sequence" in changes:
+                reads = list(changes["read_sequence"] or [])
+                for status in reads:
+                    if isinstance(status, bool) or not isinstance(status, int):
+                        raise FaultError("read_sequence must be a list of HTTP status codes")
+                    if status not in READ_FAULT_STATUSES:
+                        raise FaultError(f"read_sequence supports {READ_FAULT_STATUSES}")
+                faults.read_sequence = reads
+            if "token_status" in changes:
+                token_status = changes["token_status"]
+                if token_status not in TOKEN_FAULT_STATUSES or isinstance(token_status, bool):
+                    raise FaultError(f"token_status must be one of {TOKEN_FAULT_STATUSES}")
+                faults.token_status = token_status
+            for key in ("latency_ms", "drop_connections", "token_failures"):
                 if key in changes:
                     value = changes[key]
                     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -426,6 +452,23 @@ class EmulatorState:
             job.window.append(now)
             job.day_window.append(now)
             return True, None, self.faults.retry_after
+
+    def take_token_failure(self) -> int | None:
+        """The status a token request fails with (0: drop the connection), or None when the
+        managed-identity endpoint answers normally. Counts the failure down."""
+        with self.lock:
+            if self.faults.token_failures > 0:
+                self.faults.token_failures -= 1
+                return self.faults.token_status
+            return None
+
+    def next_read_fault(self) -> int | None:
+        """The fault status of the next Graph read (0: drop), or None to serve it normally."""
+        with self.lock:
+            if self.faults.read_sequence:
+                status = self.faults.read_sequence.pop(0)
+                return None if status == 200 else status
+            return None
 
     def next_fault_status(self) -> int | None:
         with self.lock:

@@ -7,6 +7,15 @@ attempt is paced by the rate limiter and recorded. The SDK has no POST builder f
 sent through the SDK's request adapter: authentication, redirects, user agent and telemetry stay
 the SDK's, and only its RetryHandler is switched off for this request.
 
+Failures without an answer from Graph are transient and come back as this module's own
+exceptions, never as raw httpx or azure-core ones:
+
+- ``post_bulk`` raises ``TransportError`` for a timeout, a refused or dropped connection, and a
+  token that could not be had (the managed-identity endpoint down, refusing or answering 5xx);
+  ``TransportError.sent`` says whether the request may have reached Graph.
+- ``job_status`` raises ``GraphUnavailable`` for the same failures and for a 408, 429 or 5xx
+  that outlasted the SDK's own retries of GETs.
+
 Tokens, request bodies and response bodies are never logged.
 """
 
@@ -26,6 +35,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
+from kiota_abstractions.api_error import APIError
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.native_response_handler import NativeResponseHandler
@@ -34,12 +45,14 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_http._exceptions import ResponseError as KiotaNoResponse
 from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from .bulk import CONTENT_TYPE
+from .pacing import RETRYABLE_STATUSES
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,15 +61,50 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 ERROR_TEXT_LIMIT = 500
 
 
+# httpx failures raised before any byte of the request left: the connection was never made
+# (refused, unreachable, connect timeout) or never handed out by the pool. Nothing can have
+# reached Graph. Every other transport failure (read or write timeout, connection dropped
+# mid-request or mid-response) may have happened after Graph got the whole request.
+_NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+
+
 class TransportError(Exception):
-    """A bulkUpload call that got no HTTP response: timeout, refused or dropped connection.
+    """A bulkUpload call that got no HTTP response: timeout, refused or dropped connection, or
+    no token (the credential failed, so nothing was sent).
 
-    ``reason`` is short and safe to log; the httpx exception is the ``__cause__``."""
+    ``reason`` is short and safe to log; the underlying exception is the ``__cause__``.
+    ``sent`` is False only when the request certainly did not reach Graph (no connection, no
+    token); True means Graph may have received, and applied, it without our seeing the answer.
+    """
 
-    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, reason: str, cause: BaseException | None = None, *, sent: bool = True
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.cause = cause
+        self.sent = sent
+
+
+class GraphUnavailable(Exception):
+    """A Graph read (``GraphClient.job_status``) that could not be answered now: no token (the
+    managed-identity endpoint down or failing), no connection, a timeout or dropped connection,
+    or Graph answered 408, 429 or 5xx after the SDK's own retries. Transient: try again later.
+
+    ``reason`` is short and safe to log (no token, no secret); ``status`` is Graph's HTTP status
+    when it answered, else None; the underlying exception is the ``__cause__``."""
+
+    def __init__(
+        self, reason: str, cause: BaseException | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +185,21 @@ def _reason(exc: httpx.TransportError) -> str:
         return f"timeout ({kind})"
     detail = str(exc).strip()
     return f"{kind}: {detail[:200]}" if detail else kind
+
+
+def _credential_reason(exc: AzureError) -> str:
+    """Why no token came back, without the endpoint's answer text: an HTTP status when the
+    identity endpoint answered, else the first line of the connection error (host and port)."""
+    kind = type(exc).__name__
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"token request failed: {kind}, HTTP {status}"
+    if response is not None:  # answered, but no token in a readable reply: keep its text out
+        return f"token request failed: {kind}"
+    lines = str(exc).strip().splitlines()
+    detail = lines[0][:160] if lines else ""
+    return f"token request failed: {kind}: {detail}" if detail else f"token request failed: {kind}"
 
 
 class GraphError(Exception):
@@ -274,13 +337,19 @@ class GraphClient:
 
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
         """Send one bulkUpload request once. 4xx/5xx come back as ``HttpResult``; no HTTP
-        response at all raises ``TransportError``; credential failures propagate
-        (``azure.core.exceptions.ClientAuthenticationError``)."""
+        response at all raises ``TransportError``, and so does a credential failure (any
+        ``azure.core.exceptions.AzureError`` from the token request, such as
+        ``ClientAuthenticationError``), with ``sent=False``: like a refused connection it is
+        retried by the Submitter and ends ``failed`` (the run ``interrupted``) if it lasts."""
         info = self.bulk_upload_request(body, client_request_id)
         try:
             response = await _native_response(self.adapter, info)
         except httpx.TransportError as exc:
-            raise TransportError(_reason(exc), exc) from exc
+            raise TransportError(_reason(exc), exc, sent=not isinstance(exc, _NOT_SENT)) from exc
+        except AzureError as exc:
+            # Only the credential speaks azure-core here (Graph is reached through httpx): the
+            # token request failed before the bulkUpload request was built, so nothing was sent.
+            raise TransportError(_credential_reason(exc), exc, sent=False) from exc
         if self.on_call is not None:
             self.on_call()  # counted once Graph answered, even if the body then fails to arrive
         try:
@@ -301,8 +370,24 @@ class GraphClient:
         )
 
     async def job_status(self) -> JobStatus:
-        """``status.code`` and ``status.quarantine.reason`` of the provisioning job."""
-        job = await self._job_builder().get()
+        """``status.code`` and ``status.quarantine.reason`` of the provisioning job.
+
+        Raises ``GraphUnavailable`` when it cannot be read now (no token, no connection, timeout,
+        dropped connection, or 408/429/5xx after the SDK's retries); a permanent error answer
+        (401, 403, 404) still raises the SDK's ``APIError``."""
+        try:
+            job = await self._job_builder().get()
+        except httpx.TransportError as exc:
+            raise GraphUnavailable(_reason(exc), exc) from exc
+        except KiotaNoResponse as exc:  # kiota's "Unable to get response" (a private name)
+            raise GraphUnavailable(type(exc).__name__, exc) from exc
+        except AzureError as exc:
+            raise GraphUnavailable(_credential_reason(exc), exc) from exc
+        except APIError as exc:
+            status = exc.response_status_code
+            if status is None or status not in RETRYABLE_STATUSES:
+                raise
+            raise GraphUnavailable(f"Graph answered HTTP {status}", exc, status) from exc
         status = getattr(job, "status", None)
         code = getattr(status, "code", None)
         quarantine = getattr(status, "quarantine", None)

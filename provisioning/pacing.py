@@ -3,6 +3,11 @@
 ``RateLimiter`` keeps Entra's documented limit (by default 40 requests per 5 seconds) from the
 client side with a sliding window, so a well-behaved run never sees a 429. ``RetryPolicy`` says
 which outcomes are worth another attempt and how long to wait before it.
+
+Every wait is bounded by ``max_wait`` (PROVISIONING_MAX_WAIT_SECONDS): a run holds the claim on
+its file while it waits, so a Retry-After of a day (Graph's answer once the daily quota is used
+up) must not put it to sleep for a day. A wait longer than that raises ``WaitTooLong`` (or, in
+the Submitter, ends the batch ``failed``) instead, and the run resumes later.
 """
 
 from __future__ import annotations
@@ -24,6 +29,35 @@ Sleep = Callable[[float], Awaitable[None]]
 # 0 stands for "no HTTP response": timeout, refused or dropped connection.
 TRANSPORT_ERROR = 0
 RETRYABLE_STATUSES = frozenset({TRANSPORT_ERROR, 408, 429, 500, 502, 503, 504})
+# Longest single wait (seconds) unless configured: the default of PROVISIONING_MAX_WAIT_SECONDS.
+DEFAULT_MAX_WAIT = 300.0
+
+
+class WaitTooLong(Exception):
+    """The next send would have to wait longer than allowed; nothing was slept.
+
+    ``seconds`` is the wait that was asked for, ``limit`` the maximum, and ``cause`` what asked
+    for it: ``"retry-after"`` (Graph's Retry-After), ``"backoff"`` (our exponential backoff),
+    ``"penalty"`` (the rate limiter's penalty box, holding every sender after an earlier
+    Retry-After) or ``"window"`` (the pacing window itself)."""
+
+    def __init__(self, seconds: float, limit: float, cause: str) -> None:
+        super().__init__(
+            f"{cause}: a wait of {format_seconds(seconds)} s, longer than the "
+            f"{format_seconds(limit)} s allowed"
+        )
+        self.seconds = seconds
+        self.limit = limit
+        self.cause = cause
+
+
+def format_seconds(seconds: float) -> str:
+    """``86400``, ``4.5``, ``0.25``: whole seconds once they are large, else two decimals."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if abs(seconds) >= 100:
+        return f"{seconds:.0f}"
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
 @dataclass(slots=True, eq=False)
@@ -76,24 +110,39 @@ class RateLimiter:
         horizon = now - self.window_seconds
         self._permits = [p for p in self._permits if p.at > horizon]
 
-    def wait_time(self) -> float:
-        """Seconds until a send would be allowed now (0 when it would be)."""
-        now = self._clock()
+    def _waits(self, now: float) -> tuple[float, float]:
+        """(penalty, window): seconds from ``now`` until the penalty box opens and until the
+        window has room; either may be negative (no wait)."""
         self._expire(now)
-        wait = self._blocked_until - now
+        penalty = self._blocked_until - now
+        window = 0.0
         if len(self._permits) >= self.requests:
             times = sorted(p.at for p in self._permits)
             # the oldest send that must leave the window before one more fits
-            wait = max(wait, times[len(times) - self.requests] + self.window_seconds - now)
-        return max(0.0, wait)
+            window = times[len(times) - self.requests] + self.window_seconds - now
+        return penalty, window
 
-    async def acquire(self) -> Permit:
-        """Wait until a send is allowed, count it, and return its permit."""
+    def wait_time(self) -> float:
+        """Seconds until a send would be allowed now (0 when it would be)."""
+        return max(0.0, *self._waits(self._clock()))
+
+    async def acquire(self, max_wait: float = math.inf) -> Permit:
+        """Wait until a send is allowed, count it, and return its permit.
+
+        Raises ``WaitTooLong`` without sleeping when the send could not go within ``max_wait``
+        seconds of this call (time spent queueing behind other senders included): a penalty
+        after a long Retry-After must not hold a run for hours."""
+        deadline = self._clock() + max_wait
         async with self._lock:
             while True:
-                wait = self.wait_time()
+                now = self._clock()
+                penalty, window = self._waits(now)
+                wait = max(penalty, window)
                 if wait <= 0:
                     break
+                if now + wait > deadline:
+                    cause = "penalty" if penalty >= window else "window"
+                    raise WaitTooLong(wait, max_wait, cause)
                 self.waited_seconds += wait
                 await self._sleep(wait)
             permit = Permit(self._clock())
@@ -127,6 +176,10 @@ class RetryPolicy:
     earns another 429); otherwise exponential backoff ``base * 2^(attempt-1)`` capped at
     ``max_delay``, with equal jitter (half of it fixed, half uniformly random), so the delay lies
     in ``[d/2, d]`` for the capped backoff ``d``.
+
+    ``max_wait``: the longest wait the Submitter accepts before an attempt, whether a
+    Retry-After or the backoff; beyond it (``too_long``) the batch is given up rather than
+    slept on. The same bound applies to the rate limiter's wait (``RateLimiter.acquire``).
     """
 
     def __init__(
@@ -135,15 +188,19 @@ class RetryPolicy:
         base: float,
         max_delay: float,
         rng: random.Random | None = None,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if base < 0 or max_delay < 0:
             raise ValueError("base and max_delay must not be negative")
+        if not max_wait > 0:  # also refuses NaN; math.inf means unbounded
+            raise ValueError("max_wait must be a positive number")
         self.max_attempts = max_attempts
         self.base = float(base)
         self.max_delay = float(max_delay)
         self.rng = rng if rng is not None else random.Random()
+        self.max_wait = float(max_wait)
 
     @staticmethod
     def retryable(status: int) -> bool:
@@ -165,9 +222,17 @@ class RetryPolicy:
         half = capped / 2.0
         return half + self.rng.uniform(0.0, half)
 
+    def too_long(self, delay: float) -> bool:
+        """True when ``delay`` exceeds ``max_wait``: give up instead of sleeping."""
+        return delay > self.max_wait
+
 
 def retry_policy_for(settings: Settings) -> RetryPolicy:
-    """The configured retries (PROVISIONING_MAX_ATTEMPTS, PROVISIONING_RETRY_*)."""
+    """The configured retries (PROVISIONING_MAX_ATTEMPTS, PROVISIONING_RETRY_*,
+    PROVISIONING_MAX_WAIT_SECONDS)."""
     return RetryPolicy(
-        settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+        settings.max_attempts,
+        settings.retry_base_seconds,
+        settings.retry_max_seconds,
+        max_wait=settings.max_wait_seconds,
     )

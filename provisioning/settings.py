@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # Exponential backoff: base * 2^(attempt-1), capped, with jitter; Retry-After wins if sent.
     retry_base_seconds: float = Field(default=2.0, ge=0)
     retry_max_seconds: float = Field(default=300.0, ge=0)
+    # Longest single wait before a send (Retry-After, backoff or the pacing penalty); a longer
+    # one ends the batch "failed" (the run is interrupted and resumes later) instead of holding
+    # the run's claim, e.g. for the day-long Retry-After of an exhausted daily quota.
+    max_wait_seconds: float = Field(default=300.0, ge=1)
     # Timeout of one bulkUpload call.
     request_timeout_seconds: float = Field(default=60.0, gt=0)
 

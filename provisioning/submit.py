@@ -5,11 +5,20 @@ attempt recorded, and a single ``BatchOutcome`` at the end.
   provisioning logs). Only now may the caller update its state.
 - rejected: a permanent error (400 Invalid Data Format, 401, 403, 404, ...): not retried, since
   resending the same request cannot succeed; Graph's error code, message and request id kept.
-- failed: transient errors (429, 5xx, timeouts, dropped connections) until ``max_attempts`` ran
-  out. Safe to resubmit later: a resent record is matched on its externalId again.
+- failed: transient errors (429, 5xx, timeouts, dropped connections, no token) until
+  ``max_attempts`` ran out; or, at once, when the next wait (a Retry-After, the backoff, or the
+  rate limiter's penalty after a Retry-After) would be longer than the policy's ``max_wait``
+  (``error_code`` "WaitTooLong"): the run is interrupted and resumes later instead of holding
+  its claim for hours. Safe to resubmit later: a resent record is matched on its externalId
+  again.
 
-A timed-out attempt may still have been accepted by Graph; resending it is harmless because
-every operation carries the complete record (the same record twice is an idempotent update).
+A timed-out attempt, or one whose connection dropped after the request went out, may still
+have been accepted by Graph; resending it is harmless because every operation carries the
+complete record (the same record twice is an idempotent update), but it is made visible:
+``Attempt.maybe_applied`` marks such an attempt, ``BatchOutcome.maybe_applied_attempts`` counts
+them and ``maybe_applied_before_last`` says the batch may have been applied more than once. A
+429 or 5xx answer is not counted (Graph answered that it did not take the request), nor is a
+refused connection or a failed token request (nothing was sent).
 """
 
 from __future__ import annotations
@@ -22,7 +31,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from .graph import HttpResult, TransportError
-from .pacing import TRANSPORT_ERROR, Clock, RateLimiter, RetryPolicy, Sleep
+from .pacing import (
+    TRANSPORT_ERROR,
+    Clock,
+    RateLimiter,
+    RetryPolicy,
+    Sleep,
+    WaitTooLong,
+    format_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +64,10 @@ class Attempt:
     duration_ms: int = 0
     retry_after: float | None = None
     error: str | None = None  # "<code>: <message>" from Graph, or the transport error's reason
+    # No answer, but the request went out (timeout, connection dropped after sending): Graph
+    # may have applied it. False for every answer and for what was never sent (no connection,
+    # no token).
+    maybe_applied: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,20 +76,46 @@ class Attempt:
 @dataclass(slots=True)
 class BatchOutcome:
     status: Status
-    http_status: int  # of the last attempt (0: transport error)
+    http_status: int  # of the last attempt (0: transport error, or no attempt)
     client_request_id: str
     request_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     location: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    # How many attempts of this submit may have reached Graph without our getting the answer
+    # (``Attempt.maybe_applied``).
+    maybe_applied_attempts: int = 0
 
     @property
     def accepted(self) -> bool:
         return self.status == "accepted"
 
+    @property
+    def maybe_applied_before_last(self) -> bool:
+        """An attempt before the last one may have been applied: for an accepted batch, Graph
+        may have applied it twice (harmless, each record is complete, but visible)."""
+        return any(a.maybe_applied for a in self.attempts[:-1])
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        record["maybe_applied_before_last"] = self.maybe_applied_before_last
+        return record
+
+
+def _too_long_message(exc: WaitTooLong) -> str:
+    """Why the batch was given up: how long the wait would have been, and the limit."""
+    wait, limit = format_seconds(exc.seconds), format_seconds(exc.limit)
+    asked = {
+        "retry-after": f"Graph asked to wait {wait} s (Retry-After) before the next attempt",
+        "backoff": f"the backoff before the next attempt would be {wait} s",
+        "penalty": f"every send is held for another {wait} s (an earlier Retry-After from Graph)",
+        "window": f"the pacing window would hold the next send for {wait} s",
+    }.get(exc.cause, f"the next attempt would wait {wait} s")
+    return (
+        f"{asked}, longer than the {limit} s allowed (PROVISIONING_MAX_WAIT_SECONDS): "
+        "not waiting; resubmit later"
+    )
 
 
 def _describe(result: HttpResult) -> str | None:
@@ -103,9 +150,21 @@ class Submitter:
         number = 0
         while True:
             number += 1
-            result, attempt = await self._attempt(body, client_request_id)
+            try:
+                result, attempt = await self._attempt(body, client_request_id)
+            except WaitTooLong as exc:  # the limiter would hold this send too long: not sent
+                return self._too_long(exc, client_request_id, attempts)
             attempts.append(attempt)
             if result is not None and result.ok:
+                outcome = BatchOutcome(
+                    status="accepted",
+                    http_status=result.status,
+                    client_request_id=client_request_id,
+                    request_id=result.request_id,
+                    location=result.location,
+                    attempts=attempts,
+                    maybe_applied_attempts=_maybe_applied(attempts),
+                )
                 log.info(
                     "bulkUpload accepted: status=%d request-id=%s client-request-id=%s attempts=%d",
                     result.status,
@@ -113,14 +172,15 @@ class Submitter:
                     client_request_id,
                     number,
                 )
-                return BatchOutcome(
-                    status="accepted",
-                    http_status=result.status,
-                    client_request_id=client_request_id,
-                    request_id=result.request_id,
-                    location=result.location,
-                    attempts=attempts,
-                )
+                if outcome.maybe_applied_before_last:
+                    log.warning(
+                        "bulkUpload accepted after %d unanswered attempt(s) that may have been "
+                        "applied too: the batch may have been applied more than once "
+                        "client-request-id=%s",
+                        outcome.maybe_applied_attempts,
+                        client_request_id,
+                    )
+                return outcome
             status = attempt.status
             if not self.policy.retryable(status):
                 log.error(
@@ -140,8 +200,14 @@ class Submitter:
                 )
                 return self._outcome("failed", result, attempt, client_request_id, attempts)
             if status == 429 and attempt.retry_after is not None:
+                # Penalised even when the wait is too long for us: concurrent submits then give
+                # up too (RateLimiter.acquire) rather than earn more 429s.
                 self.limiter.penalise(attempt.retry_after)
             delay = self.policy.delay(number, attempt.retry_after)
+            if self.policy.too_long(delay):
+                cause = "retry-after" if attempt.retry_after is not None else "backoff"
+                too_long = WaitTooLong(delay, self.policy.max_wait, cause)
+                return self._too_long(too_long, client_request_id, attempts)
             log.warning(
                 "bulkUpload attempt %d got status=%d (%s); retrying in %.2fs client-request-id=%s",
                 number,
@@ -156,7 +222,8 @@ class Submitter:
     async def _attempt(
         self, body: bytes, client_request_id: str
     ) -> tuple[HttpResult | None, Attempt]:
-        permit = await self.limiter.acquire()
+        """One paced send. Raises ``WaitTooLong`` when the limiter would hold it too long."""
+        permit = await self.limiter.acquire(self.policy.max_wait)
         started = self._clock()
         t0 = time.monotonic()
         try:
@@ -167,6 +234,7 @@ class Submitter:
                 status=TRANSPORT_ERROR,
                 duration_ms=round((time.monotonic() - t0) * 1000),
                 error=exc.reason,
+                maybe_applied=exc.sent,
             )
         finally:
             self.limiter.release(permit)
@@ -177,6 +245,29 @@ class Submitter:
             duration_ms=round((time.monotonic() - t0) * 1000),
             retry_after=result.retry_after,
             error=_describe(result),
+        )
+
+    def _too_long(
+        self, exc: WaitTooLong, client_request_id: str, attempts: list[Attempt]
+    ) -> BatchOutcome:
+        """``failed`` at once, without sleeping: the caller interrupts the run (resumable)."""
+        last = attempts[-1] if attempts else None
+        message = _too_long_message(exc)
+        log.error(
+            "bulkUpload given up after %d attempt(s): %s client-request-id=%s",
+            len(attempts),
+            message,
+            client_request_id,
+        )
+        return BatchOutcome(
+            status="failed",
+            http_status=last.status if last else TRANSPORT_ERROR,
+            client_request_id=client_request_id,
+            request_id=last.request_id if last else None,
+            error_code="WaitTooLong",
+            error_message=message,
+            attempts=attempts,
+            maybe_applied_attempts=_maybe_applied(attempts),
         )
 
     def _outcome(
@@ -195,6 +286,7 @@ class Submitter:
                 error_code="TransportError",
                 error_message=attempt.error,
                 attempts=attempts,
+                maybe_applied_attempts=_maybe_applied(attempts),
             )
         return BatchOutcome(
             status=status,
@@ -205,4 +297,9 @@ class Submitter:
             error_message=result.error_message or f"HTTP {result.status}",
             location=result.location,
             attempts=attempts,
+            maybe_applied_attempts=_maybe_applied(attempts),
         )
+
+
+def _maybe_applied(attempts: list[Attempt]) -> int:
+    return sum(1 for a in attempts if a.maybe_applied)

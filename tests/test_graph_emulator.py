@@ -186,6 +186,89 @@ def test_token_endpoint_protocol(emu: GraphEmulator) -> None:
     assert int(body["expires_on"]) > time.time()
 
 
+def test_token_endpoint_fault(emu: GraphEmulator) -> None:
+    params = {"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"}
+    good = {"X-IDENTITY-HEADER": emu.identity_header}
+    assert emu.faults()["token_failures"] == 0 and emu.faults()["token_status"] == 500
+
+    emu.set_faults(token_failures=2)
+    failed = [httpx.get(emu.identity_endpoint, params=params, headers=good) for _ in range(2)]
+    assert [r.status_code for r in failed] == [500, 500]
+    assert failed[0].json()["statusCode"] == 500 and "access_token" not in failed[0].json()
+    assert emu.faults()["token_failures"] == 0
+    assert httpx.get(emu.identity_endpoint, params=params, headers=good).status_code == 200
+
+    # 0 drops the connection without an answer; the fault comes before any check of the request
+    emu.set_faults(token_failures=2, token_status=0)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(emu.identity_endpoint, params=params, headers=good)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(emu.identity_endpoint)
+    assert httpx.get(emu.identity_endpoint, params=params, headers=good).status_code == 200
+
+    emu.set_faults(token_failures=1, token_status=503)
+    assert httpx.get(emu.identity_endpoint, params=params, headers=good).status_code == 503
+    # the admin API issues tokens whatever the fault, and Graph is not affected
+    emu.set_faults(token_failures=5)
+    token = httpx.post(f"{emu.url}/_emulator/tokens", json={}).json()["access_token"]
+    graph = httpx.get(f"{emu.graph_url}/users", headers={"Authorization": f"Bearer {token}"})
+    assert graph.status_code == 200
+    assert emu.faults()["token_failures"] == 5
+    # over the admin API too, and reset heals it
+    admin = httpx.post(f"{emu.url}/_emulator/faults", json={"token_failures": 3, "token_status": 0})
+    assert admin.status_code == 200
+    assert (admin.json()["token_failures"], admin.json()["token_status"]) == (3, 0)
+    emu.reset()
+    assert (emu.faults()["token_failures"], emu.faults()["token_status"]) == (0, 500)
+    for bad in ({"token_failures": -1}, {"token_failures": True}, {"token_status": 200}):
+        with pytest.raises(ValueError):
+            emu.set_faults(**bad)
+
+
+def test_token_endpoint_fault_seen_by_managed_identity_credential(
+    identity_env: GraphEmulator,
+) -> None:
+    """The asynchronous credential, as the app uses it (the synchronous one goes through MSAL,
+    which remembers a 5xx for a while and would not ask again at once)."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity.aio import ManagedIdentityCredential
+
+    emu = identity_env
+    emu.set_faults(token_failures=1)
+
+    async def main() -> str:
+        # retry_total=0: azure-identity would otherwise retry the 500 by itself and succeed
+        async with ManagedIdentityCredential(retry_total=0) as credential:
+            with pytest.raises(ClientAuthenticationError):
+                await credential.get_token(GRAPH_SCOPE)
+            return (await credential.get_token(GRAPH_SCOPE)).token  # the next request gets one
+
+    assert asyncio.run(main()) in emu.state.tokens
+
+
+def test_read_sequence_fault(emu: GraphEmulator, client: httpx.Client) -> None:
+    job_url = f"{emu.graph_url}/servicePrincipals/{emu.sp_id}/synchronization/jobs/{emu.job_id}"
+    emu.set_faults(read_sequence=[0, 503, 200, 429, 500])
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(job_url)
+    unavailable = client.get(job_url)
+    assert unavailable.status_code == 503
+    assert graph_error(unavailable)["code"] == "ServiceUnavailable"
+    # bulkUpload does not take from the read sequence
+    assert upload(client, emu, bulk(user("E1"))).status_code == 202
+    assert client.get(job_url).status_code == 200
+    throttled = client.get(f"{emu.graph_url}/users")
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "1"
+    # before the token check: even an unauthenticated read gets the fault
+    assert httpx.get(f"{emu.graph_url}/auditLogs/provisioning").status_code == 500
+    assert emu.faults()["read_sequence"] == []
+    assert client.get(job_url).status_code == 200
+    with pytest.raises(ValueError):
+        emu.set_faults(read_sequence=[202])
+    with pytest.raises(ValueError):
+        emu.set_faults(read_sequence=["500"])
+
+
 # ---------------------------------------------------------------------------- auth on Graph
 def test_graph_requires_a_valid_bearer_token(emu: GraphEmulator) -> None:
     url = emu.bulk_upload_url()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import socket
 import threading
@@ -29,7 +30,13 @@ from provisioning.graph import (
     parse_error,
     parse_retry_after,
 )
-from provisioning.pacing import RateLimiter, RetryPolicy
+from provisioning.pacing import (
+    DEFAULT_MAX_WAIT,
+    RateLimiter,
+    RetryPolicy,
+    WaitTooLong,
+    retry_policy_for,
+)
 from provisioning.settings import Settings
 from provisioning.submit import BatchOutcome, Submitter
 
@@ -111,10 +118,9 @@ def run(
         client = GraphClient.from_settings(settings)
         try:
             limiter = RateLimiter(settings.rate_limit_requests, settings.rate_limit_window_seconds)
-            policy = RetryPolicy(
-                settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+            submitter = Submitter(
+                client, limiter, retry_policy_for(settings), sleep=recording_sleep
             )
-            submitter = Submitter(client, limiter, policy, sleep=recording_sleep)
             return await scenario(client, submitter, sleeps)
         finally:
             await client.close()
@@ -647,3 +653,162 @@ def test_submitter_429_penalises_the_shared_limiter_and_waits_retry_after() -> N
     assert [a.retry_after for a in outcome.attempts] == [4.0, None]
     assert outcome.attempts[0].error == "TooManyRequests"
     assert fake.sleeps == [4.0]  # the limiter did not add a second wait
+
+
+def test_submitter_gives_up_on_a_retry_after_longer_than_max_wait() -> None:
+    """A day-long Retry-After (the daily quota used up) is not slept on: failed at once, and the
+    next submit through the same limiter is not even sent (the penalty box)."""
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
+    policy = RetryPolicy(8, 0.5, 10.0, rng=random.Random(3), max_wait=300.0)
+    client = ScriptedClient(
+        [HttpResult(429, "r1", "c", retry_after=86400.0, error_code="TooManyRequests")]
+    )
+    submitter = Submitter(client, limiter, policy, sleep=fake.sleep, clock=fake.clock)
+
+    async def main() -> tuple[BatchOutcome, BatchOutcome]:
+        return await submitter.submit(b"{}", "c"), await submitter.submit(b"{}", "d")
+
+    started = fake.now
+    outcome, held = asyncio.run(main())
+    assert fake.sleeps == [] and fake.now == started
+    assert (outcome.status, outcome.error_code, outcome.http_status, outcome.request_id) == (
+        "failed",
+        "WaitTooLong",
+        429,
+        "r1",
+    )
+    assert outcome.error_message == (
+        "Graph asked to wait 86400 s (Retry-After) before the next attempt, longer than the "
+        "300 s allowed (PROVISIONING_MAX_WAIT_SECONDS): not waiting; resubmit later"
+    )
+    assert [a.status for a in outcome.attempts] == [429]
+    assert limiter.blocked_until == pytest.approx(started + 86400.0)
+    assert (held.status, held.error_code, held.attempts, held.http_status) == (
+        "failed",
+        "WaitTooLong",
+        [],
+        0,
+    )
+    assert held.error_message and held.error_message.startswith(
+        "every send is held for another 86400 s (an earlier Retry-After from Graph)"
+    )
+    assert client.calls == 1
+
+
+def test_submitter_waits_a_retry_after_equal_to_max_wait() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
+    policy = RetryPolicy(8, 0.5, 10.0, max_wait=30.0)
+    client = ScriptedClient([HttpResult(503, retry_after=30.0), HttpResult(202)])
+    submitter = Submitter(client, limiter, policy, sleep=fake.sleep, clock=fake.clock)
+    outcome = asyncio.run(submitter.submit(b"{}", "c"))
+    assert outcome.status == "accepted"
+    assert fake.sleeps == [30.0]
+
+
+def test_submitter_gives_up_when_the_backoff_exceeds_max_wait() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
+    # backoffs 10, 20, 40 (equal jitter: 5-10, 10-20, 20-40) against a limit of 12
+    policy = RetryPolicy(8, 10.0, 100.0, rng=random.Random(5), max_wait=12.0)
+    client = ScriptedClient([HttpResult(500)] * 8)
+    submitter = Submitter(client, limiter, policy, sleep=fake.sleep, clock=fake.clock)
+    outcome = asyncio.run(submitter.submit(b"{}", "c"))
+    assert (outcome.status, outcome.error_code) == ("failed", "WaitTooLong")
+    assert all(delay <= 12.0 for delay in fake.sleeps)
+    assert len(outcome.attempts) == len(fake.sleeps) + 1 < 8
+    assert outcome.error_message and outcome.error_message.startswith(
+        "the backoff before the next attempt would be "
+    )
+
+
+def test_rate_limiter_acquire_bounded_by_max_wait() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(1, 600.0, clock=fake.clock, sleep=fake.sleep)
+
+    async def main() -> None:
+        await limiter.acquire(max_wait=300.0)
+        # the window itself: the next slot is 600 s away
+        with pytest.raises(WaitTooLong) as window:
+            await limiter.acquire(max_wait=300.0)
+        assert (window.value.cause, window.value.seconds, window.value.limit) == (
+            "window",
+            600.0,
+            300.0,
+        )
+        limiter.penalise(86400.0)
+        with pytest.raises(WaitTooLong) as penalty:
+            await limiter.acquire(max_wait=300.0)
+        assert penalty.value.cause == "penalty"
+        assert penalty.value.seconds == pytest.approx(86400.0)
+        assert fake.sleeps == []
+        # without a bound (the default) it waits, as before
+        await limiter.acquire()
+        assert fake.sleeps == [pytest.approx(86400.0)]
+
+    asyncio.run(main())
+
+
+def test_rate_limiter_max_wait_counts_the_time_queued_behind_others() -> None:
+    """Two senders queue for one slot a window of 200 s apart: the second has waited 200 s for
+    the lock when its own wait of 200 s begins, 400 s in all, over a limit of 300."""
+    fake = FakeTime()
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(0)  # let the other sender start (and queue) before time moves on
+        await fake.sleep(seconds)
+
+    limiter = RateLimiter(1, 200.0, clock=fake.clock, sleep=sleep)
+
+    async def main() -> list[Any]:
+        await limiter.acquire()
+        results = await asyncio.gather(
+            limiter.acquire(max_wait=300.0), limiter.acquire(max_wait=300.0), return_exceptions=True
+        )
+        return list(results)
+
+    first, second = asyncio.run(main())
+    assert not isinstance(first, BaseException)
+    assert isinstance(second, WaitTooLong)
+    assert fake.sleeps == [pytest.approx(200.0)]
+
+
+def test_max_wait_setting_reaches_the_retry_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_wait_seconds == 300 == DEFAULT_MAX_WAIT
+    assert retry_policy_for(Settings()).max_wait == 300.0
+    monkeypatch.setenv("PROVISIONING_MAX_WAIT_SECONDS", "42")
+    assert retry_policy_for(Settings()).max_wait == 42.0
+    monkeypatch.setenv("PROVISIONING_MAX_WAIT_SECONDS", "0.5")
+    with pytest.raises(ValueError):
+        Settings()
+    with pytest.raises(ValueError):
+        RetryPolicy(3, 1.0, 1.0, max_wait=0)
+    assert RetryPolicy(3, 1.0, 1.0, max_wait=math.inf).too_long(1e12) is False
+
+
+def test_maybe_applied_counts_unanswered_attempts_that_were_sent() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
+    policy = RetryPolicy(8, 0.0, 0.0)
+    client = ScriptedClient(
+        [
+            TransportError("ConnectError: refused", sent=False),  # never reached Graph
+            HttpResult(503),  # answered: not taken
+            TransportError("timeout (ReadTimeout)"),  # sent, no answer
+            HttpResult(202),
+        ]
+    )
+    submitter = Submitter(client, limiter, policy, sleep=fake.sleep, clock=fake.clock)
+    outcome = asyncio.run(submitter.submit(b"{}", "c"))
+    assert outcome.status == "accepted"
+    assert [a.maybe_applied for a in outcome.attempts] == [False, False, True, False]
+    assert outcome.maybe_applied_attempts == 1 and outcome.maybe_applied_before_last
+    record = outcome.as_dict()
+    assert record["maybe_applied_attempts"] == 1 and record["maybe_applied_before_last"] is True
+
+    unsent = ScriptedClient([TransportError("no token", sent=False), HttpResult(202)])
+    outcome = asyncio.run(
+        Submitter(unsent, limiter, policy, sleep=fake.sleep, clock=fake.clock).submit(b"{}", "d")
+    )
+    assert outcome.maybe_applied_attempts == 0 and not outcome.maybe_applied_before_last
