@@ -202,8 +202,9 @@ def _state_command(settings: Settings, args: argparse.Namespace, out: Console, e
         return EXIT_UNUSABLE
     if args.command == "approve":
         state = WorkerState(BlobStore.from_settings(settings))
-        if not state.approve(args.run_id, args.by):
-            err.print(f"[bold red]error:[/] no leavers of run {args.run_id} wait for approval")
+        refused = state.approve(args.run_id, args.by)
+        if refused is not None:
+            err.print(f"[bold red]error:[/] {refused}")
             return EXIT_UNUSABLE
         out.print(f"approved run {args.run_id}; the next release sends its leavers")
         return EXIT_OK

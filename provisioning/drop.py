@@ -319,7 +319,13 @@ class DropProcessor:
         rejected_blob = self.store.staged(RESULTS_CONTAINER, results.path("rejected.csv"))
         rejected = RejectedCsv(TextToBlob(rejected_blob))
         book = BatchBook(self.store, results, run_id=claim.run_id, kind="file")
-        book.replay(claim.next_batch)  # what earlier attempts sent
+        first = claim.next_batch
+        # Batches answered after the last checkpoint (a crash in between) keep their number.
+        while (done := results.read_json(results.batch_name(first))) is not None and done.get(
+            "status"
+        ) in ("accepted", "rejected", "superseded"):
+            first += 1
+        book.replay(first)  # what earlier attempts sent
         conversions: list[Conversion] = []
 
         def next_conversion(first: bool) -> Conversion:
@@ -341,7 +347,7 @@ class DropProcessor:
         async for batch in sender.send(
             items,
             request_id=lambda index, part: client_request_id(claim.content_hash, index, part),
-            first_index=claim.next_batch,
+            first_index=first,
             guard=(send_plan.feed, order) if full else None,
         ):
             keeper.renew_if_due()

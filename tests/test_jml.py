@@ -152,7 +152,7 @@ def test_a_week_of_files(jml_env: dict[str, str], emulator: GraphEmulator) -> No
 
     # Nothing goes until someone approves; then the release disables exactly those.
     assert release()["status"] == "nothing-due"
-    assert WorkerState(store()).approve(third["run_id"], "test") is True
+    assert WorkerState(store()).approve(third["run_id"], "test") is None
     mark = upload_count(emulator)
     released = release()
     assert released["status"] == "complete" and released["records_accepted"] == len(waiting)
@@ -244,16 +244,19 @@ def test_two_runs_at_once_leave_the_state_consistent(
 def test_crash_between_accept_and_state_write_loses_nothing(
     jml_env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = WorkerState.record_accepted
+    """Graph accepted batch 2, and the process died before it wrote that down: the next
+    attempt knows batch 2's workers may have got it, sends them again and says so."""
+    original = WorkerState.write_delta
     calls = []
 
-    def record_accepted(self: WorkerState, seq: str, entries: Any) -> None:
-        calls.append(seq)
-        if len(calls) == 2:
-            raise SystemExit("simulated crash after Graph accepted batch 2")
-        original(self, seq, entries)
+    def write_delta(self: WorkerState, gen: int, status: Any, changes: Any) -> None:
+        if status == "accepted":
+            calls.append(gen)
+            if len(calls) == 2:
+                raise SystemExit("simulated crash after Graph accepted batch 2")
+        original(self, gen, status, changes)
 
-    monkeypatch.setattr(WorkerState, "record_accepted", record_accepted)
+    monkeypatch.setattr(WorkerState, "write_delta", write_delta)
     rows = [worker(n) for n in range(1, 151)]
     with pytest.raises(SystemExit):
         drop(csv_bytes(rows), "changes/big.csv")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -9,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from provisioning import state as state_module
 from provisioning.lifecycle import Held, Known
+from provisioning.ordering import OrderView, SendGate
 from provisioning.settings import STATE_CONTAINER
-from provisioning.state import Accepted, WorkerState, id_hash, shard_of
+from provisioning.state import Change, DeltaStatus, WorkerState, id_hash, shard_of
 from provisioning.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -38,23 +42,32 @@ def state(store: BlobStore) -> WorkerState:
 
 
 def accepted(
-    external_id: str, version: int = 1, *, active: bool = True, feed: str = FEED
-) -> Accepted:
+    external_id: str, version: int = 1, *, active: bool = True, feed: str = FEED, order: str = ""
+) -> Change:
     record = {
         "externalId": external_id,
         "userName": f"{external_id.lower()}@contoso.example",
         "active": active,
         "version": version,
     }
-    return (external_id, f"fp-{external_id}-{version}", active, feed, record)
+    return (external_id, f"fp-{external_id}-{version}", active, feed, order, record)
 
 
 def names(store: BlobStore, prefix: str = "") -> list[str]:
     return [blob.name for blob in store.list(STATE_CONTAINER, prefix)]
 
 
-def seq(number: int) -> str:
-    return f"{number:012d}"
+def publish(store: BlobStore, status: DeltaStatus, changes: list[Change]) -> int:
+    """One turn of the real send gate publishing ``changes``; returns its generation."""
+
+    async def turn() -> int:
+        gate = SendGate(
+            store, OrderView(WorkerState(store), 0), lease_seconds=15, max_wait_seconds=30
+        )
+        async with gate.holding():
+            return (await gate.turn()).publish(status, changes)
+
+    return asyncio.run(turn())
 
 
 # --- accepted records and the fold --------------------------------------------------------
@@ -65,16 +78,16 @@ def test_accepted_records_are_folded_into_index_and_records(
 ) -> None:
     first = [accepted(f"E{i:03d}") for i in range(150)]
     second = [accepted("X1", active=False), accepted("X2", feed="contractors")]
-    state.record_accepted(seq(1), first)
-    state.record_accepted(seq(2), second)
+    assert publish(store, "accepted", first) == 1
+    assert publish(store, "accepted", second) == 2
     assert names(store, "workers/deltas/") == [
-        f"workers/deltas/{seq(1)}.json",
-        f"workers/deltas/{seq(2)}.json",
+        "workers/deltas/g000000000001.json",
+        "workers/deltas/g000000000002.json",
     ]
     assert state.index() == {}  # nothing folded yet
 
     assert state.fold() == 2
-    assert names(store, "workers/deltas/") == []
+    assert state.folded() == 2 and state.folded_gen == 2
     assert state.fold() == 0
 
     index = state.index()
@@ -84,11 +97,7 @@ def test_accepted_records_are_folded_into_index_and_records(
     assert index["X2"] == Known("fp-X2-1", True, "contractors")
 
     records = state.records(["E007", "X1", "E149", "UNKNOWN"])
-    assert records == {
-        "E007": first[7][4],
-        "X1": second[0][4],
-        "E149": first[149][4],
-    }
+    assert records == {"E007": first[7][5], "X1": second[0][5], "E149": first[149][5]}
     assert state.records([]) == {}
 
     shards = {shard_of(ext) for ext in index}
@@ -105,49 +114,97 @@ def test_index_and_records_of_an_empty_state(state: WorkerState) -> None:
     assert state.approval_requests() == []
 
 
-def test_later_seq_wins_within_one_fold_whatever_the_write_order(
-    state: WorkerState,
-) -> None:
-    state.record_accepted(seq(20), [accepted("E1", 2, active=False), accepted("E2", 2)])
-    state.record_accepted(seq(10), [accepted("E1", 1), accepted("E3", 1)])
-    state.record_accepted(seq(30), [accepted("E2", 3)])
-    assert state.fold() == 3
+def test_later_generation_wins_and_orders_only_grow(state: WorkerState, store: BlobStore) -> None:
+    publish(store, "accepted", [accepted("E1", 1, order="o2"), accepted("E2", 1, order="o1")])
+    publish(store, "accepted", [accepted("E1", 2, active=False, order="o1")])
+    state.fold()
+    publish(store, "accepted", [accepted("E2", 3, order="o3")])
+    assert state.fold() == 1
     index = state.index()
-    assert index["E1"] == Known("fp-E1-2", False, FEED)
-    assert index["E2"] == Known("fp-E2-3", True, FEED)
-    assert index["E3"] == Known("fp-E3-1", True, FEED)
-    records = state.records(["E1", "E2", "E3"])
-    assert {ext: rec["version"] for ext, rec in records.items()} == {"E1": 2, "E2": 3, "E3": 1}
+    # What Entra got last is what it has; the newest HR order known is kept apart.
+    assert index["E1"] == Known("fp-E1-2", False, FEED, "o2")
+    assert index["E2"] == Known("fp-E2-3", True, FEED, "o3")
+    assert {k: r["version"] for k, r in state.records(["E1", "E2"]).items()} == {"E1": 2, "E2": 3}
 
 
-def test_an_older_delta_folded_late_does_not_overwrite_newer(
-    state: WorkerState, store: BlobStore
-) -> None:
-    state.record_accepted(seq(5), [accepted("E1", 5, active=False)])
+def test_refolding_the_same_deltas_changes_nothing(state: WorkerState, store: BlobStore) -> None:
+    publish(store, "accepted", [accepted("E1"), accepted("E2")])
     state.fold()
-    # A delta with an older seq shows up after the newer one was folded (a slow writer, or a
-    # fold that stopped before deleting its deltas).
-    state.record_accepted(seq(4), [accepted("E1", 4), accepted("E2", 4)])
+    before = {b.name: b.etag for b in store.list(STATE_CONTAINER, "workers/") if "index" in b.name}
+    # As if the fold died before it recorded how far it got.
+    store.write_json(STATE_CONTAINER, "workers/folded.json", {"gen": 0})
     assert state.fold() == 1
-    assert state.index()["E1"] == Known("fp-E1-5", False, FEED)
-    assert state.records(["E1"])["E1"]["version"] == 5
-    assert state.index()["E2"] == Known("fp-E2-4", True, FEED)  # the rest still applies
-    assert names(store, "workers/deltas/") == []
-
-
-def test_refolding_the_same_delta_changes_nothing(state: WorkerState, store: BlobStore) -> None:
-    entries = [accepted("E1"), accepted("E2")]
-    state.record_accepted(seq(1), entries)
-    state.fold()
-    before = {blob.name: blob.etag for blob in store.list(STATE_CONTAINER, "workers/")}
-    state.record_accepted(seq(1), entries)  # as if the fold was interrupted before deleting
-    assert state.fold() == 1
-    after = {blob.name: blob.etag for blob in store.list(STATE_CONTAINER, "workers/")}
+    after = {b.name: b.etag for b in store.list(STATE_CONTAINER, "workers/") if "index" in b.name}
     assert after == before  # no shard rewritten
     assert set(state.index()) == {"E1", "E2"}
 
 
-def test_concurrent_folds_lose_no_update(azurite: Azurite, state: WorkerState) -> None:
+def test_a_request_whose_answer_is_pending_is_folded_as_not_known(
+    state: WorkerState, store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(store, "accepted", [accepted("E1", 1, order="o1")])
+    state.fold()
+    sending = [("E1", None, False, FEED, "o2", None), ("E9", None, True, FEED, "o2", None)]
+    gen = publish(store, "sending", sending)
+    # Only the gate blob holds it until Graph answers.
+    assert names(store, "workers/deltas/") == ["workers/deltas/g000000000001.json"]
+    state.fold()
+    assert state.index()["E1"] == Known(None, False, FEED, "o2")
+    assert state.index()["E9"] == Known(None, True, FEED, "o2")
+    assert state.records(["E1"])["E1"]["version"] == 1  # the last record known to be there
+    assert state.folded() == 1  # waits for the answer
+    # The answer: accepted. Its delta beats the pending version of itself.
+    state.write_delta(gen, "accepted", [accepted("E1", 2, active=False, order="o2")])
+    state.fold()
+    assert state.index()["E1"] == Known("fp-E1-2", False, FEED, "o2")
+    assert state.folded() == gen
+    # A sender that died with its request pending stops holding the fold back in the end.
+    gen = publish(store, "sending", [("E2", None, True, FEED, "o3", None)])
+    state.fold()
+    assert state.folded() == gen - 1
+    monkeypatch.setattr(state_module, "STALE_SENDING", dt.timedelta(0))
+    state.fold()
+    assert state.folded() == gen
+    assert state.index()["E2"] == Known(None, True, FEED, "o3")
+
+
+def test_restated_workers_take_the_order_and_a_full_feed_takes_them_over(
+    state: WorkerState, store: BlobStore
+) -> None:
+    publish(store, "accepted", [accepted("E1", order="o1"), accepted("E2", order="o1")])
+    state.fold()
+    publish(
+        store,
+        "restated",
+        [
+            ("E1", "fp-E1-1", True, "employees", "o5", None),  # same record: taken over
+            ("E2", "fp-E2-other", True, "employees", "o5", None),  # changed meanwhile
+            ("E3", "fp-E3-1", True, "employees", "o5", None),  # never sent: nothing to restate
+        ],
+    )
+    state.fold()
+    index = state.index()
+    assert index["E1"] == Known("fp-E1-1", True, "employees", "o5")
+    assert index["E2"] == Known("fp-E2-1", True, FEED, "o5")
+    assert "E3" not in index
+
+
+def test_folded_deltas_are_pruned_after_the_retention(
+    state: WorkerState, store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(store, "accepted", [accepted("E1")])
+    publish(store, "void", [])
+    state.fold()
+    assert len(names(store, "workers/deltas/")) == 2  # kept for senders catching up
+    monkeypatch.setattr(state_module, "DELTA_RETENTION", dt.timedelta(0))
+    state.fold()
+    assert names(store, "workers/deltas/") == []
+    assert state.index()["E1"] == Known("fp-E1-1", True, FEED)
+
+
+def test_concurrent_folds_lose_no_update(
+    azurite: Azurite, state: WorkerState, store: BlobStore
+) -> None:
     workers = [f"W{i:03d}" for i in range(120)]
     expected: dict[str, int] = {}
     for number in range(1, 41):
@@ -155,7 +212,7 @@ def test_concurrent_folds_lose_no_update(azurite: Azurite, state: WorkerState) -
         entries = [accepted(workers[(number * 7 + k) % 120], number) for k in range(30)]
         for ext, *_ in entries:
             expected[ext] = number
-        state.record_accepted(seq(number), entries)
+        publish(store, "accepted", entries)
 
     folders = 4
     barrier = threading.Barrier(folders)
@@ -177,7 +234,8 @@ def test_concurrent_folds_lose_no_update(azurite: Azurite, state: WorkerState) -
         thread.join(120)
     assert errors == []
     assert len(results) == folders
-    assert state.fold() == 0  # every delta folded and deleted
+    assert state.fold() == 0  # every delta folded
+    assert state.folded() == 40
 
     index = state.index()
     assert {ext: known.fingerprint for ext, known in index.items()} == {
@@ -214,7 +272,7 @@ def _wait(event: threading.Event) -> None:
 def test_concurrent_folds_keep_records_in_step_with_the_index(
     azurite: Azurite, state: WorkerState
 ) -> None:
-    """Fold B lists only the older delta; fold A, started later, lists both.
+    """Fold B reads only the older delta; fold A, started later, reads both.
 
     A writes records-XX, B reads the index (still without the worker) and records-XX (with
     A's newer record), overwrites it with the older record and stops before its index write;
@@ -241,7 +299,8 @@ def test_concurrent_folds_keep_records_in_step_with_the_index(
         if event == "written" and name.startswith(index):
             index_by_a.set()
 
-    state.record_accepted(seq(1), [accepted("E1", 1)])
+    store = _store(azurite)
+    publish(store, "accepted", [accepted("E1", 1)])
     errors: list[BaseException] = []
 
     def fold_b() -> None:
@@ -254,8 +313,8 @@ def test_concurrent_folds_keep_records_in_step_with_the_index(
 
     b = threading.Thread(target=fold_b)
     b.start()
-    _wait(paused_b)  # B listed and read delta 1 only
-    state.record_accepted(seq(2), [accepted("E1", 2, active=False)])
+    _wait(paused_b)  # B read delta 1 only
+    publish(store, "accepted", [accepted("E1", 2, active=False)])
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     with HookedStore(service, hook_a) as own:
         folded = WorkerState(own).fold()
@@ -309,7 +368,7 @@ def test_held_changes_round_trip(state: WorkerState, store: BlobStore) -> None:
 
 def test_approval_round_trip(state: WorkerState) -> None:
     run_id = "20240610T101500-abcdef12-a1b2c3"
-    assert state.approve(run_id, "alice@contoso.example") is False
+    assert "no approval request" in str(state.approve(run_id, "alice@contoso.example"))
     assert state.is_approved(run_id) is False
 
     leavers: dict[str, dict[str, Any]] = {
@@ -320,19 +379,36 @@ def test_approval_round_trip(state: WorkerState) -> None:
     state.request_approval("20240611T000000-00000000-000000", "contractors", {})
     requests = sorted(state.approval_requests(), key=lambda r: r["run_id"])
     assert requests == [
-        {"run_id": run_id, "feed": FEED, "leavers": leavers},
-        {"run_id": "20240611T000000-00000000-000000", "feed": "contractors", "leavers": {}},
+        {"run_id": run_id, "feed": FEED, "order": "", "leavers": leavers},
+        {
+            "run_id": "20240611T000000-00000000-000000",
+            "feed": "contractors",
+            "order": "",
+            "leavers": {},
+        },
     ]
     assert state.is_approved(run_id) is False  # a request is not an approval
 
-    assert state.approve(run_id, "alice@contoso.example") is True
+    assert state.approve(run_id, "alice@contoso.example") is None
     assert state.is_approved(run_id) is True
     assert state.is_approved("20240611T000000-00000000-000000") is False
 
     state.close_request(run_id)
     state.close_request(run_id)  # already closed: fine
     assert [r["run_id"] for r in state.approval_requests()] == ["20240611T000000-00000000-000000"]
-    assert state.approve(run_id, "bob@contoso.example") is False  # nothing waiting any more
+    assert state.approve(run_id, "bob@contoso.example") is not None  # nothing waiting any more
+
+
+def test_a_newer_run_of_the_feed_supersedes_open_approval_requests(state: WorkerState) -> None:
+    state.request_approval("old", FEED, {"E1": {"externalId": "E1"}}, "o1")
+    state.request_approval("other-feed", "contractors", {}, "o1")
+    state.request_approval("newer", FEED, {}, "o9")
+    assert state.supersede_requests(FEED, "o5", "run5") == ["old"]
+    assert state.supersede_requests(FEED, "o5", "run5") == []  # once
+    refused = state.approve("old", "alice@contoso.example")
+    assert refused is not None and "superseded by the newer run run5" in refused
+    assert state.is_approved("old") is False
+    assert state.approve("newer", "alice@contoso.example") is None
 
 
 # --- privacy of blob names -----------------------------------------------------------------
@@ -340,9 +416,9 @@ def test_approval_round_trip(state: WorkerState) -> None:
 
 def test_blob_names_never_contain_the_external_id(state: WorkerState, store: BlobStore) -> None:
     secrets = [f"EMP-{n:06d}-Ørsted" for n in range(1, 40)] + ["jane.doe@contoso.example"]
-    state.record_accepted(seq(1), [accepted(ext) for ext in secrets])
+    publish(store, "accepted", [accepted(ext) for ext in secrets])
     state.fold()
-    state.record_accepted(seq(2), [accepted(secrets[0], 2)])  # a pending delta too
+    publish(store, "accepted", [accepted(secrets[0], 2)])  # a pending delta too
     for ext in secrets[:5]:
         state.hold(Held(ext, "joiner", "2024-07-01", FEED, {"externalId": ext}))
         state.hold(Held(ext, "leaver", "2024-09-01", FEED, {"externalId": ext}))
