@@ -392,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
             code, message = FAULT_BODIES[fault]
             headers = {}
             if fault == 429 and send_retry_after:
-                headers["Retry-After"] = "1"
+                headers["Retry-After"] = str(state.faults.retry_after_seconds)
             reject(fault, code, message, headers)
             return
         if media_type(self.headers.get("Content-Type")) != SCIM_MEDIA_TYPE:
@@ -411,6 +411,18 @@ class _Handler(BaseHTTPRequestHandler):
             operations = validate_bulk_request(payload)
         except InvalidBulkRequest as exc:
             reject(400, "BadRequest", f"Invalid Data Format: {exc}")
+            return
+        refused = [
+            index
+            for index, op in enumerate(operations)
+            if op["data"].get("externalId") in state.faults.reject_records
+        ]
+        if refused:
+            reject(
+                400,
+                "BadRequest",
+                f"Invalid Data Format: Operations[{refused[0]}].data cannot be provisioned.",
+            )
             return
         record["held"] = state.accept(job, operations)
         location = (

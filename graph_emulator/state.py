@@ -135,11 +135,18 @@ class Faults:
     token_failures: int = 0  # the next N token requests fail ...
     token_status: int = 500  # ... answering this (0: the connection is dropped)
     read_sequence: list[int] = field(default_factory=list)  # next Graph reads (GET) answer these
+    # Retry-After (seconds) of the 429s of status_sequence.
+    retry_after_seconds: int = 1
+    # externalIds whose operation makes Graph refuse the whole request (400 Invalid Data
+    # Format), as a record Entra cannot take does: the request's other records are not applied.
+    reject_records: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "status_sequence": list(self.status_sequence),
             "read_sequence": list(self.read_sequence),
+            "retry_after_seconds": self.retry_after_seconds,
+            "reject_records": list(self.reject_records),
             "token_failures": self.token_failures,
             "token_status": self.token_status,
             "latency_ms": self.latency_ms,
@@ -302,6 +309,8 @@ class EmulatorState:
             "token_failures",
             "token_status",
             "read_sequence",
+            "retry_after_seconds",
+            "reject_records",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -342,6 +351,16 @@ class EmulatorState:
                 ):
                     raise FaultError("fail_records must map externalId -> errorInformation dict")
                 faults.fail_records = copy.deepcopy(records)
+            if "reject_records" in changes:
+                rejected = list(changes["reject_records"] or [])
+                if not all(isinstance(ext, str) for ext in rejected):
+                    raise FaultError("reject_records must be a list of externalIds")
+                faults.reject_records = rejected
+            if "retry_after_seconds" in changes:
+                seconds = changes["retry_after_seconds"]
+                if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+                    raise FaultError("retry_after_seconds must be a non-negative integer")
+                faults.retry_after_seconds = seconds
             if "rate_limit" in changes:
                 faults.rate_limit = parse_rate_limit(changes["rate_limit"])
             if "retry_after" in changes:

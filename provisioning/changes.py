@@ -12,8 +12,6 @@ sends everything waiting in the outbox in bulk requests of 50, paced like file r
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -73,22 +71,6 @@ def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Re
     )
 
 
-def caller_allowed(principal_header: str | None, allowed: str) -> tuple[bool, str]:
-    """Easy Auth's X-MS-CLIENT-PRINCIPAL, when present, must name an allowed client id."""
-    if principal_header is None:
-        return True, ""
-    try:
-        principal = json.loads(base64.b64decode(principal_header))
-        claims = {c.get("typ"): c.get("val") for c in principal.get("claims", [])}
-    except (ValueError, binascii.Error, AttributeError):
-        return False, "the Easy Auth principal header cannot be read"
-    client = claims.get("appid") or claims.get("azp") or ""
-    allowed_ids = {c.strip().lower() for c in allowed.split(",") if c.strip()}
-    if client and client.lower() in allowed_ids:
-        return True, client
-    return False, "the calling application is not on PROVISIONING_ALLOWED_CLIENT_IDS"
-
-
 class ChangeService:
     def __init__(
         self,
@@ -140,13 +122,6 @@ class ChangeService:
                 "send one HR record (a JSON object), an array of records, "
                 'or {"records": [...], "changeId": "..."}',
             )
-        if idempotency_key and body_key and idempotency_key != body_key:
-            return problem(
-                400,
-                "conflicting-keys",
-                "Invalid request",
-                "the Idempotency-Key header and the body's changeId differ; send one of them",
-            )
         if not 1 <= len(records) <= MAX_OPERATIONS:
             return problem(
                 400,
@@ -158,7 +133,7 @@ class ChangeService:
             mapping = self._mapping(mapping_name)
         except SpecError as exc:
             return problem(400, "unknown-mapping", "Unknown mapping", str(exc))
-        key = idempotency_key or body_key
+        key = body_key or idempotency_key  # the body's changeId wins, as documented
         change_id = _change_id(caller, key) if key else uuid.uuid4().hex
         digest = _body_hash(records, mapping.source)
         existing = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")

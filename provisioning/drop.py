@@ -40,9 +40,10 @@ log = logging.getLogger(__name__)
 
 # In ``state``: one marker per blob name saying what became of it, for the sweep of hr-inbound.
 SEEN_PREFIX = "seen/"
-# Outcomes that count towards max_file_attempts; a stopped job or a busy claim is not the file's
-# fault, and the other outcomes are final.
-FAILING = frozenset({"interrupted", "failed", "error"})
+# Outcomes that count towards max_file_attempts. Not the file's fault, so not counted: a stopped
+# job, a busy claim, and an interrupted run (Graph, the token endpoint or the network failing
+# for a while); the other outcomes are final.
+FAILING = frozenset({"failed", "error"})
 # A plan made while other senders changed its workers is made again, at most this often.
 _PLAN_ATTEMPTS = 3
 

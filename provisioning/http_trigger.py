@@ -12,7 +12,7 @@ from importlib import resources
 
 import azure.functions as func
 
-from .auth import PRINCIPAL_HEADER, refusal
+from .auth import PRINCIPAL_HEADER, client_id, parse_principal, refusal
 from .changes import ChangeService, Reply, flush
 from .services import open_services
 from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings
@@ -59,6 +59,16 @@ def _allowed(req: func.HttpRequest, settings: Settings) -> Reply | None:
     return refusal(req.headers.get(PRINCIPAL_HEADER), settings.allowed_client_ids)
 
 
+def _caller(req: func.HttpRequest, settings: Settings) -> str:
+    """The calling application as Easy Auth identified it, to scope idempotency keys. Only
+    with the allow-list set: without Easy Auth in front, the header is the caller's to forge."""
+    header = req.headers.get(PRINCIPAL_HEADER)
+    if not settings.allowed_client_ids or header is None:
+        return ""
+    principal = parse_principal(header)
+    return ((client_id(principal) if principal else None) or "").lower()
+
+
 @bp.function_name("post_changes")
 @bp.route(route="changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def post_changes(req: func.HttpRequest) -> func.HttpResponse:
@@ -72,6 +82,7 @@ def post_changes(req: func.HttpRequest) -> func.HttpResponse:
             req.headers.get("Content-Type", ""),
             mapping_name=req.params.get("mapping"),
             idempotency_key=req.headers.get("Idempotency-Key"),
+            caller=_caller(req, settings),
         )
     return _respond(reply)
 

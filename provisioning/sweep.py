@@ -12,9 +12,11 @@ What a file's marker (``state/seen/``, written by every run) says decides:
   done, skipped;
 * rejected (the file as a whole is unusable): moved to ``hr-inbound/failed/``, since running it
   again can never succeed; a person fixes it and drops it again;
-* stopped (the job is paused) or busy (another instance holds the claim): processed again;
-* interrupted, failed (403), error: processed again until ``max_file_attempts`` attempts failed,
-  then moved to ``failed/``.
+* stopped (the job is paused), busy (another instance holds the claim) or interrupted (Graph,
+  the token endpoint or the network failing for a while): processed again, for as long as it
+  takes: none of it is the file's fault;
+* failed (403), error: processed again until ``max_file_attempts`` attempts failed, then moved
+  to ``failed/``.
 
 Every move writes ``results/failed/<date>/<hash of the name>.json`` with the reason. Files under
 ``failed/`` are never processed, neither here nor by the trigger.

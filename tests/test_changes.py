@@ -115,8 +115,12 @@ def test_array_and_envelope(api: dict[str, str], emulator: GraphEmulator) -> Non
     flush()
     # The same records again are unchanged: nothing to send.
     again = body(post({"records": [worker(1), worker(2)], "changeId": "hr-42"}))
-    assert again["status"] == "done"
     assert [r["action"] for r in again["records"]] == ["unchanged", "unchanged"]
+    # Sent all the same: the newest HR data of a worker is what Entra must have last, even
+    # while an older file run is still sending that worker.
+    assert again["status"] == "queued"
+    flush()
+    assert body(get(again["id"]))["status"] == "sent"
 
 
 def test_invalid_json_wrong_type_and_oversized(api: dict[str, str]) -> None:
@@ -159,9 +163,12 @@ def test_idempotency_key_returns_the_first_result_and_sends_once(
     api: dict[str, str], emulator: GraphEmulator
 ) -> None:
     first = body(post(worker(7), headers={"Idempotency-Key": "run-123"}))
-    second = post(worker(7, JobTitle="Changed meanwhile"), headers={"Idempotency-Key": "run-123"})
+    second = post(worker(7), headers={"Idempotency-Key": "run-123"})
     assert second.status_code == 202
     assert body(second)["id"] == first["id"] and body(second)["duplicate"] is True
+    # The same key with another body is not a duplicate: its new body would be lost.
+    changed = post(worker(7, JobTitle="Changed meanwhile"), headers={"Idempotency-Key": "run-123"})
+    assert changed.status_code == 409
     assert len(outbox()) == 1
     flush()
     records = [ext for u in bulk_uploads(emulator) for _, ext in u["records"]]

@@ -1,0 +1,333 @@
+"""Newest HR data wins, whatever the path: the findings of the fault campaign of issue 11,
+each reproduced against Azurite, the Graph emulator over HTTP and the real managed-identity
+credential, through the functions as the host calls them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from graph_emulator import GraphEmulator
+from provisioning.blob_trigger import RunInterrupted
+from provisioning.changes import ChangeService
+from provisioning.drop import seen_name
+from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.state import WorkerState
+from tests.columns import csv_bytes, worker
+from tests.e2e import drop, functions, runs, sent_external_ids, store
+from tests.test_jml import directory, latest_run, release
+
+MAPPING = (
+    Path(__file__).resolve().parent.parent / "provisioning" / "mappings" / "microsoft-sample.yaml"
+)
+
+
+@pytest.fixture
+def feeds(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("PROVISIONING_FEED_MODES", "workers=full,changes=delta")
+    monkeypatch.setenv("PROVISIONING_COALESCE_SECONDS", "0")
+    return env
+
+
+def people(count: int, **overrides: str) -> list[dict[str, str]]:
+    return [worker(n, **overrides) for n in range(1, count + 1)]
+
+
+def enabled(emu: GraphEmulator) -> set[str]:
+    return {ext for ext, user in directory(emu).items() if user["accountEnabled"]}
+
+
+def titles(emu: GraphEmulator) -> dict[str, str]:
+    return {ext: user.get("jobTitle", "") for ext, user in directory(emu).items()}
+
+
+def post(body: Any, **headers: str) -> func.HttpResponse:
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/changes",
+        headers={"Content-Type": "application/json", **headers},
+        params={},
+        body=json.dumps(body).encode(),
+    )
+    return functions()["post_changes"].get_user_function()(request)
+
+
+def flush() -> None:
+    asyncio.run(functions()["flush_changes"].get_user_function()(func.QueueMessage(body=b"x")))
+
+
+def outbox() -> list[str]:
+    return [b.name for b in store().list(STATE_CONTAINER, "outbox/")]
+
+
+# --- 1. a stale approval -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approved_before_the_newer_file", [True, False])
+def test_a_stale_approval_disables_nobody_the_newer_file_lists(
+    feeds: dict[str, str], emulator: GraphEmulator, approved_before_the_newer_file: bool
+) -> None:
+    everyone = people(300)
+    drop(csv_bytes(everyone), "workers/day1.csv")
+    assert len(enabled(emulator)) == 300
+    # A full file truncated to 10%: 270 leavers, over the threshold; held for approval.
+    drop(csv_bytes(everyone[:30]), "workers/truncated.csv")
+    truncated = latest_run()
+    assert truncated["status"] == "held-for-approval"
+    if approved_before_the_newer_file:
+        assert WorkerState(store()).approve(truncated["run_id"], "tester") is None
+    # The corrected full file: two people really left.
+    corrected = everyone[:298]
+    drop(csv_bytes(corrected), "workers/corrected.csv")
+    assert latest_run()["status"] == "complete"
+    refused = WorkerState(store()).approve(truncated["run_id"], "tester")
+    assert refused is not None and "superseded" in refused
+    summary = release()
+    assert summary.get("records_sent", 0) == 0
+    assert enabled(emulator) == {r["WorkerID"] for r in corrected}
+    assert WorkerState(store()).approval_requests() == []
+
+
+# --- 2. a stale resume ---------------------------------------------------------------------
+
+
+def test_day_one_resumed_after_day_two_changes_nothing(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PROVISIONING_LEAVER_THRESHOLD_COUNT", "1000")
+    drop(csv_bytes(people(200, JobTitle="Day 0")), "workers/day0.csv")
+    # Day 1: new titles and ten leavers; Graph fails after its first batch.
+    day1 = people(200, JobTitle="Day 1")
+    for row in day1[:10]:
+        row["WorkerStatus"] = "Inactive"
+    emulator.set_faults(status_sequence=[202, 503, 503])
+    with pytest.raises(RunInterrupted):
+        drop(csv_bytes(day1), "workers/day1.csv")
+    # Day 2 completes: other titles, and the ten day-1 leavers active again, five others gone.
+    day2 = people(200, JobTitle="Day 2")
+    for row in day2[100:105]:
+        row["WorkerStatus"] = "Inactive"
+    drop(csv_bytes(day2), "workers/day2.csv")
+    assert latest_run()["status"] == "complete"
+    mark = len(emulator.uploads())
+
+    drop(csv_bytes(day1), "workers/day1.csv")  # the host retries day 1
+    resumed = next(r for r in runs() if r["source_blob"].endswith("day1.csv"))
+    assert resumed["status"] == "superseded"
+    assert emulator.uploads()[mark:] == []
+    assert set(titles(emulator).values()) == {"Day 2"}
+    assert enabled(emulator) == {r["WorkerID"] for r in day2 if r["WorkerStatus"] == "Active"}
+    state = WorkerState(store())
+    state.fold()
+    assert {ext: k.active for ext, k in state.index().items()} == {
+        r["WorkerID"]: r["WorkerStatus"] == "Active" for r in day2
+    }
+    # The sweep leaves the superseded file alone from now on.
+    found = store().read_json(STATE_CONTAINER, seen_name("hr-inbound/workers/day1.csv"))
+    assert found is not None and found[0]["status"] == "superseded"
+
+
+def test_a_resumed_delta_file_sends_only_what_no_newer_file_restated(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    drop(csv_bytes(people(150, JobTitle="Day 0")), "changes/day0.csv")
+    emulator.set_faults(status_sequence=[503, 503])
+    with pytest.raises(RunInterrupted):
+        drop(csv_bytes(people(150, JobTitle="Day 1")), "changes/day1.csv")
+    # Day 2 restates workers 1-50, one of them unchanged since day 0.
+    day2 = [worker(1, JobTitle="Day 0")] + [worker(n, JobTitle="Day 2") for n in range(2, 51)]
+    drop(csv_bytes(day2), "changes/day2.csv")
+    drop(csv_bytes(people(150, JobTitle="Day 1")), "changes/day1.csv")
+    resumed = next(r for r in runs() if r["source_blob"].endswith("day1.csv"))
+    assert resumed["status"] == "complete"
+    assert resumed["plan"]["counts"]["superseded"] == 50
+    expected = {"1": "Day 0", **{str(n): "Day 2" for n in range(2, 51)}}
+    expected |= {str(n): "Day 1" for n in range(51, 151)}
+    assert titles(emulator) == expected
+
+
+# --- 3. feed ownership ---------------------------------------------------------------------
+
+
+def test_workers_first_created_over_http_leave_when_a_full_feed_drops_them(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_LEAVER_THRESHOLD_COUNT", "1000")
+    api_made = [worker(n) for n in range(1001, 1051)]
+    assert post(api_made).status_code == 202
+    flush()
+    everyone = people(100) + api_made
+    drop(csv_bytes(everyone), "workers/full.csv")
+    plan = latest_run()["plan"]
+    assert sorted(plan["ownership_changes"]) == sorted(r["WorkerID"] for r in api_made)
+    assert plan["counts"]["unchanged"] == 50  # nothing to send for them, only the owner
+    drop(csv_bytes(people(100)), "workers/without-them.csv")
+    assert sorted(latest_run()["plan"]["absent_leavers"]) == sorted(r["WorkerID"] for r in api_made)
+    assert enabled(emulator) == {str(n) for n in range(1, 101)}
+
+
+# --- 4. idempotency of HTTP changes --------------------------------------------------------
+
+
+def test_concurrent_calls_with_one_key_make_exactly_one_change(
+    feeds: dict[str, str], emulator: GraphEmulator
+) -> None:
+    replies: list[func.HttpResponse] = []
+    barrier = threading.Barrier(8)
+
+    def call() -> None:
+        barrier.wait(20)
+        replies.append(post(worker(7), **{"Idempotency-Key": "logic-app-run-1"}))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    bodies = [json.loads(r.get_body()) for r in replies]
+    assert [r.status_code for r in replies] == [202] * 8
+    assert len({b["id"] for b in bodies}) == 1
+    assert sum(1 for b in bodies if not b["duplicate"]) == 1
+    assert len(outbox()) == 1
+    flush()
+    assert sent_external_ids(emulator) == ["7"]
+    assert directory(emulator)["7"]["accountEnabled"] is True
+
+
+def test_a_call_retried_after_a_crash_sends_once(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ChangeService._schedule_flush
+
+    def crash(self: ChangeService) -> None:
+        raise SystemExit("the instance died after writing the outbox entry")
+
+    monkeypatch.setattr(ChangeService, "_schedule_flush", crash)
+    with pytest.raises(SystemExit):
+        post(worker(7), **{"Idempotency-Key": "k-1"})
+    monkeypatch.setattr(ChangeService, "_schedule_flush", original)
+    retry = post(worker(7), **{"Idempotency-Key": "k-1"})
+    assert retry.status_code == 202 and json.loads(retry.get_body())["duplicate"] is True
+    assert len(outbox()) == 1
+    flush()
+    assert sent_external_ids(emulator) == ["7"]
+    again = post(worker(7), **{"Idempotency-Key": "k-1"})
+    assert json.loads(again.get_body())["status"] == "sent"
+    flush()
+    assert sent_external_ids(emulator) == ["7"]  # nothing twice
+
+
+def test_a_key_reused_with_another_body_is_a_conflict(feeds: dict[str, str]) -> None:
+    assert post(worker(7), **{"Idempotency-Key": "k-2"}).status_code == 202
+    conflict = post(worker(7, JobTitle="Other"), **{"Idempotency-Key": "k-2"})
+    assert conflict.status_code == 409
+    assert conflict.mimetype == "application/problem+json"
+    assert "another body" in json.loads(conflict.get_body())["detail"]
+    assert len(outbox()) == 1
+    # The body's changeId is the key when both are sent.
+    assert post({"records": [worker(7)], "changeId": "k-2"}).status_code == 202
+    enveloped = post({"records": [worker(8)], "changeId": "k-2"}, **{"Idempotency-Key": "k-3"})
+    assert enveloped.status_code == 409
+
+
+def test_keys_are_scoped_to_the_calling_application(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, two = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    monkeypatch.setenv("PROVISIONING_ALLOWED_CLIENT_IDS", f"{one},{two}")
+
+    def principal(app_id: str) -> str:
+        claims = {"auth_typ": "aad", "claims": [{"typ": "appid", "val": app_id}]}
+        return base64.b64encode(json.dumps(claims).encode()).decode()
+
+    first = post(worker(1), **{"Idempotency-Key": "same", "X-MS-CLIENT-PRINCIPAL": principal(one)})
+    other = post(worker(2), **{"Idempotency-Key": "same", "X-MS-CLIENT-PRINCIPAL": principal(two)})
+    assert first.status_code == other.status_code == 202
+    assert json.loads(first.get_body())["id"] != json.loads(other.get_body())["id"]
+    flush()
+    assert sorted(sent_external_ids(emulator)) == ["1", "2"]
+
+
+# --- 5. one bad record in a flush ----------------------------------------------------------
+
+
+def test_a_bad_record_does_not_sink_the_other_callers_changes(
+    feeds: dict[str, str], emulator: GraphEmulator
+) -> None:
+    for n in range(1, 31):
+        assert post(worker(n)).status_code == 202
+    # Graph refuses any request carrying worker 17 (Invalid Data Format).
+    emulator.set_faults(reject_records=["17"])
+    flush()
+    applied = set(directory(emulator))
+    assert applied == {str(n) for n in range(1, 31)} - {"17"}
+    ids = sent_external_ids(emulator)
+    assert len(ids) == len(set(ids)) == 29  # each good record applied once
+    state = WorkerState(store())
+    changes = [
+        state.store.read_json(STATE_CONTAINER, b.name)[0]  # type: ignore[index]
+        for b in state.store.list(STATE_CONTAINER, "changes/")
+    ]
+    statuses = {c["records"][0]["externalId"]: c["status"] for c in changes}
+    assert statuses["17"] == "partly-rejected"
+    assert {s for ext, s in statuses.items() if ext != "17"} == {"sent"}
+    assert outbox() == []
+
+
+# --- 6. a flush waiting longer than its lease ----------------------------------------------
+
+
+def test_a_flush_keeps_its_lease_through_a_long_retry_after(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_LEASE_SECONDS", "15")
+    for n in range(1, 151):
+        assert post(worker(n)).status_code == 202
+    emulator.set_faults(status_sequence=[202, 429], retry_after_seconds=20)
+    first = threading.Thread(target=flush)
+    first.start()
+    time.sleep(17)  # past the 15 s lease: only renewals keep it
+    from provisioning.changes import flush as flush_once
+    from provisioning.services import open_services
+
+    async def second() -> dict[str, Any]:
+        settings = Settings()
+        async with open_services(settings) as (blobs, graph):
+            return await flush_once(settings, blobs, graph)
+
+    assert asyncio.run(second())["status"] == "busy"
+    first.join(120)
+    ids = sent_external_ids(emulator)
+    assert sorted(ids, key=int) == [str(n) for n in range(1, 151)]  # each once
+    assert outbox() == []
+
+
+# --- 7. token endpoint down ----------------------------------------------------------------
+
+
+def test_token_endpoint_down_interrupts_without_counting_an_attempt(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_MAX_FILE_ATTEMPTS", "1")
+    emulator.set_faults(token_failures=1000, token_status=500)
+    data = csv_bytes(people(60))
+    with pytest.raises(RunInterrupted):
+        drop(data, "workers/day1.csv")
+    (summary,) = runs()
+    assert summary["status"] == "interrupted"
+    marker = store().read_json(STATE_CONTAINER, seen_name("hr-inbound/workers/day1.csv"))
+    assert marker is not None and marker[0]["failed_attempts"] == 0
+    emulator.set_faults(token_failures=0)
+    drop(data, "workers/day1.csv")
+    assert runs()[0]["status"] == "complete"
+    assert len(sent_external_ids(emulator)) == 60
