@@ -239,7 +239,7 @@ def _drop(day2: str, mapping_ref: str, state: _MemoryState, today: str) -> dict[
         conversions[0] += 1
         return Conversion(source, mapping, content_hash=file_hash)
 
-    stream = (op for op, _action in send_operations(again, send_plan, {}, file_hash))
+    stream = (op for op, _action, _feed in send_operations(again, send_plan, {}, file_hash))
     out = requests = records = 0
     for bulk in batches(stream):
         out += len(bulk.body)

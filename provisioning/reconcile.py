@@ -27,7 +27,7 @@ from .bulk import Operation
 from .confirm import Confirmer
 from .drift import drift_report
 from .drop import DropProcessor, LeaseKeeper
-from .graph import GraphClient
+from .graph import GraphClient, GraphUnavailable
 from .health import record_health
 from .ordering import SendGate
 from .outcomes import graph_reason
@@ -85,9 +85,15 @@ class Reconciler:
         pass_id = f"{started:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
         report: dict[str, Any] = {"pass": pass_id, "started": iso(started)}
         try:
-            health = record_health(
-                self.settings, self.store, await self.graph.job_status(), started
-            )
+            try:
+                job = await self.graph.job_status()
+            except GraphUnavailable as exc:
+                # Graph or the token endpoint is down: nothing this pass can do; the next
+                # pass finds everything where this one left it.
+                log.warning("reconcile: Graph unavailable (%s); pass skipped", exc.reason)
+                report.update(status="interrupted", reason=exc.reason)
+                return report
+            health = record_health(self.settings, self.store, job, started)
             report["health"] = {"healthy": health["healthy"], "job": health["job"]["code"]}
             active = health["healthy"]
             if sweep:

@@ -1,8 +1,8 @@
 """The one way bulk requests reach Graph: batches, each sent in a turn of the send gate.
 
 Per batch: take a turn of the gate (``provisioning.ordering``), drop the records whose worker
-Entra already got newer HR data for (``superseded``), record the request as ``sending``, let
-the caller checkpoint, submit it (paced and retried by ``provisioning.submit``), record what
+Entra already got newer HR data for (``superseded``), record the request as ``sending``,
+submit it (paced and retried by ``provisioning.submit``), record what
 Graph accepted, and apply the one stop rule (``outcomes.stop_reason``). A 400 can be narrowed
 to the records that caused it, so one bad record does not sink the others of its request.
 Callers (file runs, releases, HTTP flushes, outcome retries, drift fixes) keep their own
@@ -71,14 +71,6 @@ class SentBatch:
     def request(self) -> BulkRequest:
         return BulkRequest(self.index, [item.op for item in self.sent])
 
-    @property
-    def status(self) -> str:
-        if self.outcome is None:
-            return "superseded"
-        if self.accepted and self.rejected:
-            return "partly-rejected"
-        return self.outcome.status
-
 
 class Sender:
     """Sends for one caller; ``sleep`` is the caller's, so its lease is kept through every
@@ -106,7 +98,6 @@ class Sender:
         first_index: int = 1,
         narrow: bool = False,
         guard: tuple[str, str] | None = None,
-        before_send: Callable[[SentBatch], None] | None = None,
         batch_size: int | None = None,
     ) -> AsyncIterator[SentBatch]:
         """Send ``items`` in batches numbered from ``first_index``; yields each batch's fate
@@ -129,7 +120,7 @@ class Sender:
                 outgoing = [by_op.pop(id(op)) for op in request.operations]
                 try:
                     turn = await self.gate.turn(op.external_id for op in request.operations)
-                    await self._turn(turn, batch, outgoing, request_id, narrow, guard, before_send)
+                    await self._turn(turn, batch, outgoing, request_id, narrow, guard)
                 except GateBusy as exc:
                     batch.stop = ("interrupted", str(exc))
                 except PreconditionFailed:
@@ -148,7 +139,6 @@ class Sender:
         request_id: Callable[[int, int], str],
         narrow: bool,
         guard: tuple[str, str] | None,
-        before_send: Callable[[SentBatch], None] | None,
     ) -> None:
         if guard is not None and turn.watermark(guard[0]) > guard[1]:
             batch.stop = (
@@ -162,8 +152,6 @@ class Sender:
         if not batch.sent:
             return
         gen = turn.publish("sending", [item.change(False) for item in batch.sent])
-        if before_send is not None:
-            before_send(batch)
         outcome = await self._submit(batch, batch.sent, request_id, 0)
         batch.outcome = outcome
         if outcome.accepted:
@@ -212,6 +200,8 @@ class Sender:
             else:
                 batch.rejected += [(item, outcome) for item in part]
                 batch.stop = stop_reason(outcome)
+                # What the stop left unsent shares its fate: sent again another time.
+                batch.rejected += [(item, outcome) for rest in queue for item in rest]
         log.info(
             "batch %d narrowed in %d requests: %d accepted, %d refused",
             batch.index,

@@ -331,3 +331,62 @@ def test_token_endpoint_down_interrupts_without_counting_an_attempt(
     drop(data, "workers/day1.csv")
     assert runs()[0]["status"] == "complete"
     assert len(sent_external_ids(emulator)) == 60
+
+
+# --- 6 and 8. bounded waits and honest resend markers --------------------------------------
+
+
+def test_a_day_long_retry_after_interrupts_at_once_and_frees_the_file(
+    feeds: dict[str, str], emulator: GraphEmulator
+) -> None:
+    emulator.set_faults(status_sequence=[429], retry_after_seconds=86400)
+    data = csv_bytes(people(60))
+    begun = time.monotonic()
+    with pytest.raises(RunInterrupted):
+        drop(data, "workers/day1.csv")
+    assert time.monotonic() - begun < 30
+    (summary,) = runs()
+    assert summary["status"] == "interrupted" and "WaitTooLong" in summary["reason"]
+    drop(data, "workers/day1.csv")  # the claim was released: the retry runs at once
+    assert runs()[0]["status"] == "complete"
+    assert len(sent_external_ids(emulator)) == 60
+
+
+def test_only_a_lost_answer_marks_a_batch_resent(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    data = csv_bytes(people(150))
+    # Graph answers 503 twice: it did not take batch 2, so its resend is no resend.
+    emulator.set_faults(status_sequence=[202, 503, 503])
+    with pytest.raises(RunInterrupted):
+        drop(data, "workers/day1.csv")
+    drop(data, "workers/day1.csv")
+    (summary,) = runs()
+    assert summary["status"] == "complete"
+    assert [b["resent_after_crash"] for b in summary["batches"]] == [False] * 3
+    assert [b["maybe_applied_twice"] for b in summary["batches"]] == [False] * 3
+    # A dropped answer within a run: the retry may apply the batch twice, and says so.
+    emulator.set_faults(status_sequence=[0])
+    drop(csv_bytes(people(20, JobTitle="Promoted")), "changes/day2.csv")
+    latest = latest_run()
+    assert latest["status"] == "complete"
+    assert [b["maybe_applied_twice"] for b in latest["batches"]] == [True]
+
+
+def test_a_reconciliation_pass_without_graph_ends_interrupted(
+    feeds: dict[str, str], emulator: GraphEmulator
+) -> None:
+    from provisioning.reconcile import Reconciler
+    from provisioning.services import open_services
+
+    async def one_pass() -> dict[str, Any]:
+        settings = Settings()
+        async with open_services(settings) as (blobs, graph):
+            return await Reconciler(settings, blobs, graph).run(sweep=False, drift=False)
+
+    emulator.set_faults(token_failures=1000)
+    report = asyncio.run(one_pass())
+    assert report["status"] == "interrupted" and "token" in report["reason"]
+    emulator.set_faults(token_failures=0)
+    assert asyncio.run(one_pass())["status"] == "complete"

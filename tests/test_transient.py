@@ -26,14 +26,14 @@ from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.api_error import APIError
 
 from graph_emulator import GraphEmulator
-from provisioning.bulk import Operation, serialize
+from provisioning.bulk import serialize
 from provisioning.graph import GraphClient, GraphUnavailable, JobStatus, TransportError
 from provisioning.outcomes import stop_reason
 from provisioning.pacing import limiter_for, retry_policy_for
 from provisioning.settings import Settings
 from provisioning.submit import BatchOutcome, Submitter
+from tests.test_submit import operations
 
-CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 MSI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
 # raised by kiota when msgraph's generated request builders are imported
 pytestmark = pytest.mark.filterwarnings(
@@ -42,18 +42,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def body(count: int = 2, prefix: str = "E") -> bytes:
-    ops = []
-    for i in range(count):
-        external_id = f"{prefix}{i:05d}"
-        data = {
-            "schemas": [CORE],
-            "externalId": external_id,
-            "userName": f"{external_id.lower()}@contoso.test",
-            "displayName": f"User {external_id}",
-            "active": True,
-        }
-        ops.append(Operation(f"{prefix}-{i}", external_id, i + 1, data))
-    return serialize(ops)
+    return serialize(operations(count, prefix))
 
 
 def closed_port() -> int:
