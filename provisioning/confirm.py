@@ -368,7 +368,7 @@ class Confirmer:
             wire = f"retry-{len(items):06d}"
             owner[wire] = (run, bulk)
             op = Operation(wire, record["id"], record["line"], data)
-            items.append(Outgoing(op, worker.order, worker.feed, "retry"))
+            items.append(Outgoing(op, worker.order, worker.feed, "retry", resend=True))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
         sender = Sender(self.settings, self._poster, gate, sleep=self._sleep)
         async for batch in sender.send(

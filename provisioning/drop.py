@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from .batchbook import BatchBook
 from .graph import GraphUnavailable, JobStatus
 from .mapping import Mapping, load_mapping
-from .ordering import GateBusy, SendGate
+from .ordering import ALL, GateBusy, SendGate
 from .outcomes import TextToBlob, job_stop_reason
 from .pipeline import Conversion, Source
 from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
@@ -405,7 +405,7 @@ class DropProcessor:
             interest = plan.decisions.keys() | {k for k, v in index.items() if v.feed == feed}
             async with gate.holding():
                 turn = await gate.turn()
-                moved = turn.touched & interest
+                moved = interest if ALL in turn.touched else turn.touched & interest
                 if moved and attempt < _PLAN_ATTEMPTS:
                     # Another sender changed these workers while the file was planned: the
                     # plan may rest on what they were before.

@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# A view further behind than this many deltas reads the shards again instead of the deltas.
+MAX_CATCH_UP = 2000
+# In ``Turn.touched``: the workers touched are not known (the view was far behind).
+ALL = "\x00all"
+
+
 class GateBusy(Exception):
     """The send gate stayed taken longer than the longest wait allowed: try again later."""
 
@@ -93,6 +99,13 @@ class OrderView:
         ``sending``: the gate's pending request, whose delta its sender (now gone, or it would
         still hold the gate) never wrote: what it carried may have been applied."""
         touched: set[str] = set()
+        if top - self.gen > MAX_CATCH_UP:
+            # Far behind (a long plan while others sent): reading every delta would cost more
+            # than reading the shards of the workers still to send.
+            self.complete = False
+            self._looked_up.clear()
+            self.gen = top
+            return {ALL}
         for gen in range(self.gen + 1, top + 1):
             delta = self.state.read_delta(gen)
             if delta is None and sending is not None and sending.get("gen") == gen:
@@ -110,10 +123,11 @@ class OrderView:
         self.gen = max(self.gen, top)
         return touched
 
-    def newest(self, ext: str) -> str:
-        """The newest order Entra got for this worker, its owning feed's watermark included."""
+    def newest(self, ext: str, *, watermark: bool = True) -> str:
+        """The newest order Entra got for this worker, with its owning feed's watermark unless
+        ``watermark`` is False."""
         order, feed = self.known.get(ext, ("", ""))
-        return max(order, self.watermarks.get(feed, ""))
+        return max(order, self.watermarks.get(feed, "")) if watermark else order
 
 
 class Turn:
@@ -130,9 +144,13 @@ class Turn:
     def watermark(self, feed: str) -> str:
         return str(self._gate.data.get("feeds", {}).get(feed, ""))
 
-    def newer(self, ext: str, order: str) -> bool:
-        """Whether Entra already got HR data newer than ``order`` for this worker."""
-        return self.view.newest(ext) > order
+    def newer(self, ext: str, order: str, *, resend: bool = False) -> bool:
+        """Whether Entra already got HR data newer than ``order`` for this worker.
+
+        ``resend``: the record is the state's own (a retry, a drift fix), restated by every
+        newer run that left it unchanged, so a full feed's watermark says nothing about it;
+        only a newer record accepted for the worker makes it stale."""
+        return self.view.newest(ext, watermark=not resend) > order
 
     def publish(
         self,

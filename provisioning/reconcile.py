@@ -178,7 +178,13 @@ class Reconciler:
         )
         known = gate.view.state.lookup(op.external_id for op in ops)
         items = [
-            Outgoing(op, known[op.external_id].order, known[op.external_id].feed, "drift fix")
+            Outgoing(
+                op,
+                known[op.external_id].order,
+                known[op.external_id].feed,
+                "drift fix",
+                resend=True,
+            )
             for op in ops
             # A worker whose last send is unanswered is left to that send's run.
             if op.external_id in known and known[op.external_id].fingerprint is not None

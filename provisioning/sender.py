@@ -41,6 +41,8 @@ class Outgoing:
     order: str
     feed: str
     action: str
+    # The state's own record sent again (retry, drift fix): see ``Turn.newer``.
+    resend: bool = False
 
     def change(self, accepted: bool) -> Change:
         data = self.op.data
@@ -147,7 +149,7 @@ class Sender:
             )
             return
         for item in outgoing:
-            newer = turn.newer(item.op.external_id, item.order)
+            newer = turn.newer(item.op.external_id, item.order, resend=item.resend)
             (batch.superseded if newer else batch.sent).append(item)
         if not batch.sent:
             return

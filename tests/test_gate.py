@@ -1,0 +1,135 @@
+"""The send gate against a real Azurite: two senders (each with its own view, as two processes
+would have) see each other's records, in order, and never hold the gate at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from provisioning import ordering
+from provisioning.ordering import GateBusy, OrderView, SendGate, new_order
+from provisioning.settings import STATE_CONTAINER
+from provisioning.state import WorkerState
+from provisioning.storage import BlobStore
+
+if TYPE_CHECKING:
+    from tests.conftest import Azurite
+
+FEED = "employees"
+
+
+@pytest.fixture
+def store(clean_storage: Azurite) -> Iterator[BlobStore]:
+    service = BlobServiceClient.from_connection_string(clean_storage.connection_string)
+    with BlobStore(service) as blob_store:
+        blob_store.ensure_containers(STATE_CONTAINER)
+        yield blob_store
+
+
+def sender(store: BlobStore, *, max_wait: float = 30) -> SendGate:
+    return SendGate.open(store, lease_seconds=15, max_wait_seconds=max_wait)
+
+
+def change(ext: str, order: str, fp: str | None = "fp") -> tuple[object, ...]:
+    return (ext, fp, True, FEED, order, None if fp is None else {"externalId": ext})
+
+
+def test_orders_sort_by_time_then_tag() -> None:
+    import datetime as dt
+
+    early = dt.datetime(2026, 12, 1, 9, 0, 0, 1, tzinfo=dt.UTC)
+    later = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert new_order(early, "b") > new_order(later, "a")  # 08:00 UTC is earlier than 09:00
+    assert new_order(early, "a") < new_order(early, "b")
+
+
+def test_a_sender_sees_what_another_accepted_and_never_overtakes_it(store: BlobStore) -> None:
+    async def run() -> None:
+        first, second = sender(store), sender(store)
+        async with first.holding():
+            turn = await first.turn(["X"])
+            turn.publish("accepted", [change("X", "o5")])  # type: ignore[list-item]
+        async with second.holding():
+            turn = await second.turn(["X", "Y"])
+            assert "X" in turn.touched
+            assert turn.newer("X", "o3") and not turn.newer("X", "o5")
+            assert not turn.newer("X", "o7") and not turn.newer("Y", "o1")
+
+    asyncio.run(run())
+
+
+def test_a_full_feed_watermark_supersedes_older_data_but_not_resends(store: BlobStore) -> None:
+    async def run() -> None:
+        first, second = sender(store), sender(store)
+        async with first.holding():
+            turn = await first.turn()
+            turn.publish("accepted", [change("X", "o1")])  # type: ignore[list-item]
+            turn.publish("restated", [], watermark=(FEED, "o9"))
+        async with second.holding():
+            turn = await second.turn(["X"])
+            assert turn.watermark(FEED) == "o9"
+            assert turn.newer("X", "o5")  # an HTTP change older than the full file
+            assert not turn.newer("X", "o1", resend=True)  # the state's record, restated
+
+    asyncio.run(run())
+
+
+def test_a_request_left_sending_by_a_dead_sender_counts_as_applied(store: BlobStore) -> None:
+    async def run() -> None:
+        dead = sender(store)
+        turn = await dead.turn(["X"])
+        turn.publish("sending", [change("X", "o8", fp=None)])  # type: ignore[list-item]
+        dead.release()  # as the lease of a killed process expires
+        later = sender(store)
+        async with later.holding():
+            turn = await later.turn(["X"])
+            assert turn.newer("X", "o2")
+
+    asyncio.run(run())
+    state = WorkerState(store)
+    state.fold()
+    assert state.index()["X"].fingerprint is None and state.index()["X"].order == "o8"
+
+
+def test_one_holder_at_a_time_and_a_bounded_wait(store: BlobStore) -> None:
+    async def run() -> None:
+        holder, waiter = sender(store), sender(store, max_wait=1)
+        await holder.turn()
+        # Within its slice the holder keeps the gate without taking it again.
+        lease = holder._lease
+        await holder.turn()
+        assert holder._lease is lease
+        with pytest.raises(GateBusy):
+            await waiter.turn()
+        holder.release()
+        async with waiter.holding():
+            await waiter.turn()
+
+    asyncio.run(run())
+
+
+def test_a_view_far_behind_reads_the_shards_again(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ordering, "MAX_CATCH_UP", 2)
+
+    async def run() -> None:
+        behind = SendGate(
+            store, OrderView(WorkerState(store), 0), lease_seconds=15, max_wait_seconds=30
+        )
+        ahead = sender(store)
+        async with ahead.holding():
+            turn = await ahead.turn()
+            for n in range(4):
+                turn.publish("accepted", [change(f"W{n}", f"o{n}")])  # type: ignore[list-item]
+        WorkerState(store).fold()
+        async with behind.holding():
+            turn = await behind.turn(["W3"])
+            assert ordering.ALL in turn.touched
+            assert turn.newer("W3", "o2") and not turn.newer("W3", "o3")
+
+    asyncio.run(run())
