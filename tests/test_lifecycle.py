@@ -280,6 +280,8 @@ def test_hire_date_beyond_lookahead_holds_the_joiner() -> None:
         "unchanged": 0,
         "held": 1,
         "held_for_approval": 0,
+        "superseded": 0,
+        "ownership_changes": 0,
     }
 
 
@@ -629,6 +631,8 @@ def test_counts_cover_every_outcome() -> None:
         "unchanged": 2,  # SAME and LATER (its leave is held)
         "held": 2,  # FUTURE's joiner and LATER's leaver
         "held_for_approval": 0,
+        "superseded": 0,
+        "ownership_changes": 0,
     }
     assert plan.valid_rows == 7
     assert plan.absent_leavers == ["GONE"]
@@ -658,3 +662,66 @@ def test_today_in_utc_and_default_now() -> None:
     assert today_in("America/Los_Angeles", moment) == dt.date(2024, 6, 10)
     now = today_in("UTC")
     assert abs((now - dt.datetime.now(dt.UTC).date()).days) <= 1
+
+
+# --- newest HR data wins, feed ownership ---------------------------------------------------
+
+
+def ordered(data: dict[str, Any], order: str, *, feed: str = FEED) -> Known:
+    base = known(data, feed=feed)
+    return Known(base.fingerprint, base.active, base.feed, order)
+
+
+def test_data_older_than_what_entra_got_is_superseded() -> None:
+    state = {
+        "E1": ordered(user("E1"), "o5"),  # an HTTP change after this file
+        "E2": ordered(user("E2"), "o1"),
+        "GONE": ordered(user("GONE"), "o5"),
+    }
+    rows = [user("E1", active=False), user("E2", title="New")]
+    plan = plan_of(rows, state, mode="full", order="o3", threshold_count=10)
+    assert plan.decisions["E1"].action == "superseded"  # never disables after newer data
+    assert plan.sends("E1") is None
+    assert plan.decisions["E2"].action == "mover"
+    assert plan.absent_leavers == []  # GONE got newer data than this file: not a leaver
+    assert sorted(plan.superseded) == ["E1", "GONE"]
+    assert plan.counts["superseded"] == 2
+
+
+def test_a_newer_run_of_the_owning_full_feed_supersedes_older_data() -> None:
+    state = {"E1": ordered(user("E1"), "o1"), "E2": ordered(user("E2"), "o1", feed=OTHER_FEED)}
+    rows = [user("E1", title="Old"), user("E2", title="Old")]
+    plan = plan_of(rows, state, order="o3", watermarks={FEED: "o5"})
+    assert plan.decisions["E1"].action == "superseded"
+    assert plan.decisions["E2"].action == "mover"  # another feed's watermark says nothing
+
+
+def test_a_full_feed_takes_over_the_workers_it_lists() -> None:
+    state = {
+        "API": ordered(user("API"), "o1", feed="api"),
+        "MINE": ordered(user("MINE"), "o1"),
+        "MOVED": ordered(user("MOVED", title="x"), "o1", feed="api"),
+    }
+    rows = [user("API"), user("MINE"), user("MOVED", title="y")]
+    full = plan_of(rows, state, mode="full", order="o2")
+    assert sorted(full.takeovers) == ["API", "MOVED"]
+    assert {ext: d.feed for ext, d in full.decisions.items()} == dict.fromkeys(rows_ids(rows), FEED)
+    assert full.restated == ["API"]  # unchanged but taken over; MINE is restated by watermark
+    assert full.counts["ownership_changes"] == 2
+    delta = plan_of(rows, state, mode="delta", order="o2")
+    assert delta.takeovers == []
+    assert delta.decisions["API"].feed == "api" and delta.decisions["MOVED"].feed == "api"
+    assert sorted(delta.restated) == ["API", "MINE"]  # a delta restates each unchanged one
+
+
+def rows_ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["externalId"] for r in rows]
+
+
+def test_held_changes_newer_than_the_file_are_kept() -> None:
+    newer = Held("E1", "leaver", day(5), FEED, {"externalId": "E1"}, "o9")
+    older = Held("E2", "leaver", day(5), FEED, {"externalId": "E2"}, "o1")
+    plan = plan_of([user("E1"), user("E2")], {}, [newer, older], mode="full", order="o5")
+    assert plan.cancel == [older]
+    absent = plan_of([user("E3")], {}, [newer, older], mode="full", order="o5")
+    assert absent.cancel == [older]
