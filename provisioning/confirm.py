@@ -346,6 +346,7 @@ class Confirmer:
             sleep=self._sleep,
         )
         state = gate.view.state
+        state.fold()  # the records to send again are the shards'
         ids = {run.records[bulk]["id"] for run, bulk in retrying}
         current, known = state.records(ids), state.lookup(ids)
         pass_id = f"{now:%Y%m%dT%H%M%S%f}"

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# A sender waiting for the gate says so here; the holder steps aside at the end of its slice.
+KNOCK = "locks/send-knock"
+# Longest pause between two looks at a taken gate (seconds).
+_POLL_MAX = 0.25
 # A view further behind than this many deltas reads the shards again instead of the deltas.
 MAX_CATCH_UP = 2000
 # In ``Turn.touched``: the workers touched are not known (the view was far behind).
@@ -216,6 +220,7 @@ class SendGate:
         self._slice = slice_seconds
         self._lease: Lease | None = None
         self._held_since = 0.0
+        self._held_since_wall = 0.0
         self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -228,11 +233,11 @@ class SendGate:
         sleep: Sleep = asyncio.sleep,
         index: dict[str, Known] | None = None,
     ) -> SendGate:
-        """Fold what is pending and start a view at the folded generation (seeded with the
-        whole index when the caller loaded it anyway)."""
+        """A gate whose view starts where the shards are complete: its first turn reads the
+        deltas since (cheaper than folding them, which a file run does before it plans).
+        Seeded with the whole index when the caller loaded it anyway."""
         state = WorkerState(store)
-        state.fold()
-        view = OrderView(state, state.folded_gen)
+        view = OrderView(state, state.folded())
         if index is not None:
             view.seed(index)
         return cls(
@@ -248,6 +253,7 @@ class SendGate:
     async def _acquire(self) -> Lease:
         begun = time.monotonic()
         pause = 0.02
+        knocked = False
         while True:
             try:
                 lease = self.store.acquire_lease(STATE_CONTAINER, GATE, self._lease_seconds)
@@ -257,13 +263,22 @@ class SendGate:
                 continue
             if lease is not None:
                 return lease
+            if not knocked:
+                # Tell the holder someone waits, so it steps aside at the end of its slice.
+                self.store.write_json(STATE_CONTAINER, KNOCK, {"at": time.time()}, indent=None)
+                knocked = True
             if time.monotonic() - begun > self._max_wait:
                 raise GateBusy(
                     f"the send gate stayed taken for more than {self._max_wait:.0f} s "
                     "(PROVISIONING_MAX_WAIT_SECONDS)"
                 )
             await self._sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, _POLL_MAX)
+
+    def _knocked(self) -> bool:
+        """Whether another sender started waiting while this one held the gate."""
+        found = self.store.read_json(STATE_CONTAINER, KNOCK)
+        return bool(found and float(found[0].get("at", 0)) >= self._held_since_wall)
 
     async def _keep(self, lease: Lease) -> None:
         while True:
@@ -278,9 +293,15 @@ class SendGate:
         this sender's last turn applied to its view, and ``ids`` known."""
         touched: set[str] = set()
         if self._lease is None or time.monotonic() - self._held_since > self._slice:
+            if self._lease is not None and self._knocked():
+                # Someone waits: step aside long enough for their next look, so a large
+                # file never starves a small HTTP change.
+                self.release()
+                await self._sleep(_POLL_MAX * 2)
             self.release()
             self._lease = await self._acquire()
             self._held_since = time.monotonic()
+            self._held_since_wall = time.time()
             self._keeper = asyncio.create_task(self._keep(self._lease))
             found = self.store.read_json(STATE_CONTAINER, GATE)
             self.data = found[0] if found and isinstance(found[0], dict) else {}

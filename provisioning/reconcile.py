@@ -176,6 +176,7 @@ class Reconciler:
             max_wait_seconds=self.settings.max_wait_seconds,
             sleep=keeper.sleep,
         )
+        gate.view.state.fold()
         known = gate.view.state.lookup(op.external_id for op in ops)
         items = [
             Outgoing(

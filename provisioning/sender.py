@@ -202,8 +202,9 @@ class Sender:
             else:
                 batch.rejected += [(item, outcome) for item in part]
                 batch.stop = stop_reason(outcome)
-                # What the stop left unsent shares its fate: sent again another time.
-                batch.rejected += [(item, outcome) for rest in queue for item in rest]
+                if batch.stop is not None:
+                    # What the stop left unsent shares its fate: sent again another time.
+                    batch.rejected += [(item, outcome) for rest in queue for item in rest]
         log.info(
             "batch %d narrowed in %d requests: %d accepted, %d refused",
             batch.index,

@@ -390,3 +390,60 @@ def test_a_reconciliation_pass_without_graph_ends_interrupted(
     assert report["status"] == "interrupted" and "token" in report["reason"]
     emulator.set_faults(token_failures=0)
     assert asyncio.run(one_pass())["status"] == "complete"
+
+
+# --- the check at the moment of sending ----------------------------------------------------
+
+
+def test_an_older_file_resumed_after_a_newer_http_change_leaves_it_alone(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
+    drop(csv_bytes(people(150, JobTitle="Day 0")), "changes/day0.csv")
+    emulator.set_faults(status_sequence=[202, 503, 503])
+    day1 = csv_bytes(people(150, JobTitle="Day 1"))
+    with pytest.raises(RunInterrupted):
+        drop(day1, "changes/day1.csv")
+    # Worker 120 leaves, over HTTP, after the file was accepted.
+    assert post(worker(120, JobTitle="Day 1", WorkerStatus="Inactive")).status_code == 202
+    flush()
+    drop(day1, "changes/day1.csv")
+    resumed = next(r for r in runs() if r["source_blob"].endswith("day1.csv"))
+    assert resumed["status"] == "complete"
+    assert "120" in resumed["plan"]["superseded"]
+    assert "120" not in enabled(emulator)
+    assert len(enabled(emulator)) == 149
+
+
+def test_a_change_accepted_while_a_file_is_sending_is_never_overwritten(
+    feeds: dict[str, str], emulator: GraphEmulator
+) -> None:
+    """The file was planned before the change arrived: only the check in the send gate can
+    stop its older record of worker 480, whichever of the two reaches the gate first."""
+    drop(csv_bytes(people(500, JobTitle="Day 0")), "changes/day0.csv")
+    mark = len(emulator.uploads())
+    emulator.set_faults(latency_ms=500)
+    errors: list[BaseException] = []
+
+    def run_file() -> None:
+        try:
+            drop(csv_bytes(people(500, JobTitle="File")), "changes/day1.csv")
+        except BaseException as error:
+            errors.append(error)
+
+    file_run = threading.Thread(target=run_file)
+    file_run.start()
+    deadline = time.monotonic() + 60
+    while len(emulator.uploads()) == mark and time.monotonic() < deadline:
+        time.sleep(0.05)  # the file is sending its first batch
+    assert post(worker(480, JobTitle="HTTP", WorkerStatus="Inactive")).status_code == 202
+    flush()
+    file_run.join(120)
+    assert errors == []
+    assert titles(emulator)["480"] == "HTTP"
+    assert "480" not in enabled(emulator)
+    last = [u for u in emulator.uploads() if any(e == "480" for _, e in u["records"])][-1]
+    assert last["status"] == 202 and len(last["records"]) == 1  # the HTTP change came last
+    file_summary = latest_run()
+    assert file_summary["status"] == "complete"
+    assert file_summary["records_superseded"] + file_summary["plan"]["counts"]["superseded"] == 1
