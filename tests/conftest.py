@@ -58,6 +58,19 @@ def emulator() -> Iterator[GraphEmulator]:
 
 
 @pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
+    """A fresh emulator (no rate limit unless a test sets one) and the App Service managed
+    identity variables pointing at it, so the real ManagedIdentityCredential asks its
+    /msi/token endpoint."""
+    with GraphEmulator(rate_limit=None) as emulator:
+        for name in MSI_CONFLICTS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
+        yield emulator
+
+
+@pytest.fixture
 def env(
     monkeypatch: pytest.MonkeyPatch, azurite: Any, clean_storage: Any, emulator: GraphEmulator
 ) -> dict[str, str]:

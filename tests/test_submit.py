@@ -12,7 +12,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
@@ -45,7 +45,6 @@ CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 pytestmark = pytest.mark.filterwarnings(
     "ignore:GetQueryParameters is deprecated:DeprecationWarning"
 )
-MSI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
 
 
 # ---------------------------------------------------------------- helpers
@@ -68,18 +67,6 @@ def operations(count: int, prefix: str = "E") -> list[Operation]:
 
 def body(count: int = 2, prefix: str = "E") -> bytes:
     return serialize(operations(count, prefix))
-
-
-@pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
-    """A fresh emulator (no rate limit unless a test sets one) and the App Service managed
-    identity variables pointing at it, so the real ManagedIdentityCredential is used."""
-    with GraphEmulator(rate_limit=None) as emulator:
-        for name in MSI_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
-        yield emulator
 
 
 def settings_for(emu: GraphEmulator, graph_url: str | None = None, **changes: Any) -> Settings:

@@ -18,7 +18,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,23 +26,18 @@ from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.api_error import APIError
 
 from graph_emulator import GraphEmulator
-from provisioning.bulk import serialize
 from provisioning.graph import GraphClient, GraphUnavailable, JobStatus, TransportError
 from provisioning.outcomes import stop_reason
 from provisioning.pacing import limiter_for, retry_policy_for
 from provisioning.settings import Settings
 from provisioning.submit import BatchOutcome, Submitter
-from tests.test_submit import operations
+from tests.test_submit import body
+from tests.test_submit import settings_for as submit_settings_for
 
-MSI_VARIABLES = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET")
 # raised by kiota when msgraph's generated request builders are imported
 pytestmark = pytest.mark.filterwarnings(
     "ignore:GetQueryParameters is deprecated:DeprecationWarning"
 )
-
-
-def body(count: int = 2, prefix: str = "E") -> bytes:
-    return serialize(operations(count, prefix))
 
 
 def closed_port() -> int:
@@ -53,33 +48,11 @@ def closed_port() -> int:
     return port
 
 
-@pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
-    """A fresh emulator without rate limit, and the App Service managed-identity variables
-    pointing at it, so ManagedIdentityCredential asks its /msi/token endpoint."""
-    with GraphEmulator(rate_limit=None) as emulator:
-        for name in MSI_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", emulator.identity_header)
-        yield emulator
-
-
 def settings_for(emu: GraphEmulator, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "graph_url": emu.graph_url,
-        "service_principal_id": emu.sp_id,
-        "job_id": emu.job_id,
-        "credential": "managedidentity",
-        "request_timeout_seconds": 5.0,
-        "max_attempts": 3,
-        "retry_base_seconds": 0.01,
-        "retry_max_seconds": 0.05,
-        "rate_limit_requests": 1000,
-        "rate_limit_window_seconds": 1.0,
-    }
-    values.update(changes)
-    return Settings(**values)
+    """test_submit's settings, with the managed identity always (never a developer sign-in)."""
+    return submit_settings_for(
+        emu, **{"credential": "managedidentity", "max_attempts": 3, **changes}
+    )
 
 
 def fresh_credential() -> AsyncTokenCredential:
