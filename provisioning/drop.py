@@ -32,7 +32,7 @@ from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utc
 from .sender import Outgoing, Sender
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .spool import Readable, spool, sweep_stale
-from .storage import BlobStore, Lease
+from .storage import BlobStore, Lease, PreconditionFailed
 from .validation import RowError
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,8 @@ class DropProcessor:
             planned = await self._plan(claim, gate, feed, conversion, results, summary)
         except FileError as exc:
             return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
-        except GateBusy as exc:
+        except (GateBusy, PreconditionFailed) as exc:
+            # The gate stayed taken, or its lease lapsed under slow storage: try again later.
             return self._finish(claim, results, summary, "interrupted", str(exc), keeper, begun)
         if isinstance(planned, str):
             return self._finish(claim, results, summary, "superseded", planned, keeper, begun)

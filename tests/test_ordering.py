@@ -447,3 +447,29 @@ def test_a_change_accepted_while_a_file_is_sending_is_never_overwritten(
     file_summary = latest_run()
     assert file_summary["status"] == "complete"
     assert file_summary["records_superseded"] + file_summary["plan"]["counts"]["superseded"] == 1
+
+
+def test_a_gate_lost_while_planning_interrupts_the_run(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning.ordering import SendGate
+    from provisioning.storage import PreconditionFailed
+
+    original = SendGate.write
+    lost: list[bool] = []
+
+    def write(self: SendGate, data: dict[str, Any]) -> None:
+        if not lost:
+            lost.append(True)
+            raise PreconditionFailed("state/locks/send: LeaseIdMismatchWithBlobOperation")
+        original(self, data)
+
+    monkeypatch.setattr(SendGate, "write", write)
+    data = csv_bytes(people(20))
+    with pytest.raises(RunInterrupted):
+        drop(data, "changes/day1.csv")
+    marker = store().read_json(STATE_CONTAINER, seen_name("hr-inbound/changes/day1.csv"))
+    assert marker is not None and marker[0]["status"] == "interrupted"
+    assert marker[0]["failed_attempts"] == 0
+    drop(data, "changes/day1.csv")
+    assert runs()[0]["status"] == "complete" and len(sent_external_ids(emulator)) == 20
