@@ -406,10 +406,18 @@ class DropProcessor:
             interest = plan.decisions.keys() | {k for k, v in index.items() if v.feed == feed}
             async with gate.holding():
                 turn = await gate.turn()
-                moved = interest if ALL in turn.touched else turn.touched & interest
+                if ALL in turn.touched:
+                    moved = set(interest)
+                else:
+                    # Newer data needs no new plan (the send gate supersedes this file's
+                    # records); older data accepted meanwhile for a worker the plan leaves
+                    # alone would stay in Entra: plan again.
+                    moved = {
+                        ext
+                        for ext in turn.touched & interest
+                        if gate.view.newest(ext) < order and plan.sends(ext) is None
+                    }
                 if moved and attempt < _PLAN_ATTEMPTS:
-                    # Another sender changed these workers while the file was planned: the
-                    # plan may rest on what they were before.
                     log.info(
                         "run %s: %d workers changed while planning; planning again",
                         claim.run_id,

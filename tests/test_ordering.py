@@ -473,3 +473,40 @@ def test_a_gate_lost_while_planning_interrupts_the_run(
     assert marker[0]["failed_attempts"] == 0
     drop(data, "changes/day1.csv")
     assert runs()[0]["status"] == "complete" and len(sent_external_ids(emulator)) == 20
+
+
+def test_older_data_accepted_while_planning_makes_the_plan_again(
+    feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning import drop as drop_module
+    from provisioning.ordering import SendGate
+
+    drop(csv_bytes(people(10, JobTitle="Day 0")), "changes/day0.csv")
+    original = drop_module.make_plan
+    plans: list[Any] = []
+
+    async def older_sender() -> None:
+        # An older change of worker 3 (say a release) is accepted while the file is planned.
+        gate = SendGate.open(store(), lease_seconds=15, max_wait_seconds=30)
+        async with gate.holding():
+            turn = await gate.turn(["3"])
+            old = {"externalId": "3", "title": "Older"}
+            turn.publish("accepted", [("3", "fp-older", True, "changes", "0-older", old)])
+
+    def make_plan(*args: Any, **kwargs: Any) -> Any:
+        made = original(*args, **kwargs)
+        plans.append(made.plan)
+        if len(plans) == 1:
+            thread = threading.Thread(target=lambda: asyncio.run(older_sender()))
+            thread.start()
+            thread.join(30)
+        return made
+
+    monkeypatch.setattr(drop_module, "make_plan", make_plan)
+    mark = len(emulator.uploads())
+    drop(csv_bytes(people(11, JobTitle="Day 0")), "changes/day1.csv")  # and a joiner
+    assert len(plans) == 2
+    assert plans[0].decisions["3"].action == "unchanged"
+    assert plans[1].decisions["3"].action == "mover"  # the file's newer data goes again
+    sent = [e for u in emulator.uploads()[mark:] if u["status"] == 202 for _, e in u["records"]]
+    assert sent == ["3", "11"]
