@@ -221,6 +221,7 @@ class SendGate:
         self._lease: Lease | None = None
         self._held_since = 0.0
         self._held_since_wall = 0.0
+        self._yielded = False  # gave the gate up to a waiting sender
         self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -292,13 +293,14 @@ class SendGate:
         """A turn: the gate held (taken anew once the slice is over), what others did since
         this sender's last turn applied to its view, and ``ids`` known."""
         touched: set[str] = set()
-        if self._lease is None or time.monotonic() - self._held_since > self._slice:
-            if self._lease is not None and self._knocked():
-                # Someone waits: step aside long enough for their next look, so a large
-                # file never starves a small HTTP change.
-                self.release()
+        if self._lease is not None and time.monotonic() - self._held_since > self._slice:
+            self.pause()
+        if self._lease is None:
+            if self._yielded:
+                # Someone waits: stay away long enough for their next look, so a large file
+                # never starves a small HTTP change.
+                self._yielded = False
                 await self._sleep(_POLL_MAX * 2)
-            self.release()
             self._lease = await self._acquire()
             self._held_since = time.monotonic()
             self._held_since_wall = time.time()
@@ -309,6 +311,17 @@ class SendGate:
             self.view.watermarks = dict(self.data.get("feeds", {}))
         self.view.ensure(ids)
         return Turn(self, touched)
+
+    def pause(self) -> None:
+        """Between two requests: give the gate up once the slice is over or someone waits, so
+        the caller's own work in between (its results, the next batch of a long file) never
+        keeps the others out."""
+        if self._lease is None:
+            return
+        knocked = self._knocked()
+        if knocked or time.monotonic() - self._held_since > self._slice:
+            self.release()
+            self._yielded = knocked
 
     def release(self) -> None:
         """Give the gate up (best effort; an unreleased lease expires by itself)."""

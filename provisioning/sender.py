@@ -132,6 +132,7 @@ class Sender:
                 yield batch
                 if batch.stop is not None:
                     return
+                self.gate.pause()
 
     async def _turn(
         self,
