@@ -34,7 +34,7 @@ from .readers import record_row
 from .runs import client_request_id, iso, utcnow
 from .sender import Outgoing, Sender, SentBatch
 from .settings import STATE_CONTAINER, Settings
-from .state import GATE, WorkerState
+from .state import WorkerState
 from .storage import BlobStore, FlushQueue, PreconditionFailed
 from .tracking import track
 from .transforms import SpecError
@@ -221,7 +221,6 @@ class ChangeService:
         ids = [op.external_id for op in users]
         known = self.state.lookup(ids)
         held = self.state.held_for(ids)
-        gate = self.store.read_json(STATE_CONTAINER, GATE)
         policy = Policy(
             feed=API_FEED,
             mode="delta",
@@ -231,7 +230,7 @@ class ChangeService:
             threshold_percent=self.settings.leaver_threshold_percent,
             threshold_count=self.settings.leaver_threshold_count,
             order=order,
-            watermarks=dict(gate[0].get("feeds", {})) if gate else {},
+            watermarks=dict(self.state.gate().get("feeds", {})),
         )
         planner = Planner(known, held, policy)
         decisions = [
@@ -458,12 +457,7 @@ async def flush(
             for item in older
         }
         totals["records_superseded"] += len(older)
-        gate = SendGate.open(
-            store,
-            lease_seconds=settings.lease_seconds,
-            max_wait_seconds=settings.max_wait_seconds,
-            sleep=keeper.sleep,
-        )
+        gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
         sender = Sender(settings, graph, gate, sleep=keeper.sleep)
         stop: str | None = None
         async for batch in sender.send(

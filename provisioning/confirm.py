@@ -339,12 +339,7 @@ class Confirmer:
         the failed send carried unless a newer send followed (then it is the newer one). It
         goes through the send gate with the order of that record, so it never overtakes newer
         data."""
-        gate = SendGate.open(
-            self.store,
-            lease_seconds=self.settings.lease_seconds,
-            max_wait_seconds=self.settings.max_wait_seconds,
-            sleep=self._sleep,
-        )
+        gate = SendGate.from_settings(self.store, self.settings, sleep=self._sleep)
         state = gate.view.state
         state.fold()  # the records to send again are the shards'
         ids = {run.records[bulk]["id"] for run, bulk in retrying}

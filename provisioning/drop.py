@@ -2,10 +2,11 @@
 
 Exactly once: the file's content hash names its claim in ``state``; a second drop of the same
 content (or a second trigger for the same drop) finds the claim and is recorded as a duplicate.
-Resumable: the claim's checkpoint says which bulk request is next; a new attempt converts the
-file again (conversion is deterministic: same batches, same bulkIds) and sends only from there.
-A batch whose answer was lost in a crash (``in_flight``) is sent again with the same bulkIds and
-client-request-id, and the results say so: never silently twice.
+Resumable: a new attempt plans the file again against the state as it is then (what Graph
+accepted is unchanged and not sent again; what newer data restated is superseded) and numbers
+its batches on from the claim's checkpoint. Workers of a request whose answer was lost in a
+crash are known from the send gate's record (``provisioning.ordering``): they are sent again
+with the same bulkIds, and the results say so: never silently twice.
 """
 
 from __future__ import annotations
@@ -275,12 +276,7 @@ class DropProcessor:
                 content_hash=claim.content_hash,
             )
 
-        gate = SendGate.open(
-            self.store,
-            lease_seconds=self.settings.lease_seconds,
-            max_wait_seconds=self.settings.max_wait_seconds,
-            sleep=keeper.sleep,
-        )
+        gate = SendGate.from_settings(self.store, self.settings, sleep=keeper.sleep)
         try:
             planned = await self._plan(claim, gate, feed, conversion, results, summary)
         except FileError as exc:

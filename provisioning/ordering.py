@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .lifecycle import Known
-from .settings import STATE_CONTAINER
+from .settings import STATE_CONTAINER, Settings
 from .state import GATE, Change, DeltaStatus, WorkerState
 from .storage import BlobStore, Lease, PreconditionFailed
 
@@ -111,9 +111,7 @@ class OrderView:
             self.gen = top
             return {ALL}
         for gen in range(self.gen + 1, top + 1):
-            delta = self.state.read_delta(gen)
-            if delta is None and sending is not None and sending.get("gen") == gen:
-                delta = {"status": "sending", "changes": sending.get("changes", [])}
+            delta = self.state.read_delta(gen, sending)
             if delta is None:
                 # Folded and pruned meanwhile: the shards have it; read them again when needed.
                 self.complete = False
@@ -146,7 +144,7 @@ class Turn:
         return self._gate.view
 
     def watermark(self, feed: str) -> str:
-        return str(self._gate.data.get("feeds", {}).get(feed, ""))
+        return self.view.watermarks.get(feed, "")
 
     def newer(self, ext: str, order: str, *, resend: bool = False) -> bool:
         """Whether Entra already got HR data newer than ``order`` for this worker.
@@ -225,24 +223,18 @@ class SendGate:
         self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
-    def open(
-        cls,
-        store: BlobStore,
-        *,
-        lease_seconds: int,
-        max_wait_seconds: float,
-        sleep: Sleep = asyncio.sleep,
-        index: dict[str, Known] | None = None,
+    def from_settings(
+        cls, store: BlobStore, settings: Settings, *, sleep: Sleep = asyncio.sleep
     ) -> SendGate:
         """A gate whose view starts where the shards are complete: its first turn reads the
-        deltas since (cheaper than folding them, which a file run does before it plans).
-        Seeded with the whole index when the caller loaded it anyway."""
+        deltas since (cheaper than folding them, which a file run does before it plans)."""
         state = WorkerState(store)
-        view = OrderView(state, state.folded())
-        if index is not None:
-            view.seed(index)
         return cls(
-            store, view, lease_seconds=lease_seconds, max_wait_seconds=max_wait_seconds, sleep=sleep
+            store,
+            OrderView(state, state.folded()),
+            lease_seconds=settings.lease_seconds,
+            max_wait_seconds=settings.max_wait_seconds,
+            sleep=sleep,
         )
 
     def write(self, data: dict[str, Any]) -> None:
@@ -305,8 +297,7 @@ class SendGate:
             self._held_since = time.monotonic()
             self._held_since_wall = time.time()
             self._keeper = asyncio.create_task(self._keep(self._lease))
-            found = self.store.read_json(STATE_CONTAINER, GATE)
-            self.data = found[0] if found and isinstance(found[0], dict) else {}
+            self.data = self.view.state.gate()
             touched = self.view.catch_up(int(self.data.get("gen", 0)), self.data.get("sending"))
             self.view.watermarks = dict(self.data.get("feeds", {}))
         self.view.ensure(ids)

@@ -170,12 +170,7 @@ class Reconciler:
         """Re-send HR records to undo drift; their outcomes are confirmed like any run's. Each
         carries the order of the record it re-sends, so a newer change is never undone."""
         run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
-        gate = SendGate.open(
-            self.store,
-            lease_seconds=self.settings.lease_seconds,
-            max_wait_seconds=self.settings.max_wait_seconds,
-            sleep=keeper.sleep,
-        )
+        gate = SendGate.from_settings(self.store, self.settings, sleep=keeper.sleep)
         gate.view.state.fold()
         known = gate.view.state.lookup(op.external_id for op in ops)
         items = [

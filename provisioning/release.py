@@ -56,12 +56,7 @@ class Releaser:
         run_id = new_run_id(started, "release0")
         results = Results(self.store, f"runs/{started:%Y-%m-%d}/{run_id}/")
         summary: dict[str, Any] = {"run_id": run_id, "kind": "release", "started": iso(started)}
-        gate = SendGate.open(
-            self.store,
-            lease_seconds=self.settings.lease_seconds,
-            max_wait_seconds=self.settings.max_wait_seconds,
-            sleep=self._sleep,
-        )
+        gate = SendGate.from_settings(self.store, self.settings, sleep=self._sleep)
         today = today_in(self.settings.hr_timezone, started).isoformat()
         due = [h for h in self.state.held() if h.due <= today and h.record is not None]
         requests = self.state.approval_requests()

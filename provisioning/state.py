@@ -102,9 +102,15 @@ class WorkerState:
             indent=None,
         )
 
-    def read_delta(self, gen: int) -> dict[str, Any] | None:
+    def read_delta(self, gen: int, sending: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The delta of generation ``gen``. ``sending``: the gate's pending request, whose
+        delta its sender has not written (yet, or ever: it died): it stands for the delta."""
         found = self.store.read_json(STATE_CONTAINER, delta_name(gen))
-        return None if found is None else found[0]
+        if found is not None:
+            return dict(found[0])
+        if sending is not None and sending.get("gen") == gen:
+            return {"status": "sending", "at": sending["at"], "changes": sending["changes"]}
+        return None
 
     def gate(self) -> dict[str, Any]:
         """The send gate's blob: ``gen`` (the newest delta's number), ``feeds`` (watermarks)
@@ -117,17 +123,14 @@ class WorkerState:
         return int(found[0].get("gen", 0)) if found else 0
 
     def fold(self) -> int:
-        """Fold pending deltas into the shards; returns how many were folded. Afterwards
-        ``self.folded_gen`` is the generation up to which the shards are complete."""
+        """Fold pending deltas into the shards; returns how many were folded."""
         gate = self.gate()
         start, top, sending = self.folded(), int(gate.get("gen", 0)), gate.get("sending")
         by_shard: dict[str, list[tuple[str, str, Change]]] = {}
         settled_to, settled, count = start, True, 0
         now = _now()
         for gen in range(start + 1, top + 1):
-            delta = self.read_delta(gen)
-            if delta is None and sending is not None and sending.get("gen") == gen:
-                delta = {"status": "sending", "at": sending["at"], "changes": sending["changes"]}
+            delta = self.read_delta(gen, sending)
             if delta is not None and delta["status"] != "void":
                 status = delta["status"]
                 for change in delta["changes"]:
@@ -149,8 +152,7 @@ class WorkerState:
                     None if cur and cur.get("gen", 0) >= settled_to else {"gen": settled_to}
                 ),
             )
-        self.folded_gen = max(settled_to, start)
-        self._prune(self.folded_gen, now)
+        self._prune(max(settled_to, start), now)
         if count:
             log.info("state: folded %d deltas into %d shards", count, len(by_shard))
         return count

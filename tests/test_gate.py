@@ -12,7 +12,7 @@ from azure.storage.blob import BlobServiceClient
 
 from provisioning import ordering
 from provisioning.ordering import GateBusy, OrderView, SendGate, new_order
-from provisioning.settings import STATE_CONTAINER
+from provisioning.settings import STATE_CONTAINER, Settings
 from provisioning.state import WorkerState
 from provisioning.storage import BlobStore
 
@@ -31,7 +31,7 @@ def store(clean_storage: Azurite) -> Iterator[BlobStore]:
 
 
 def sender(store: BlobStore, *, max_wait: float = 30) -> SendGate:
-    return SendGate.open(store, lease_seconds=15, max_wait_seconds=max_wait)
+    return SendGate.from_settings(store, Settings(lease_seconds=15, max_wait_seconds=max_wait))
 
 
 def change(ext: str, order: str, fp: str | None = "fp") -> tuple[object, ...]:

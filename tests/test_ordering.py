@@ -487,7 +487,7 @@ def test_older_data_accepted_while_planning_makes_the_plan_again(
 
     async def older_sender() -> None:
         # An older change of worker 3 (say a release) is accepted while the file is planned.
-        gate = SendGate.open(store(), lease_seconds=15, max_wait_seconds=30)
+        gate = SendGate.from_settings(store(), Settings())
         async with gate.holding():
             turn = await gate.turn(["3"])
             old = {"externalId": "3", "title": "Older"}

@@ -87,7 +87,7 @@ def test_accepted_records_are_folded_into_index_and_records(
     assert state.index() == {}  # nothing folded yet
 
     assert state.fold() == 2
-    assert state.folded() == 2 and state.folded_gen == 2
+    assert state.folded() == 2
     assert state.fold() == 0
 
     index = state.index()
