@@ -1,8 +1,11 @@
 """Command line: ``python -m provisioning validate|convert|plan FILE``, and ``approve``,
 ``release`` and ``reconcile`` against the deployed storage and Graph.
 
-Exit codes: 0 done (convert: even with rejected rows, unless --strict); 1 rows were rejected
-(validate, or convert --strict); 2 the file or the mapping is unusable as a whole.
+Exit codes (provisioning.runs): 0 done (convert: even with rejected rows, unless --strict);
+1 rows were rejected (validate, or convert --strict; reconcile and release: a run ended
+partly-rejected or rejected); 2 a setting, an argument, the mapping or the file is unusable as
+a whole; 3 the work waits (reconcile, release: busy, interrupted, stopped...). An unusable
+setting or argument is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .bulk import BulkRequest
+from .bulk import MAX_OPERATIONS, BulkRequest
 from .drop import LeaseKeeper
+from .errors import ConfigurationError
 from .mapping import BUILTIN, Mapping, load_mapping
 from .pipeline import Conversion, Source, Summary
 from .planning import make_plan, policy_for
@@ -29,19 +35,82 @@ from .readers import FORMATS, FileError
 from .reconcile import Reconciler, take_lock
 from .release import Releaser
 from .reports import RejectedCsv, printable
-from .services import open_services
-from .settings import STATE_CONTAINER, Settings
+from .runs import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
+from .services import open_services, require_storage
+from .settings import STATE_CONTAINER, Settings, load_settings
 from .state import WorkerState
 from .storage import BlobStore
 from .transforms import SpecError
 from .validation import RowError
 
-EXIT_OK, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
 _PROGRESS_MIN_BYTES = 1 << 20
+_INVALID_CHOICE = re.compile(r"invalid choice: '(.*)' \(choose from (.*)\)$")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusal of an argument is one line on stderr, ``error: <flag>: <problem>``,
+    and exit code 2 (EXIT_UNUSABLE), without the usage (``--help`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_UNUSABLE, f"error: {plain_argument_error(message)}\n")
+
+
+def plain_argument_error(message: str) -> str:
+    """argparse's message without its Python reprs: ``--format: invalid choice xls; choose
+    from csv, json`` rather than ``argument --format: invalid choice: 'xls' (choose from ...``."""
+    message = message.removeprefix("argument ")
+    found = _INVALID_CHOICE.search(message)
+    if found:
+        choices = found.group(2).replace("'", "")
+        if message.startswith("command: "):
+            return f"unknown command {found.group(1)}; choose from {choices}"
+        message = (
+            message[: found.start()] + f"invalid choice {found.group(1)}; choose from {choices}"
+        )
+    return " ".join(message.split())
+
+
+def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``), else a one-line error
+    naming the allowed range."""
+    allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number {allowed}, not {printable(text)}"
+            ) from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {value}")
+        return value
+
+    return parse
+
+
+def out_folder(text: str) -> Path:
+    """An argparse type: a folder that exists or can be made (no file in the way)."""
+    path = Path(text)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "" if candidate == path else f" ({candidate})"
+                raise argparse.ArgumentTypeError(
+                    f"{printable(text, 200)}{where} is a file, not a folder"
+                )
+            break
+    return path
+
+
+def fail(err: Console, message: str, label: str = "error") -> int:
+    """Print one ``error: message`` line on stderr (never wrapped) and give EXIT_UNUSABLE."""
+    err.print(f"[bold red]{label}:[/] {escape(message)}", soft_wrap=True)
+    return EXIT_UNUSABLE
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m provisioning",
         description="Turn HR exports into SCIM bulk requests for Entra ID inbound provisioning.",
     )
@@ -65,14 +134,17 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a file and list every rejected row")
     common(validate)
     validate.add_argument(
-        "--limit", type=int, default=1000, help="show at most this many errors (default 1000)"
+        "--limit",
+        type=int_between(1),
+        default=1000,
+        help="show at most this many errors (default 1000)",
     )
     convert = commands.add_parser("convert", help="write SCIM bulk request JSON files")
     common(convert)
-    convert.add_argument("--out", type=Path, required=True, help="output folder")
+    convert.add_argument("--out", type=out_folder, required=True, help="output folder")
     convert.add_argument(
         "--batch-size",
-        type=int,
+        type=int_between(1, MAX_OPERATIONS),
         default=settings.batch_size,
         help=f"operations per request, 1-50 (default {settings.batch_size})",
     )
@@ -85,7 +157,9 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     plan.add_argument("--mode", choices=("full", "delta"), help="feed mode (default: settings)")
     plan.add_argument("--full-send", action="store_true", help="send unchanged records too")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.add_argument("--limit", type=int, default=50, help="ids shown per list (default 50)")
+    plan.add_argument(
+        "--limit", type=int_between(1), default=50, help="ids shown per list (default 50)"
+    )
     approve = commands.add_parser(
         "approve", help="approve the leavers a run held at the safety threshold"
     )
@@ -106,20 +180,28 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = Settings()
-    args = _parser(settings).parse_args(argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        return fail(err, str(exc))
+    args = _parser(settings).parse_args(argv)
+    try:
+        return _command(settings, args, out, err)
+    except ConfigurationError as exc:
+        return fail(err, str(exc))
+
+
+def _command(settings: Settings, args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.command in ("approve", "release", "reconcile"):
         return _state_command(settings, args, out, err)
     try:
         mapping = load_mapping(args.mapping)
     except SpecError as exc:
-        err.print(f"[bold red]mapping error:[/] {exc}", markup=True)
-        return EXIT_UNUSABLE
+        return fail(err, str(exc), "mapping error")
     if not args.file.is_file():
-        err.print(f"[bold red]error:[/] no such file: {args.file}")
-        return EXIT_UNUSABLE
+        return fail(err, f"no such file: {args.file}")
     source = Source.from_path(args.file)
     if args.command == "validate":
         return _validate(source, mapping, args, out, err)
@@ -155,8 +237,7 @@ def _plan(
     try:
         made = make_plan(conversion, policy_for(settings, feed), state)
     except FileError as exc:
-        err.print(f"[bold red]file rejected:[/] {source.name}: {exc}")
-        return EXIT_UNUSABLE
+        return fail(err, f"{source.name}: {exc}", "file rejected")
     report = made.report()
     if args.json:
         out.print_json(data=report)
@@ -196,23 +277,30 @@ def _plan(
     return EXIT_OK
 
 
+def reconcile_exit_code(report: dict[str, Any]) -> int:
+    """The worst of the pass (not ``complete``: EXIT_UNFINISHED) and of every run its sweep
+    processed (runs.exit_code of each status), so a swept file that ended partly-rejected
+    makes the pass exit 1."""
+    codes = [EXIT_OK if report.get("status") == "complete" else EXIT_UNFINISHED]
+    processed = (report.get("sweep") or {}).get("processed") or {}
+    codes += [exit_code(str(status)) for status, count in processed.items() if count]
+    return max(codes)
+
+
 def _state_command(settings: Settings, args: argparse.Namespace, out: Console, err: Console) -> int:
-    if not _storage_configured(settings):
-        err.print("[bold red]error:[/] set HRSTORAGE (or HRSTORAGE__blobServiceUri) first")
-        return EXIT_UNUSABLE
+    require_storage(settings)
     if args.command == "approve":
         state = WorkerState(BlobStore.from_settings(settings))
         refused = state.approve(args.run_id, args.by)
         if refused is not None:
-            err.print(f"[bold red]error:[/] {refused}")
-            return EXIT_UNUSABLE
+            return fail(err, refused)
         out.print(f"approved run {args.run_id}; the next release sends its leavers")
         return EXIT_OK
     if args.command == "reconcile":
         drift = True if args.drift else False if args.no_drift else None
         report = asyncio.run(_reconcile(settings, sweep=not args.no_sweep, drift=drift))
         out.print_json(json.dumps(report))
-        return EXIT_OK if report["status"] == "complete" else EXIT_REJECTED
+        return reconcile_exit_code(report)
     summary = asyncio.run(_release(settings))
     out.print(
         f"release {summary['run_id']}: {summary['status']}"
@@ -221,7 +309,7 @@ def _state_command(settings: Settings, args: argparse.Namespace, out: Console, e
         f"{len(summary.get('approved_runs', []))} approved runs, "
         f"{summary.get('records_accepted', 0)} records accepted"
     )
-    return EXIT_OK if summary["status"] in ("complete", "nothing-due") else EXIT_REJECTED
+    return exit_code(summary["status"])
 
 
 async def _release(settings: Settings) -> dict[str, Any]:
@@ -264,7 +352,7 @@ def _run(
             for request in conversion.requests():
                 each(request)
         except FileError as exc:
-            err.print(f"[bold red]file rejected:[/] {conversion.source.name}: {exc}")
+            fail(err, f"{conversion.source.name}: {exc}", "file rejected")
             return False
     return True
 
@@ -301,7 +389,10 @@ def _convert(
     source: Source, mapping: Mapping, args: argparse.Namespace, out: Console, err: Console
 ) -> int:
     folder: Path = args.out
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return fail(err, f"--out: cannot make the folder {folder}: {exc.strerror or exc}")
     # Files of an earlier conversion into the same folder would be mistaken for this one's.
     for stale in [*folder.glob("bulk-*.json"), folder / "summary.json", folder / "rejected.csv"]:
         stale.unlink(missing_ok=True)

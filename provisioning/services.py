@@ -5,24 +5,56 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from .errors import ConfigurationError
 from .graph import GraphClient
 from .quota import CallCounter
 from .runs import utcnow
-from .settings import Settings
+from .settings import STORAGE_CONNECTION, Settings
 from .storage import BlobStore
 
+__all__ = ["ConfigurationError", "open_services", "require_graph", "require_storage"]
 
-class ConfigurationError(Exception):
-    """A required setting is missing; the message names it."""
+
+def require_storage(settings: Settings, *, queue: bool = False) -> None:
+    """ConfigurationError naming the storage settings when none is set (``queue``: the queue
+    endpoint is needed too)."""
+    if settings.storage_connection_string:
+        return
+    if not settings.storage_blob_service_uri:
+        raise ConfigurationError(
+            f"{STORAGE_CONNECTION}__blobServiceUri: not set (the storage account's blob "
+            f"endpoint, with {STORAGE_CONNECTION}__queueServiceUri; or {STORAGE_CONNECTION}, a "
+            "connection string, for local use)"
+        )
+    if queue and not settings.storage_queue_service_uri:
+        raise ConfigurationError(
+            f"{STORAGE_CONNECTION}__queueServiceUri: not set (the storage account's queue endpoint)"
+        )
+
+
+def require_graph(settings: Settings) -> None:
+    """ConfigurationError naming the Graph settings a sender needs when they are not set."""
+    needed = (
+        (
+            "PROVISIONING_SERVICE_PRINCIPAL_ID",
+            settings.service_principal_id,
+            "the object id of the provisioning app's service principal",
+        ),
+        ("PROVISIONING_JOB_ID", settings.job_id, "the provisioning app's job id"),
+    )
+    missing = [
+        f"{name}: not set (needed to send: {what})" for name, value, what in needed if not value
+    ]
+    if missing:
+        raise ConfigurationError("; ".join(missing))
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[tuple[BlobStore, GraphClient]]:
-    if not settings.graph_configured:
-        raise ConfigurationError(
-            "set PROVISIONING_SERVICE_PRINCIPAL_ID and PROVISIONING_JOB_ID to the provisioning "
-            "app's service principal object id and job id"
-        )
+    """Storage and Graph; ConfigurationError (before anything is opened) when either is not
+    configured."""
+    require_graph(settings)
+    require_storage(settings)
     store = BlobStore.from_settings(settings)
     graph = GraphClient.from_settings(settings)
     counter = CallCounter(store)

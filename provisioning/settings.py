@@ -3,16 +3,27 @@
 Every field is documented in the README (Settings). Names are the field names upper-cased with
 the ``PROVISIONING_`` prefix, e.g. ``PROVISIONING_MAPPING``; the storage connection follows the
 Functions convention for identity-based connections (``HRSTORAGE__blobServiceUri`` ...).
+
+Build settings with :func:`load_settings`: an invalid setting (or an unknown ``PROVISIONING_*``
+name, a misspelling) raises :class:`~provisioning.errors.ConfigurationError` with one line per
+problem, each naming the environment variable and what it must be.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bulk import MAX_OPERATIONS
+from .errors import ConfigurationError
 
 # Name of the storage connection used by the blob trigger and by our own blob clients.
 STORAGE_CONNECTION = "HRSTORAGE"
@@ -20,10 +31,17 @@ INBOUND_CONTAINER = "hr-inbound"
 RESULTS_CONTAINER = "results"
 STATE_CONTAINER = "state"
 FLUSH_QUEUE = "provisioning-flush"
+ENV_PREFIX = "PROVISIONING_"
+FEED_MODES = ("full", "delta")
+# Settings whose value is never shown in an error (a connection string carries the account key).
+SECRET_SETTINGS = frozenset({"storage_connection_string"})
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROVISIONING_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     # --- conversion ---
     # Built-in mapping name (microsoft-sample, hr-suite) or path to a YAML/JSON mapping file.
@@ -121,6 +139,42 @@ class Settings(BaseSettings):
         default="", validation_alias=AliasChoices(f"{STORAGE_CONNECTION}__clientId")
     )
 
+    @field_validator("input_format", mode="before")
+    @classmethod
+    def _empty_format_is_none(cls, value: Any) -> Any:
+        # An app setting present but empty means the default: from the file extension.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("hr_timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
+        return value
+
+    @field_validator("feed_modes")
+    @classmethod
+    def _parsed_feed_modes(cls, value: str) -> str:
+        parse_feed_modes(value)
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_root(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if host and (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK)):
+            return value
+        raise ValueError(
+            "must be an https URL with the Graph version, e.g. https://graph.microsoft.com/v1.0 "
+            "(plain http only on a loopback address, for the emulator)"
+        )
+
     def feed_mode(self, feed: str) -> Literal["full", "delta"]:
         for item in self.feed_modes.split(","):
             name, _, mode = item.partition("=")
@@ -131,3 +185,147 @@ class Settings(BaseSettings):
     @property
     def graph_configured(self) -> bool:
         return bool(self.service_principal_id and self.job_id)
+
+
+def parse_feed_modes(text: str) -> dict[str, Literal["full", "delta"]]:
+    """``employees=full,contractors=delta`` by feed name; ValueError naming a bad entry."""
+    modes: dict[str, Literal["full", "delta"]] = {}
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        name, equals, mode = (part.strip() for part in entry.partition("="))
+        shape = "entries are feed=full or feed=delta, comma-separated"
+        if not equals:
+            raise ValueError(f'entry "{_shown(entry)}" has no "=" ({shape})')
+        if not name:
+            raise ValueError(f'entry "{_shown(entry)}" names no feed ({shape})')
+        if mode not in FEED_MODES:
+            raise ValueError(f'entry "{_shown(entry)}": the mode must be full or delta')
+        if name in modes and modes[name] != mode:
+            raise ValueError(f'feed "{_shown(name)}" is listed twice, with different modes')
+        modes[name] = mode  # type: ignore[assignment]
+    return modes
+
+
+def env_name(field: str) -> str:
+    """The environment variable (app setting) of a Settings field."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (``overrides``: by field name, they win). Every problem,
+    not only the first, is reported in one ConfigurationError: one line each, joined by "; "."""
+    problems: list[str] = []
+    known = {env_name(field): field for field in Settings.model_fields}
+    for key in overrides:
+        if key not in Settings.model_fields:
+            problems.append(f"{key}: not a setting")
+    try:
+        settings: Settings | None = Settings(**overrides)
+    except ValidationError as exc:
+        settings = None
+        for error in exc.errors():
+            line = _describe(error)
+            if line not in problems:
+                problems.append(line)
+    problems.extend(_unknown_names(os.environ, known))
+    if problems or settings is None:
+        raise ConfigurationError("; ".join(problems))
+    return settings
+
+
+def _unknown_names(environ: Mapping[str, str], known: Mapping[str, str]) -> list[str]:
+    """PROVISIONING_* variables that are no setting: a misspelt name would be ignored silently
+    and its setting left at the default."""
+    names = {name.upper() for name in known}
+    problems = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in names:
+            close = difflib.get_close_matches(upper, sorted(names), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{_shown(variable)}: not a setting{hint}")
+    return problems
+
+
+def _describe(error: Any) -> str:
+    """One line for one pydantic error: the variable, its value (unless secret), what it must be."""
+    loc = error.get("loc") or ("?",)
+    field = str(loc[0])
+    if field in Settings.model_fields:
+        name = env_name(field)
+        if field in SECRET_SETTINGS:
+            subject = name
+        else:
+            value = error.get("input")
+            text = "" if value is None else str(value)
+            subject = f"{name}={_shown(text)}" if text.strip() else f"{name} (empty)"
+    else:
+        name = subject = _shown(field)
+    return f"{subject}: {_requirement(field, error)}"
+
+
+def _requirement(field: str, error: Any) -> str:
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    bounds = _bounds(field)
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"must be {bounds}"
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return "must be a whole number" + (f", {bounds}" if bounds else "")
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number" + (f", {bounds}" if bounds else "")
+    if kind == "finite_number":
+        return "must be a finite number" + (f", {bounds}" if bounds else "")
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        return f"must be one of {expected}" if expected else "is not one of the allowed values"
+    if kind in ("string_type", "string_too_long", "string_too_short"):
+        return "must be text"
+    return "is not valid"
+
+
+def _bounds(field: str) -> str:
+    """The allowed range of a numeric field in words ("between 1 and 50"), or ""."""
+    if field not in Settings.model_fields:
+        return ""
+    low = high = ""
+    low_open = high_open = False
+    for item in Settings.model_fields[field].metadata:
+        if isinstance(item, Ge):
+            low = _number(item.ge)
+        elif isinstance(item, Gt):
+            low, low_open = _number(item.gt), True
+        elif isinstance(item, Le):
+            high = _number(item.le)
+        elif isinstance(item, Lt):
+            high, high_open = _number(item.lt), True
+    if low and high and not low_open and not high_open:
+        return f"between {low} and {high}"
+    parts = []
+    if low:
+        parts.append(f"greater than {low}" if low_open else f"at least {low}")
+    if high:
+        parts.append(f"less than {high}" if high_open else f"at most {high}")
+    return " and ".join(parts)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A value fit for one log line: no control characters (no line breaks), bounded length."""
+    clean = "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
