@@ -1,11 +1,17 @@
 """The main job, locally: Azurite and the Graph emulator stand in for Azure and Entra.
 
-``python -m devtools.run_local [FILE]`` starts both on loopback, drops FILE (default: Microsoft's
-1,000-row sample) into ``hr-inbound``, invokes the blob function exactly as the Functions host
-would (through ``app.get_functions()``, with a real InputStream and the real managed-identity
-credential), runs one pass of the reconciliation timer (which reads the emulator's provisioning
-logs into the run's ledger), then prints the run's outcome, copies its results to
-``out/local-run/`` and shows what the emulator's directory now holds.
+``scripts/run-local [FILE] [--mapping M] [--out DIR]`` (``python -m devtools.run_local``) starts
+both on loopback, drops FILE (default: Microsoft's 1,000-row sample) into ``hr-inbound``, invokes
+the blob function exactly as the Functions host would (through ``app.get_functions()``, with a
+real InputStream and the real managed-identity credential), runs one pass of the reconciliation
+timer (which reads the emulator's provisioning logs into the run's ledger), then prints the
+run's outcome, copies its results to ``out/local-run/`` and shows what the emulator's directory
+now holds.
+
+Every setting in the environment (README, Settings) applies as in Azure, checked the same way;
+only the ones that point at Azure are replaced by Azurite and the emulator (devtools/local_env).
+The exit code is the run's (provisioning.runs.exit_code); a bad setting or argument is one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -20,19 +26,48 @@ from pathlib import Path
 from typing import Any
 
 from graph_emulator import GraphEmulator
+from provisioning.cli import OneLineParser, out_folder
+from provisioning.errors import ConfigurationError
+from provisioning.mapping import BUILTIN, load_mapping
+from provisioning.runs import EXIT_UNUSABLE, exit_code
+from provisioning.settings import load_settings
+from provisioning.transforms import SpecError
 
 from .azurite import ROOT, running_azurite
-from .local_env import local_settings
+from .local_env import MSI_CONFLICTS, local_settings
 
 DEFAULT_FILE = ROOT / "samples" / "csv-with-1000-records.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.run_local", description=__doc__)
-    parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE)
-    parser.add_argument("--mapping", default="microsoft-sample")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "local-run")
+    parser = OneLineParser(
+        prog="scripts/run-local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", nargs="?", type=Path, default=DEFAULT_FILE, help="HR export")
+    parser.add_argument(
+        "--mapping",
+        help=f"built-in mapping ({', '.join(BUILTIN)}) or a mapping file "
+        "(default: PROVISIONING_MAPPING, else microsoft-sample)",
+    )
+    parser.add_argument(
+        "--out",
+        type=out_folder,
+        default=ROOT / "out" / "local-run",
+        help="folder the run's results are copied to (default: out/local-run)",
+    )
     args = parser.parse_args(argv)
+    # Checked before anything starts, as the deployed app checks them.
+    try:
+        mapping: str = args.mapping or load_settings().mapping
+        load_mapping(mapping)
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    except SpecError as exc:
+        return _fail(str(exc), "mapping error")
+    if not args.file.is_file():
+        return _fail(f"no such file: {args.file}")
     with (
         tempfile.TemporaryDirectory(prefix="azurite-") as location,
         running_azurite(Path(location)) as azurite,
@@ -40,21 +75,33 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"Azurite blob service  {azurite.blob_url}")
         print(f"Graph emulator        {emulator.graph_url}")
-        os.environ.update(local_settings(azurite, emulator, PROVISIONING_MAPPING=args.mapping))
+        # Only the settings pointing at Azure change; the rest of the environment applies.
+        for name in MSI_CONFLICTS:
+            os.environ.pop(name, None)  # they would take the token from elsewhere
+        os.environ.update(local_settings(azurite, emulator, PROVISIONING_MAPPING=mapping))
         summary = drop_and_run(args.file)
+        if summary is None:
+            print("no run summary was written (see the errors above)", file=sys.stderr)
+            return exit_code("error")
         copy_results(summary["_prefix"], args.out)
         show(summary, emulator, args.out)
-    return 0 if summary["status"] == "complete" else 1
+    return exit_code(summary["status"], unusable=bool(summary.get("file_error")))
 
 
-def drop_and_run(file: Path) -> dict[str, Any]:
+def _fail(message: str, label: str = "error") -> int:
+    print(f"{label}: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_UNUSABLE
+
+
+def drop_and_run(file: Path) -> dict[str, Any] | None:
+    """The run's summary, None if the blob function wrote none (it logged why)."""
     import azure.functions as func
 
     import function_app
-    from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER, Settings
+    from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER
     from provisioning.storage import BlobStore
 
-    store = BlobStore.from_settings(Settings())
+    store = BlobStore.from_settings(load_settings())
     store.ensure_containers(INBOUND_CONTAINER)
     name = file.name
     store.write_bytes(INBOUND_CONTAINER, name, file.read_bytes(), "text/csv")
@@ -70,18 +117,19 @@ def drop_and_run(file: Path) -> dict[str, Any]:
     summaries = [
         b.name for b in store.list(RESULTS_CONTAINER, "runs/") if b.name.endswith("summary.json")
     ]
-    found = store.read_json(RESULTS_CONTAINER, summaries[-1])
-    assert found is not None
+    found = store.read_json(RESULTS_CONTAINER, summaries[-1]) if summaries else None
+    if found is None:
+        return None
     summary: dict[str, Any] = found[0]
     summary["_prefix"] = summaries[-1].rsplit("/", 1)[0] + "/"
     return summary
 
 
 def copy_results(prefix: str, out: Path) -> None:
-    from provisioning.settings import RESULTS_CONTAINER, Settings
+    from provisioning.settings import RESULTS_CONTAINER
     from provisioning.storage import BlobStore
 
-    store = BlobStore.from_settings(Settings())
+    store = BlobStore.from_settings(load_settings())
     out.mkdir(parents=True, exist_ok=True)
     for blob in store.list(RESULTS_CONTAINER, prefix):
         target = out / blob.name[len(prefix) :]

@@ -7,8 +7,9 @@ import logging
 import azure.functions as func
 
 from .drop import DropProcessor
-from .services import open_services
-from .settings import INBOUND_CONTAINER, STORAGE_CONNECTION, Settings
+from .errors import ConfigurationError
+from .services import open_services, sender_settings
+from .settings import INBOUND_CONTAINER, STORAGE_CONNECTION
 from .sweep import is_failed
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,14 @@ async def hr_file_dropped(blob: func.InputStream) -> None:
         # deployment has that filter (nor does a local run).
         log.info("%s is under failed/: not processed", name)
         return
-    settings = Settings()
+    try:
+        settings = sender_settings()
+    except ConfigurationError as exc:
+        # Not raised: a retry by the host would meet the same settings. The file stays in
+        # hr-inbound, unprocessed, and the reconciliation timer's sweep processes it once the
+        # settings are fixed.
+        log.error("%s not processed: configuration error: %s", name, exc)
+        return
     async with open_services(settings) as (store, graph):
         outcome = await DropProcessor(settings, store, graph).process(name, blob)
     log.info("drop processed: status=%s run=%s", outcome.status, outcome.run_id)

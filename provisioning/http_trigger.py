@@ -13,9 +13,10 @@ from importlib import resources
 import azure.functions as func
 
 from .auth import PRINCIPAL_HEADER, client_id, parse_principal, refusal
-from .changes import ChangeService, Reply, flush
-from .services import open_services
-from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings
+from .changes import ChangeService, Reply, flush, problem
+from .errors import ConfigurationError
+from .services import open_services, require_storage, sender_settings
+from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings, load_settings
 from .storage import BlobStore, FlushQueue
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,22 @@ bp = func.Blueprint()
 
 class FlushInterrupted(Exception):
     """Graph kept failing; raising makes the host deliver the flush message again later."""
+
+
+class FlushNotConfigured(Exception):
+    """The settings are unusable; raising keeps the flush message (next section)."""
+
+
+def _api_settings() -> Settings | func.HttpResponse:
+    """The settings of the HTTP API (storage for the changes and the flush queue), or the 500
+    problem naming the settings at fault (logged as one line)."""
+    try:
+        settings = load_settings()
+        require_storage(settings, queue=True)
+    except ConfigurationError as exc:
+        log.error("HTTP change API unavailable: configuration error: %s", exc)
+        return _respond(problem(500, "configuration", "Configuration error", str(exc)))
+    return settings
 
 
 @functools.cache
@@ -72,7 +89,9 @@ def _caller(req: func.HttpRequest, settings: Settings) -> str:
 @bp.function_name("post_changes")
 @bp.route(route="changes", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def post_changes(req: func.HttpRequest) -> func.HttpResponse:
-    settings = Settings()
+    settings = _api_settings()
+    if isinstance(settings, func.HttpResponse):
+        return settings
     refused = _allowed(req, settings)
     if refused:
         return _respond(refused)
@@ -90,7 +109,9 @@ def post_changes(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_change")
 @bp.route(route="changes/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_change(req: func.HttpRequest) -> func.HttpResponse:
-    settings = Settings()
+    settings = _api_settings()
+    if isinstance(settings, func.HttpResponse):
+        return settings
     refused = _allowed(req, settings)
     if refused:
         return _respond(refused)
@@ -108,7 +129,17 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("flush_changes")
 @bp.queue_trigger(arg_name="message", queue_name=FLUSH_QUEUE, connection=STORAGE_CONNECTION)
 async def flush_changes(message: func.QueueMessage) -> None:
-    settings = Settings()
+    try:
+        settings = sender_settings()
+    except ConfigurationError as exc:
+        # Raised, unlike the blob and timer functions: nothing else flushes the outbox, and
+        # while this message is unanswered no call schedules another (locks/flush-scheduled
+        # stays). Returning would delete the message and leave the changes waiting for good;
+        # raising makes the host deliver it again, and after maxDequeueCount tries it is kept
+        # in provisioning-flush-poison, from where it can be put back once the settings are
+        # fixed. The changes themselves stay in the outbox either way.
+        log.error("flush not run: configuration error: %s", exc)
+        raise FlushNotConfigured(str(exc)) from None
     async with open_services(settings) as (store, graph):
         outcome = await flush(settings, store, graph)
     log.info("flush: %s", {k: v for k, v in outcome.items() if k != "reason"})

@@ -7,9 +7,9 @@ import logging
 
 import azure.functions as func
 
+from .errors import ConfigurationError
 from .reconcile import Reconciler
-from .services import open_services
-from .settings import Settings
+from .services import open_services, sender_settings
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,12 @@ bp = func.Blueprint()
 async def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile: the schedule was missed; this pass catches up")
-    settings = Settings()
+    try:
+        settings = sender_settings()
+    except ConfigurationError as exc:
+        # Not raised: the next pass (the schedule) finds everything where this one left it.
+        log.error("reconcile pass skipped: configuration error: %s", exc)
+        return
     async with open_services(settings) as (store, graph):
         report = await Reconciler(settings, store, graph).run()
     log.info("reconcile pass %s: %s", report.get("pass"), report.get("status"))

@@ -9,10 +9,16 @@ from .errors import ConfigurationError
 from .graph import GraphClient
 from .quota import CallCounter
 from .runs import utcnow
-from .settings import STORAGE_CONNECTION, Settings
+from .settings import STORAGE_CONNECTION, Settings, load_settings
 from .storage import BlobStore
 
-__all__ = ["ConfigurationError", "open_services", "require_graph", "require_storage"]
+__all__ = [
+    "ConfigurationError",
+    "open_services",
+    "require_graph",
+    "require_storage",
+    "sender_settings",
+]
 
 
 def require_storage(settings: Settings, *, queue: bool = False) -> None:
@@ -47,6 +53,15 @@ def require_graph(settings: Settings) -> None:
     ]
     if missing:
         raise ConfigurationError("; ".join(missing))
+
+
+def sender_settings() -> Settings:
+    """The settings of a function that sends (file drop, timer, flush): load_settings, with
+    storage and Graph configured; else ConfigurationError naming every setting at fault."""
+    settings = load_settings()
+    require_graph(settings)
+    require_storage(settings)
+    return settings
 
 
 @asynccontextmanager
