@@ -224,11 +224,16 @@ def load_settings(**overrides: Any) -> Settings:
     not only the first, is reported in one ConfigurationError: one line each, joined by "; "."""
     problems: list[str] = []
     known = {env_name(field): field for field in Settings.model_fields}
-    for key in overrides:
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
         if key not in Settings.model_fields:
-            problems.append(f"{key}: not a setting")
+            problems.append(f"{_shown(key)}: not a setting")
+        elif Settings.model_fields[key].validation_alias is not None:
+            values[env_name(key)] = value  # an aliased field is given by its alias only
+        else:
+            values[key] = value
     try:
-        settings: Settings | None = Settings(**overrides)
+        settings: Settings | None = Settings(**values)
     except ValidationError as exc:
         settings = None
         for error in exc.errors():
@@ -259,16 +264,17 @@ def _describe(error: Any) -> str:
     """One line for one pydantic error: the variable, its value (unless secret), what it must be."""
     loc = error.get("loc") or ("?",)
     field = str(loc[0])
+    # An aliased field's errors are located by its alias (HRSTORAGE...).
+    field = next((f for f in Settings.model_fields if env_name(f) == field), field)
     if field in Settings.model_fields:
         name = env_name(field)
-        if field in SECRET_SETTINGS:
-            subject = name
+        value = error.get("input")
+        if field in SECRET_SETTINGS or not isinstance(value, str | int | float):
+            subject = name  # a secret, or no text (an override from code): never a repr
         else:
-            value = error.get("input")
-            text = "" if value is None else str(value)
-            subject = f"{name}={_shown(text)}" if text.strip() else f"{name} (empty)"
+            subject = f"{name}={_shown(str(value))}" if str(value).strip() else f"{name} (empty)"
     else:
-        name = subject = _shown(field)
+        subject = _shown(field)
     return f"{subject}: {_requirement(field, error)}"
 
 

@@ -230,3 +230,120 @@ def test_progress_bar_shows_on_a_terminal_for_large_files(tmp_path: Path) -> Non
     with _progress(Console(file=io.StringIO(), force_terminal=False), big) as update:
         assert update is None
     assert "50%" in screen.getvalue()
+
+
+# --- bad arguments and settings: one line, exit code 2 ------------------------------------
+
+SAMPLE_2 = ROOT / "samples" / "csv-with-2-records.csv"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["convert", "{sample}", "--out", "{tmp}/out", "--batch-size", "0"],
+            "error: --batch-size: must be between 1 and 50, not 0",
+        ),
+        (
+            ["convert", "{sample}", "--out", "{tmp}/out", "--batch-size", "51"],
+            "error: --batch-size: must be between 1 and 50, not 51",
+        ),
+        (
+            ["convert", "{sample}", "--out", "{tmp}/out", "--batch-size", "5x"],
+            "error: --batch-size: must be a whole number between 1 and 50, not 5x",
+        ),
+        (["validate", "{sample}", "--limit", "0"], "error: --limit: must be at least 1, not 0"),
+        (["plan", "{sample}", "--limit", "-3"], "error: --limit: must be at least 1, not -3"),
+        (
+            ["convert", "{sample}", "--out", "{tmp}/taken.txt"],
+            "error: --out: {tmp}/taken.txt is a file, not a folder",
+        ),
+        (
+            ["convert", "{sample}", "--out", "{tmp}/taken.txt/out"],
+            "error: --out: {tmp}/taken.txt/out ({tmp}/taken.txt) is a file, not a folder",
+        ),
+        (
+            ["validate", "{sample}", "--format", "xls"],
+            "error: --format: invalid choice xls; choose from csv, json, jsonl, xlsx",
+        ),
+        (
+            ["frobnicate"],
+            "error: unknown command frobnicate; choose from validate, convert, plan, approve, "
+            "release, reconcile",
+        ),
+    ],
+    ids=[
+        "batch-size-0",
+        "batch-size-51",
+        "batch-size-not-a-number",
+        "validate-limit-0",
+        "plan-limit-negative",
+        "out-is-a-file",
+        "out-under-a-file",
+        "format-choice",
+        "command",
+    ],
+)
+def test_bad_argument_is_one_line_exit_2(
+    args: list[str], line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+
+    def fill(text: str) -> str:
+        return text.replace("{sample}", str(SAMPLE_2)).replace("{tmp}", str(tmp_path))
+
+    with pytest.raises(SystemExit) as exited:
+        main([fill(a) for a in args])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [fill(line)]  # no usage, no traceback
+    assert captured.out == ""
+    assert taken.read_text() == "keep me"
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_setting_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROVISIONING_BATCH_SIZE", "100")
+    assert main(["validate", str(SAMPLE_2)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "error: PROVISIONING_BATCH_SIZE=100: must be between 1 and 50"
+    ]
+    assert captured.out == ""
+
+
+def test_reconcile_exit_code_is_the_worst_of_the_pass_and_its_runs() -> None:
+    from provisioning.cli import reconcile_exit_code
+
+    sweep = {"processed": {"complete": 2, "partly-rejected": 1}}
+    assert reconcile_exit_code({"status": "complete", "sweep": sweep}) == 1
+    assert reconcile_exit_code({"status": "complete", "sweep": {"processed": {}}}) == 0
+    assert reconcile_exit_code({"status": "complete"}) == 0  # --no-sweep
+    assert reconcile_exit_code({"status": "busy"}) == 3
+    assert reconcile_exit_code({"status": "interrupted", "sweep": sweep}) == 3
+    assert reconcile_exit_code({"status": "complete", "sweep": {"processed": {"stopped": 1}}}) == 3
+
+
+def test_reconcile_exits_1_when_a_swept_file_had_rejected_rows(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioning.settings import INBOUND_CONTAINER
+    from tests.e2e import store
+
+    rows = [worker(1), worker(2, WorkerStatus="@Maybe"), worker(3)]
+    blobs = store()
+    blobs.ensure_containers(INBOUND_CONTAINER)
+    blobs.write_bytes(INBOUND_CONTAINER, "swept.csv", csv_bytes(rows), "text/csv")
+
+    assert main(["reconcile", "--no-drift"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "complete"
+    assert report["sweep"]["processed"] == {"partly-rejected": 1}
+
+    # Nothing left to sweep, nothing due: both exit 0.
+    assert main(["reconcile", "--no-drift", "--no-sweep"]) == 0
+    assert main(["release"]) == 0
+    assert "nothing-due" in capsys.readouterr().out
