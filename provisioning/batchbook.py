@@ -23,9 +23,10 @@ COUNTS = ("records_sent", "records_accepted", "records_rejected_by_graph", "reco
 
 
 def _row(batch: int, record: list[Any], status: dict[str, Any]) -> list[Any]:
-    bulk_id, external_id, line, action = record
+    bulk_id, external_id, line, action, *ordinal = record  # batches of older versions: no ordinal
     return [
         batch,
+        ordinal[0] if ordinal else "",
         line,
         csv_safe(external_id),
         bulk_id,
@@ -37,7 +38,7 @@ def _row(batch: int, record: list[Any], status: dict[str, Any]) -> list[Any]:
 
 
 def _records(items: list[Outgoing]) -> list[list[Any]]:
-    return [[i.op.bulk_id, i.op.external_id, i.op.line, i.action] for i in items]
+    return [[i.op.bulk_id, i.op.external_id, i.op.line, i.action, i.op.record or ""] for i in items]
 
 
 class BatchBook:
@@ -64,7 +65,7 @@ class BatchBook:
             if record.get("status") != "superseded":
                 entry = batch_entry(None, record, resent=False, earlier=True)
                 self.batches.append(entry)
-                count_batch(self.counts, record.get("operations", 0), entry["status"])
+                count_batch(self.counts, record.get("operations", 0), entry)
             self._rows(index, record, entry)
 
     def record(self, batch: SentBatch, *, resent: bool, accepted_at: Any) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class BatchBook:
             record["maybe_applied_twice"] = batch.maybe_applied and bool(batch.accepted)
             entry = batch_entry(batch.request, record, resent=resent, earlier=False)
             self.batches.append(entry)
-            count_batch(self.counts, len(batch.sent), entry["status"])
+            count_batch(self.counts, len(batch.sent), entry)
         record["records"] = _records(batch.sent)
         record["superseded"] = _records(batch.superseded)
         self.counts["records_superseded"] += len(batch.superseded)

@@ -13,10 +13,12 @@ MAX_OPERATIONS = 50  # documented limit of bulkUpload per request
 CONTENT_TYPE = "application/scim+json"
 
 
-def bulk_id(content_hash: str, line: int) -> str:
-    """Deterministic id of a row's operation: the same file content and row give the same id,
-    so a resend of a request is recognisable in Entra's provisioning logs and in our ledger."""
-    return f"{content_hash[:16]}-{line}"
+def bulk_id(content_hash: str, record: int) -> str:
+    """Deterministic id of a record's operation: the same file content and record give the same
+    id, so a resend of a request is recognisable in Entra's provisioning logs and in our
+    ledger. ``record`` is the record's ordinal, not its line: every record of a JSON array
+    written on one line starts on line 1."""
+    return f"{content_hash[:16]}-{record}"
 
 
 @dataclass(slots=True)
@@ -27,6 +29,8 @@ class Operation:
     data: dict[str, Any]
     # Lifecycle dates of the row (hire_date, termination_date), for planning; not sent.
     dates: dict[str, str] = field(default_factory=dict)
+    # Ordinal of the record in its file (0 for operations that do not come from a file).
+    record: int = 0
 
 
 @dataclass(slots=True)
@@ -53,14 +57,23 @@ def serialize(operations: Iterable[Operation]) -> bytes:
 
 
 def batches(operations: Iterable[Operation], size: int = MAX_OPERATIONS) -> Iterator[BulkRequest]:
-    """Group operations into requests of ``size`` (1..50) in the order given."""
+    """Group operations into requests of ``size`` (1..50) in the order given.
+
+    A bulkId already in the request starts the next one: SCIM (RFC 7644 3.7) wants bulkIds
+    unique within a request, and whether Graph enforces it is undocumented, so none is ever
+    sent twice in one request whatever made the operations."""
     if not 1 <= size <= MAX_OPERATIONS:
         raise ValueError(f"batch size must be between 1 and {MAX_OPERATIONS}, not {size}")
     current = BulkRequest(1)
+    ids: set[str] = set()
     for op in operations:
+        if op.bulk_id in ids:
+            yield current
+            current, ids = BulkRequest(current.index + 1), set()
         current.operations.append(op)
+        ids.add(op.bulk_id)
         if len(current.operations) == size:
             yield current
-            current = BulkRequest(current.index + 1)
+            current, ids = BulkRequest(current.index + 1), set()
     if current.operations:
         yield current

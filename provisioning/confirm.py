@@ -72,6 +72,7 @@ LEDGER_OUTCOME_COLUMNS = (
 )
 FAILURE_COLUMNS = (
     "externalId",
+    "record",
     "line",
     "batch",
     "error_code",
@@ -225,6 +226,7 @@ class Confirmer:
             if record is None:
                 run.records[item.bulk_id] = {
                     "id": item.external_id,
+                    "record": item.record,
                     "line": item.line,
                     "batch": info["batch"],
                     "action": item.action,
@@ -363,7 +365,7 @@ class Confirmer:
             # bulkIds only need to be unique within one request.
             wire = f"retry-{len(items):06d}"
             owner[wire] = (run, bulk)
-            op = Operation(wire, record["id"], record["line"], data)
+            op = Operation(wire, record["id"], record["line"], data, record=_ordinal(record))
             items.append(Outgoing(op, worker.order, worker.feed, "retry", resend=True))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
         sender = Sender(self.settings, self._poster, gate, sleep=self._sleep)
@@ -411,7 +413,7 @@ class Confirmer:
             run.changed = True
             # Tracked under the record's own bulkId, so its next log entry lands on it.
             by_run.setdefault(run.run_id, (run, []))[1].append(
-                Operation(bulk, record["id"], record["line"], {})
+                Operation(bulk, record["id"], record["line"], {}, record=_ordinal(record))
             )
         for run, ops in by_run.values():
             track(
@@ -444,10 +446,12 @@ class Confirmer:
         failures_blob = self.store.staged(RESULTS_CONTAINER, results.path("failures.csv"))
         writer = csv.writer(TextToBlob(failures_blob))
         writer.writerow(FAILURE_COLUMNS)
-        for _bulk, r in sorted(failures, key=lambda item: (str(item[1]["batch"]), item[1]["line"])):
+        failures.sort(key=lambda item: (str(item[1]["batch"]), _ordinal(item[1]), item[1]["line"]))
+        for _bulk, r in failures:
             writer.writerow(
                 [
                     csv_safe(r["id"]),
+                    r.get("record", ""),
                     r["line"],
                     r["batch"],
                     r.get("error_code") or "",
@@ -474,6 +478,7 @@ class Confirmer:
             "failures": [
                 {
                     "externalId": r["id"],
+                    "record": r.get("record", ""),
                     "line": r["line"],
                     "error_code": r.get("error_code"),
                     "reason": r.get("reason"),
@@ -527,6 +532,7 @@ class Confirmer:
                 writer.writerow(
                     (
                         record["batch"],
+                        record.get("record", ""),
                         record["line"],
                         csv_safe(record["id"]),
                         bulk,
@@ -553,3 +559,8 @@ def _outcome_cells(record: dict[str, Any] | None) -> tuple[Any, ...]:
         record.get("log_time") or "",
         record["sends"],
     )
+
+
+def _ordinal(record: dict[str, Any]) -> int:
+    """The record's ordinal in its file; 0 when unknown (HTTP changes, older trackings)."""
+    return int(record.get("record") or 0)

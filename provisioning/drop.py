@@ -45,6 +45,27 @@ SEEN_PREFIX = "seen/"
 # job, a busy claim, and an interrupted run (Graph, the token endpoint or the network failing
 # for a while); the other outcomes are final.
 FAILING = frozenset({"failed", "error"})
+_LOG_LEVELS = {"partly-rejected": logging.WARNING, "rejected": logging.ERROR}
+
+
+def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:
+    """How a run that sent all it could ended, from its counts: ``complete`` only when no
+    record was rejected, by validation or by Graph; ``rejected`` when no record got in."""
+    invalid = int(summary.get("rows_rejected") or 0)
+    refused = int(summary.get("records_rejected_by_graph") or 0)
+    if not invalid and not refused:
+        return "complete", None
+    parts = []
+    if invalid:
+        parts.append(f"{invalid} rows rejected by validation (rejected.csv)")
+    if refused:
+        parts.append(f"{refused} records refused by Graph (ledger.csv, batch table)")
+    # Valid records Graph did not refuse: accepted now or earlier, unchanged, held, superseded.
+    got_in = int(summary.get("users") or 0) - refused
+    status = "partly-rejected" if got_in > 0 else "rejected"
+    return status, "; ".join(parts)
+
+
 # A plan made while other senders changed its workers is made again, at most this often.
 _PLAN_ATTEMPTS = 3
 
@@ -280,6 +301,7 @@ class DropProcessor:
         try:
             planned = await self._plan(claim, gate, feed, conversion, results, summary)
         except FileError as exc:
+            summary["file_error"] = str(exc)
             return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
         except (GateBusy, PreconditionFailed) as exc:
             # The gate stayed taken, or its lease lapsed under slow storage: try again later.
@@ -293,12 +315,13 @@ class DropProcessor:
         if stop:
             return self._finish(claim, results, summary, stop[0], stop[1], keeper, begun)
         if summary.get("plan", {}).get("held_for_approval"):
-            reason = (
+            held = (
                 f"{summary['plan']['counts']['leaver']} leavers exceed the threshold of "
                 f"{summary['plan']['leaver_threshold']}; approve run {claim.run_id} to send them"
             )
-            return self._finish(claim, results, summary, "held-for-approval", reason, keeper, begun)
-        return self._finish(claim, results, summary, "complete", None, keeper, begun)
+            return self._finish(claim, results, summary, "held-for-approval", held, keeper, begun)
+        status, reason = sent_status(summary)
+        return self._finish(claim, results, summary, status, reason, keeper, begun)
 
     async def _send(
         self,
@@ -489,7 +512,11 @@ class DropProcessor:
         counts = {
             k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)
         }
-        log.info(
+        # Rejections are what a person must act on: a warning (some) or an error (all), which
+        # the alerts in infra/ pick up.
+        level = _LOG_LEVELS.get(status, logging.INFO)
+        log.log(
+            level,
             "run %s %s: %s",
             claim.run_id,
             status,

@@ -12,6 +12,7 @@ from .submit import BatchOutcome
 
 LEDGER_COLUMNS = (
     "batch",
+    "record",
     "line",
     "externalId",
     "bulkId",
@@ -84,11 +85,13 @@ def batch_entry(
     return entry
 
 
-def count_batch(counts: dict[str, int], records: int, status: str) -> None:
+def count_batch(counts: dict[str, int], records: int, entry: dict[str, Any]) -> None:
     counts["records_sent"] += records
-    if status == "accepted":
+    if entry["status"] == "accepted":
         counts["records_accepted"] += records
-    elif status == "rejected":
+    elif entry["status"] == "rejected" and entry.get("http_status") not in (401, 403):
+        # Refused for their data. A 401/403 refuses the app, not the records: the run stops
+        # and its next attempt sends them again.
         counts["records_rejected_by_graph"] += records
 
 

@@ -158,12 +158,16 @@ class Conversion:
         if external_id:
             self.rejected_ids.add(external_id)
 
-    def _reject(self, line: int, column: str, attribute: str, reason: str, value: str) -> None:
+    def _reject(self, row: Row, column: str, attribute: str, reason: str, value: str) -> None:
         summary = self.summary
         key = attribute or column or "row"
         counts = summary.rejections_by_attribute
         counts[key] = counts.get(key, 0) + 1
-        self.on_reject(RowError(self.source.name, line, column, attribute, reason, value))
+        self.on_reject(
+            RowError(
+                self.source.name, summary.rows_read, row.line, column, attribute, reason, value
+            )
+        )
 
     def _operations(self) -> Iterator[Operation]:
         summary = self.summary
@@ -187,7 +191,7 @@ class Conversion:
                     if problem is not None:
                         summary.rows_rejected += 1
                         self._note_rejected_id(bound, values)
-                        self._reject(row.line, problem[0], "", problem[1], "")
+                        self._reject(row, problem[0], "", problem[1], "")
                         continue
                 user = bound.build(values, errors)
                 dates = bound.dates(values, errors)
@@ -201,18 +205,19 @@ class Conversion:
                         if (columns, reason) in reported:
                             continue  # one cell read by two attributes: one error, not two
                         reported.add((columns, reason))
-                        self._reject(
-                            row.line, columns, leaf.path, reason, bound.raw_value(leaf, values)
-                        )
+                        self._reject(row, columns, leaf.path, reason, bound.raw_value(leaf, values))
                     if external_id in duplicates:
                         count = duplicates[external_id]
                         self._reject(
-                            row.line, ext_column, "externalId", duplicate_reason(count), external_id
+                            row, ext_column, "externalId", duplicate_reason(count), external_id
                         )
                     errors.clear()
                     continue
                 summary.users += 1
-                yield Operation(bulk_id(file_hash, row.line), external_id, row.line, user, dates)
+                record = summary.rows_read
+                yield Operation(
+                    bulk_id(file_hash, record), external_id, row.line, user, dates, record
+                )
         if progress is not None:
             progress(1.0)
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .validation import RowError
 
-REJECTED_COLUMNS = ("file", "line", "column", "attribute", "reason", "value")
+REJECTED_COLUMNS = ("file", "record", "line", "column", "attribute", "reason", "value")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -40,6 +40,7 @@ class RejectedCsv:
         self._writer.writerow(
             [
                 csv_safe(error.file),
+                error.record,
                 error.line,
                 csv_safe(error.column),
                 error.attribute,
@@ -62,6 +63,9 @@ _STATUS_COLOURS = {
     "duplicate": "#5c2d91",
     "running": "#0078d4",
     "rejected": "#a4262c",
+    # Amber, dark enough for white text: part of the file did not get in.
+    "partly-rejected": "#8a6100",
+    "held-for-approval": "#8a6100",
     "failed": "#a4262c",
     "stopped": "#ca5010",
     "interrupted": "#ca5010",
@@ -142,7 +146,8 @@ def render_run_html(summary: dict[str, Any]) -> str:
 {plan_section}
 <h2>Rejected rows by attribute</h2>
 <table><tr><th>attribute</th><th>rows</th></tr>{rejections}</table>
-<p>Each rejected row, with its line and reason, is in <code>rejected.csv</code>; each record
+<p>Each rejected row, with its record number, line and reason, is in
+<code>rejected.csv</code>; each record
 sent, with its batch and status, in <code>ledger.csv</code>.</p>
 <h2>Bulk requests</h2>
 <table><tr><th>#</th><th>status</th><th>HTTP</th><th>operations</th><th>attempts</th>
@@ -199,14 +204,16 @@ def _outcomes_html(outcomes: dict[str, Any] | None) -> str:
     )
     failure_rows = "".join(
         "<tr>"
-        f"<td>{esc(str(f.get('line')))}</td><td>{esc(str(f.get('error_code') or ''))}</td>"
+        f"<td class=n>{esc(str(f.get('record') or ''))}</td>"
+        f"<td class=n>{esc(str(f.get('line')))}</td>"
+        f"<td>{esc(str(f.get('error_code') or ''))}</td>"
         f"<td>{esc(str(f.get('reason') or ''))}</td>"
         f"<td>{esc(str(f.get('recommended_action') or ''))}</td>"
         "</tr>"
         for f in outcomes.get("failures", [])
     )
     failures = (
-        "<h3>Failures for a person to fix</h3><table><tr><th>line</th><th>error</th>"
+        "<h3>Failures for a person to fix</h3><table><tr><th>record</th><th>line</th><th>error</th>"
         f"<th>reason</th><th>recommended action</th></tr>{failure_rows}</table>"
         "<p>All failures are in <code>failures.csv</code>.</p>"
         if failure_rows

@@ -30,6 +30,7 @@ class Sent:
     external_id: str
     line: int
     action: str
+    record: int | str = ""  # ordinal in the file; absent from batches tracked before it was kept
 
 
 def batch_name(run_id: str, batch: str) -> str:
@@ -65,7 +66,13 @@ def track(
             "accepted_at": iso(accepted_at),
             "attempt": attempt,
             "records": [
-                [op.bulk_id, op.external_id, op.line, (actions or {}).get(op.bulk_id, "")]
+                [
+                    op.bulk_id,
+                    op.external_id,
+                    op.line,
+                    (actions or {}).get(op.bulk_id, ""),
+                    op.record or "",
+                ]
                 for op in operations
             ],
         },

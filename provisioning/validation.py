@@ -96,7 +96,8 @@ class RowError:
     """
 
     file: str
-    line: int
+    record: int  # ordinal of the record in the file (1-based, header not counted)
+    line: int  # where the record starts; many records share a line in a one-line JSON array
     column: str
     attribute: str
     reason: str

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,7 +57,10 @@ def test_happy_path_provisions_every_valid_row_once(
     drop(data, "feed/csv-with-1000-records.csv")
 
     (summary,) = runs()
-    assert summary["status"] == "complete"
+    # Microsoft's sample repeats some WorkerIDs: those rows are rejected, so the run is not
+    # "complete", and says why.
+    assert summary["status"] == "partly-rejected"
+    assert summary["reason"] == "641 rows rejected by validation (rejected.csv)"
     assert (summary["rows_read"], summary["rows_rejected"]) == (1000, 641)
     assert summary["records_sent"] == summary["records_accepted"] == 359
     assert summary["requests"] == 8 and len(summary["batches"]) == 8
@@ -153,7 +157,8 @@ def test_400_is_not_retried_and_graph_error_is_in_results(
     emulator.set_faults(status_sequence=[400])
     drop(hr_file(60))
     (summary,) = runs()
-    assert summary["status"] == "complete"
+    assert summary["status"] == "partly-rejected"
+    assert summary["reason"] == "50 records refused by Graph (ledger.csv, batch table)"
     first, second = summary["batches"]
     assert (first["status"], first["http_status"], first["attempts"]) == ("rejected", 400, 1)
     assert first["error_message"] and first["request_id"]
@@ -301,3 +306,54 @@ def test_403_stops_the_run_with_graphs_reason_and_resumes_once_fixed(
     assert summary["status"] == "complete"
     ids = sent_external_ids(emulator)
     assert len(ids) == len(set(ids)) == 120
+
+
+@pytest.mark.parametrize("count", [2, 51])
+def test_one_line_json_array_is_provisioned_completely(
+    env: dict[str, str], emulator: GraphEmulator, count: int
+) -> None:
+    # json.dump(list_of_dicts, f) writes every record on line 1: bulkIds come from the record's
+    # ordinal, so they stay unique and Graph takes every batch.
+    rows = [worker(n) for n in range(1, count + 1)]
+    rows[-1]["WorkerStatus"] = "Maybe"  # one rejected record, reported by its ordinal
+    drop(json.dumps(rows).encode("utf-8"), "export.json")
+    (summary,) = runs()
+    assert summary["status"] == "partly-rejected"
+    assert summary["records_accepted"] == count - 1
+    uploads = emulator.uploads()
+    assert all(u["status"] == 202 for u in uploads)
+    bulk_ids = [bulk for u in uploads for bulk, _ in u["records"]]
+    assert len(bulk_ids) == len(set(bulk_ids)) == count - 1
+    assert {u["employeeId"] for u in emulator.directory()} == {str(n) for n in range(1, count)}
+    (rejected,) = csv.DictReader(io.StringIO(result_text(summary, "rejected.csv")))
+    assert (rejected["record"], rejected["line"]) == (str(count), "1")
+    ledger = list(csv.DictReader(io.StringIO(result_text(summary, "ledger.csv"))))
+    assert sorted(int(r["record"]) for r in ledger) == list(range(1, count))
+
+
+def test_a_batch_refused_by_graph_makes_the_run_partly_rejected(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.set_faults(status_sequence=[202, 400])
+    drop(hr_file(120))
+    (summary,) = runs()
+    assert summary["status"] == "partly-rejected"
+    assert "50 records refused by Graph" in summary["reason"]
+    assert "#8a6100" in result_text(summary, "report.html")  # amber, not green
+    # The log line is a warning, which the alert in infra/ picks up.
+    (finished,) = [r for r in caplog.records if "partly-rejected:" in r.getMessage()]
+    assert finished.levelname == "WARNING"
+
+
+def test_every_batch_refused_by_graph_makes_the_run_rejected(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.set_faults(status_sequence=[400, 400, 400])
+    drop(hr_file(120))
+    (summary,) = runs()
+    assert summary["status"] == "rejected"
+    assert summary["records_accepted"] == 0
+    assert summary["records_rejected_by_graph"] == 120
+    assert "#a4262c" in result_text(summary, "report.html")
+    (finished,) = [r for r in caplog.records if re.match(r"run \S+ rejected: ", r.getMessage())]
+    assert finished.levelname == "ERROR"

@@ -184,6 +184,7 @@ def test_permanent_failure_is_listed_with_the_recommended_action(
     assert summary["outcomes"]["failures"] == [
         {
             "externalId": "3",
+            "record": 3,
             "line": 4,
             "error_code": permanent["errorCode"],
             "reason": permanent["reason"],

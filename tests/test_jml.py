@@ -108,7 +108,7 @@ def test_a_week_of_files(jml_env: dict[str, str], emulator: GraphEmulator) -> No
     day2 += [worker(102, ManagerID="101"), worker(101, ManagerID="1")]
     drop(csv_bytes(day2), "workers/day2.csv")
     second = latest_run()
-    assert second["status"] == "complete"
+    assert second["status"] == "partly-rejected"  # worker 8's row
     counts = second["plan"]["counts"]
     assert (counts["joiner"], counts["mover"], counts["leaver"], counts["rehire"]) == (2, 1, 2, 1)
     assert counts["unchanged"] == 57  # 62 on day 1, less 7 (gone), 8 (rejected) and 5, 6, 9

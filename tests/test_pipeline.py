@@ -542,3 +542,15 @@ def test_body_is_utf8_json_with_non_ascii(tmp_path: Path, sample: Mapping) -> No
     assert isinstance(raw, bytes)
     data = json.loads(raw.decode("utf-8"))["Operations"][0]["data"]
     assert data["displayName"] == "Zoë Ångström"
+
+
+def test_a_repeated_bulk_id_starts_the_next_request() -> None:
+    from provisioning.bulk import Operation, batches
+
+    ops = [Operation(f"h-{n % 3}", str(n), n, {}) for n in range(5)]
+    requests = list(batches(ops, 50))
+    for request in requests:
+        ids = [op.bulk_id for op in request.operations]
+        assert len(ids) == len(set(ids))
+    assert [op.external_id for r in requests for op in r.operations] == [str(n) for n in range(5)]
+    assert len(requests) == 2
