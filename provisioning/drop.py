@@ -320,8 +320,7 @@ class DropProcessor:
                 f"{summary['plan']['leaver_threshold']}; approve run {claim.run_id} to send them"
             )
             return self._finish(claim, results, summary, "held-for-approval", held, keeper, begun)
-        status, reason = sent_status(summary)
-        return self._finish(claim, results, summary, status, reason, keeper, begun)
+        return self._finish(claim, results, summary, *sent_status(summary), keeper, begun)
 
     async def _send(
         self,
