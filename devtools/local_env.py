@@ -9,6 +9,9 @@ MSI_CONFLICTS = ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", 
 
 
 def local_settings(azurite: Any, emulator: Any, **extra: str) -> dict[str, str]:
+    """Only the settings that point at Azure (storage, Graph URL, service principal and job
+    ids, the managed-identity endpoint), and ``extra``: every other setting of the
+    environment applies locally as it would in Azure."""
     return {
         "HRSTORAGE": azurite.connection_string,
         "PROVISIONING_SERVICE_PRINCIPAL_ID": emulator.sp_id,
