@@ -30,7 +30,8 @@ class TextToBlob:
         self.blob = blob
 
     def write(self, text: str) -> int:
-        self.blob.write(text.encode("utf-8"))
+        # A lone surrogate (from a JSON \ud800 escape) is not UTF-8: written escaped, no crash.
+        self.blob.write(text.encode("utf-8", "backslashreplace"))
         return len(text)
 
 

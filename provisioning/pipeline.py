@@ -17,7 +17,16 @@ from typing import IO, Any
 from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
 from .mapping import BoundMapping, Mapping
 from .readers import FileError, Row, Table, detect_format, open_table
-from .validation import DuplicateFinder, RowError, duplicate_reason, field_count_problem
+from .validation import (
+    DuplicateFinder,
+    Duplicates,
+    RowError,
+    control_problem,
+    duplicate_reason,
+    field_count_problem,
+    has_control,
+    id_key,
+)
 
 Opener = Callable[[], IO[bytes]]
 
@@ -53,16 +62,46 @@ class Summary:
         return asdict(self)
 
 
-def row_problem(row: Row, width: int, mapped: frozenset[str]) -> tuple[str, str] | None:
-    """(column, reason) when the row cannot be mapped at all, else None."""
-    if row.problem is not None:
-        return row.problem
-    if len(row.values) != width:
-        return "", field_count_problem(len(row.values), width)
-    for column in row.nested:
-        if column in mapped:
-            return column, "holds an object or array; a single value is expected"
-    return None
+class RowCheck:
+    """Faults that make a row unusable as a whole, found the same way by both passes: the
+    reader's own, a wrong number of fields, an object where a value is mapped, and a control
+    character in a cell the mapping reads."""
+
+    def __init__(self, header: list[str], columns: list[str]) -> None:
+        self.width = len(header)
+        self.mapped = frozenset(columns)
+        index = {name: i for i, name in enumerate(header)}
+        self.read = [(index[c], c) for c in columns if c in index]
+
+    def suspect(self, row: Row) -> bool:
+        """Cheap: False for nearly every good row; True means :meth:`problem` must decide."""
+        values = row.values
+        return (
+            row.problem is not None
+            or bool(row.nested)
+            or len(values) != self.width
+            # isprintable() is a fast C scan, true for nearly every row and false for every
+            # control character; the exact check runs only when it is false.
+            or (not "".join(values).isprintable() and has_control("\n".join(values)))
+        )
+
+    def problem(self, row: Row) -> tuple[str, str] | None:
+        """(column, reason) when the row cannot be mapped at all, else None."""
+        if row.problem is not None:
+            return row.problem
+        if len(row.values) != self.width:
+            return "", field_count_problem(len(row.values), self.width)
+        for column in row.nested:
+            if column in self.mapped:
+                return column, "holds an object or array; a single value is expected"
+        for i, column in self.read:
+            reason = control_problem(row.values[i])
+            if reason is not None:
+                return column, reason
+        return None
+
+    def usable(self, row: Row) -> bool:
+        return not self.suspect(row) or self.problem(row) is None
 
 
 def content_hash(source: Source) -> str:
@@ -100,7 +139,7 @@ class Conversion:
         # externalIds of rejected rows, where one can be read: the worker is still in the
         # file, so a full feed must not take them for leavers.
         self.rejected_ids: set[str] = set()
-        self._duplicates: dict[str, int] = {}
+        self._duplicates = Duplicates({}, set())
 
     def operations(self) -> Iterator[Operation]:
         """Yield one operation per valid row; raises FileError (before the first) for a bad file."""
@@ -125,13 +164,13 @@ class Conversion:
         self.summary.format = self._fmt or detect_format(self.source.name)
         self.summary.content_hash = self._known_hash or content_hash(self.source)
         finder = DuplicateFinder()
-        mapped = frozenset(self.mapping.columns)
+        columns = self.mapping.columns
         with self.source.open() as stream:
             table, bound = self._open(stream)
-            width = len(table.header)
+            check = RowCheck(table.header, columns)
             for row in table.rows:
                 # Rows the main pass rejects anyway must not make a good row a "duplicate".
-                if row_problem(row, width, mapped) is None:
+                if check.usable(row):
                     external_id = bound.external_id(row.values)
                     if external_id is not None:
                         finder.add(external_id)
@@ -139,12 +178,8 @@ class Conversion:
         if candidates:
             with self.source.open() as stream:
                 table, bound = self._open(stream)
-                width = len(table.header)
-                ids = (
-                    bound.external_id(r.values)
-                    for r in table.rows
-                    if row_problem(r, width, mapped) is None
-                )
+                check = RowCheck(table.header, columns)
+                ids = (bound.external_id(r.values) for r in table.rows if check.usable(r))
                 self._duplicates = DuplicateFinder.confirm(
                     candidates, (i for i in ids if i is not None)
                 )
@@ -176,8 +211,7 @@ class Conversion:
         progress = self.on_progress
         with self.source.open() as stream:
             table, bound = self._open(stream)
-            width = len(table.header)
-            mapped = frozenset(self.mapping.columns)
+            check = RowCheck(table.header, self.mapping.columns)
             ext_leaf = bound.external_id_leaf
             ext_column = ", ".join(ext_leaf.columns)
             errors: list[Any] = []
@@ -186,8 +220,8 @@ class Conversion:
                 if progress is not None and summary.rows_read % 1000 == 0:
                     progress(table.progress())
                 values = row.values
-                if row.problem is not None or row.nested or len(values) != width:
-                    problem = row_problem(row, width, mapped)
+                if check.suspect(row):
+                    problem = check.problem(row)
                     if problem is not None:
                         summary.rows_rejected += 1
                         self._note_rejected_id(bound, values)
@@ -196,7 +230,8 @@ class Conversion:
                 user = bound.build(values, errors)
                 dates = bound.dates(values, errors)
                 external_id: str = user.get("externalId", "")
-                if errors or external_id in duplicates:
+                repeated = bool(duplicates) and id_key(external_id) in duplicates
+                if errors or repeated:
                     summary.rows_rejected += 1
                     self._note_rejected_id(bound, values)
                     reported = set()
@@ -206,11 +241,10 @@ class Conversion:
                             continue  # one cell read by two attributes: one error, not two
                         reported.add((columns, reason))
                         self._reject(row, columns, leaf.path, reason, bound.raw_value(leaf, values))
-                    if external_id in duplicates:
-                        count = duplicates[external_id]
-                        self._reject(
-                            row, ext_column, "externalId", duplicate_reason(count), external_id
-                        )
+                    if repeated:
+                        key = id_key(external_id)
+                        reason = duplicate_reason(duplicates[key], key in duplicates.cased)
+                        self._reject(row, ext_column, "externalId", reason, external_id)
                     errors.clear()
                     continue
                 summary.users += 1

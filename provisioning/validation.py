@@ -216,15 +216,63 @@ def field_count_problem(found: int, expected: int) -> str:
     )
 
 
-def duplicate_reason(count: int) -> str:
+# Characters no directory attribute should hold: C0 controls but tab, line feed and carriage
+# return (multi-line addresses are real), DEL, C1 controls (usually a mis-decoded export),
+# lone surrogates (not Unicode text: they cannot even be encoded as UTF-8) and the
+# noncharacters U+FFFE/U+FFFF.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def control_problem(text: str) -> str | None:
+    """Why a cell's text cannot be sent, or None."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "the control character"
     return (
-        f"externalId appears on {count} rows of this file; all of them are rejected "
+        f"holds {what} U+{code:04X} at position {found.start() + 1}, which must not reach "
+        "a directory attribute; remove it in the HR system"
+    )
+
+
+def duplicate_reason(count: int, cased: bool = False) -> str:
+    spelt = (
+        " (in different upper and lower case, which Entra and AD may match to one account)"
+        if cased
+        else ""
+    )
+    return (
+        f"externalId appears on {count} rows of this file{spelt}; all of them are rejected "
         "so the HR system can decide which one is right"
     )
 
 
+def id_key(external_id: str) -> str:
+    """The form in which two externalIds are the same worker. Microsoft does not document
+    whether inbound provisioning matches externalId to employeeId with or without case;
+    AD's employeeID is a case-insensitive Unicode String (MS-ADA1, Employee-ID, syntax
+    2.5.5.12) and Entra's string filters ignore case, so ids differing only in case are
+    treated as one worker (README, "Duplicate externalIds")."""
+    return external_id.casefold()
+
+
+class Duplicates(dict[str, int]):
+    """Occurrences of each repeated externalId, by :func:`id_key`; ``cased``: the keys whose
+    rows spell the id in more than one way."""
+
+    def __init__(self, counts: dict[str, int], cased: set[str]) -> None:
+        super().__init__(counts)
+        self.cased = cased
+
+
 class DuplicateFinder:
-    """Find externalIds that occur more than once in a file, with memory that stays small.
+    """Find externalIds that occur more than once in a file (ignoring case, see
+    :func:`id_key`), with memory that stays small.
 
     The first pass keeps only a 64-bit hash per id (8 bytes each, bucketed so no big sort is
     needed); a hash seen twice marks a *candidate*. Hash collisions are possible, so candidates
@@ -241,7 +289,7 @@ class DuplicateFinder:
         self._shift = 64 - self._BUCKET_BITS
 
     def add(self, external_id: str) -> None:
-        value = hash(external_id)
+        value = hash(id_key(external_id))
         self._buckets[(value & 0xFFFFFFFFFFFFFFFF) >> self._shift].append(value)
 
     def candidates(self) -> set[int]:
@@ -258,10 +306,14 @@ class DuplicateFinder:
         return found
 
     @staticmethod
-    def confirm(candidates: set[int], ids: Iterable[str]) -> dict[str, int]:
+    def confirm(candidates: set[int], ids: Iterable[str]) -> Duplicates:
         """Exact occurrence counts of the ids (among ``ids``) that really repeat."""
         counts: dict[str, int] = {}
+        spellings: dict[str, set[str]] = {}
         for external_id in ids:
-            if hash(external_id) in candidates:
-                counts[external_id] = counts.get(external_id, 0) + 1
-        return {k: n for k, n in counts.items() if n > 1}
+            key = id_key(external_id)
+            if hash(key) in candidates:
+                counts[key] = counts.get(key, 0) + 1
+                spellings.setdefault(key, set()).add(external_id)
+        repeated = {k: n for k, n in counts.items() if n > 1}
+        return Duplicates(repeated, {k for k in repeated if len(spellings[k]) > 1})

@@ -14,8 +14,10 @@ from provisioning.bulk import MAX_OPERATIONS
 from provisioning.mapping import Mapping, load_mapping
 from provisioning.pipeline import Conversion, Source, Summary, convert_all
 from provisioning.readers import FileError
+from provisioning.reports import RejectedCsv
 from provisioning.validation import CORE, ENTERPRISE, RowError
 from tests.columns import HR_SUITE_HEADER
+from tests.columns import worker as hr_worker
 
 CONTOSO = "urn:ietf:params:scim:schemas:extension:contoso:1.0:User"
 
@@ -554,3 +556,63 @@ def test_a_repeated_bulk_id_starts_the_next_request() -> None:
         assert len(ids) == len(set(ids))
     assert [op.external_id for r in requests for op in r.operations] == [str(n) for n in range(5)]
     assert len(requests) == 2
+
+
+def _rejections(rows: list[dict[str, str]]) -> tuple[Summary, list[RowError]]:
+    data = json.dumps(rows).encode("utf-8")
+    errors: list[RowError] = []
+    conversion = Conversion(
+        Source("export.json", lambda: io.BytesIO(data)),
+        load_mapping("microsoft-sample"),
+        on_reject=errors.append,
+    )
+    list(conversion.requests())
+    return conversion.summary, errors
+
+
+@pytest.mark.parametrize(
+    ("cell", "code"), [("Ad\x00a", "U+0000"), ("x\x1b[2J", "U+001B"), ("\x85", "U+0085")]
+)
+def test_a_control_character_in_a_mapped_cell_rejects_the_row_naming_the_column(
+    cell: str, code: str
+) -> None:
+    summary, errors = _rejections([hr_worker(1), hr_worker(2, FirstName=cell), hr_worker(3)])
+    assert (summary.users, summary.rows_rejected) == (2, 1)
+    (error,) = errors
+    assert (error.record, error.line, error.column) == (2, 1, "FirstName")
+    assert code in error.reason and cell not in error.reason
+
+
+def test_a_lone_surrogate_is_rejected_and_the_reports_still_write() -> None:
+    _, errors = _rejections([hr_worker(1, LastName="x\ud800")])
+    (error,) = errors
+    assert error.column == "LastName" and "surrogate" in error.reason
+    out = io.StringIO()
+    RejectedCsv(out)(error)
+    out.getvalue().encode("utf-8")  # nothing unencodable reached the report
+
+
+def test_control_characters_in_columns_the_mapping_does_not_read_are_left_alone() -> None:
+    row = hr_worker(1)
+    row["Notes"] = "tab\there, bell \x07"
+    summary, errors = _rejections([row])
+    assert (summary.users, errors) == (1, [])
+
+
+def test_multi_line_values_are_not_control_characters() -> None:
+    summary, errors = _rejections([hr_worker(1, FullName="Ada\r\nLovelace\tX")])
+    assert (summary.users, errors) == (1, [])
+
+
+def test_external_ids_differing_only_in_case_are_one_hr_worker() -> None:
+    summary, errors = _rejections(
+        [hr_worker("e2"), hr_worker("E2"), hr_worker("e3"), hr_worker("E4")]
+    )
+    assert (summary.users, summary.duplicate_ids) == (2, 1)
+    assert [e.record for e in errors] == [1, 2]
+    assert all("different upper and lower case" in e.reason for e in errors)
+
+
+def test_exact_repeats_do_not_mention_case() -> None:
+    _, errors = _rejections([hr_worker("e2"), hr_worker("e2")])
+    assert len(errors) == 2 and not any("case" in e.reason for e in errors)
