@@ -337,6 +337,45 @@ def test_json_with_bom_crlf(fmt: str) -> None:
     )
 
 
+def _json_text(fmt: str, records: list[str]) -> bytes:
+    """A JSON array (one record per line after the '[') or JSON Lines of records given as text."""
+    if fmt == "json":
+        return ("[\n" + ",\n".join(records) + "\n]\n").encode()
+    return ("\n".join(records) + "\n").encode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_duplicate_key_in_the_first_record_is_a_file_error(fmt: str) -> None:
+    # json keeps the last value of a repeated key; like a repeated CSV header name, the
+    # header cannot be told, so the file is refused.
+    records = ['{"WorkerID": "1", "Name": "Ann", "WorkerID": "2"}', '{"WorkerID": "3"}']
+    with pytest.raises(FileError) as caught:
+        read_bytes(_json_text(fmt, records), "x." + fmt)
+    assert caught.value.reason == "key 'WorkerID' appears twice in the first record"
+    assert caught.value.line == (2 if fmt == "json" else 1)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_duplicate_key_in_a_later_record_rejects_that_record(fmt: str) -> None:
+    records = [
+        '{"WorkerID": "1", "Name": "Ann"}',
+        '{"WorkerID": "2", "Name": "Bo", "Name": "Bob"}',
+        '{"WorkerID": "3", "Name": "Cy", "Extra": {"a": 1, "a": 2}}',  # nested: not mapped
+        '{"WorkerID": "4", "Name": "Di"}',
+    ]
+    header, rows = read_bytes(_json_text(fmt, records), "x." + fmt)
+    assert header == ["WorkerID", "Name"]
+    first = 2 if fmt == "json" else 1
+    assert [row.line for row in rows] == [first, first + 1, first + 2, first + 3]
+    assert [row.problem for row in rows] == [
+        None,
+        ("Name", "key 'Name' appears twice in this record"),
+        None,
+        None,
+    ]
+    assert [row.values for row in rows] == [["1", "Ann"], ["2", "Bob"], ["3", "Cy"], ["4", "Di"]]
+
+
 def test_json_array_utf16() -> None:
     text = json.dumps([{"WorkerID": 1, "Name": "王小明"}], indent=2, ensure_ascii=False)
     header, rows = read_bytes(text.encode("utf-16"), "x.json")
