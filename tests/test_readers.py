@@ -7,7 +7,9 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -523,6 +525,231 @@ def test_xlsx_cell_types() -> None:
 def test_xlsx_empty_first_sheet_is_a_file_error() -> None:
     with pytest.raises(FileError, match="empty"):
         read_bytes(_xlsx([], [["Id"], [1]]), "book.xlsx")
+
+
+def _sheet(rows: list[list[object]], merges: tuple[str, ...] = ()) -> bytes:
+    """A one-sheet workbook as openpyxl writes it: formulas ("=...") without a cached value."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    for ref in merges:
+        sheet.merge_cells(ref)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def _with_cached_values(data: bytes, values: dict[str, str | int]) -> bytes:
+    """Store calculated values with the formulas of these cells, as Excel does on saving.
+
+    openpyxl cannot: it writes ``<c r="B2"><f>...</f><v /></c>``. A text result gets
+    ``t="str"`` (an empty text is ``<v></v>``), a number none.
+    """
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                for ref, value in values.items():
+                    kind = ' t="str"' if isinstance(value, str) else ""
+                    cell = re.compile(rf'<c r="{ref}"([^>]*)>(<f>[^<]*</f>)<v ?/>'.encode())
+                    stored = rf'<c r="{ref}"\1{kind}>\2<v>{value}</v>'.encode()
+                    content, count = cell.subn(stored, content)
+                    assert count == 1, ref
+            target.writestr(info, content)
+    return out.getvalue()
+
+
+FORMULA_REASON = (
+    "holds a formula with no calculated value; open and save the file in Excel, "
+    "or export values instead of formulas"
+)
+
+
+def test_xlsx_formula_without_a_calculated_value_rejects_its_row() -> None:
+    data = _sheet(
+        [
+            ["Id", "Name", "First", "Last", "", "Note"],
+            [1, '=C2&" "&D2', "Ann", "Lee", None, "x"],
+            [2, "Bo Li", "Bo", "Li", "=A3*2", "y"],  # in the unnamed column: never read
+            [3, "Cy Do", "Cy", "Do", None, "=A4+1"],
+            [None, "=C6", None, None],  # nothing but a formula: not an empty row
+            [5, "Ed Fu", "Ed", "Fu"],
+        ]
+    )
+    header, rows = read_bytes(data, "book.xlsx")
+    assert header == ["Id", "Name", "First", "Last", "", "Note"]
+    assert [(row.line, row.problem) for row in rows] == [
+        (2, ("Name", f"cell B2 {FORMULA_REASON}")),
+        (3, None),
+        (4, ("Note", f"cell F4 {FORMULA_REASON}")),
+        (5, ("Name", f"cell B5 {FORMULA_REASON}")),
+        (6, None),
+    ]
+    assert rows[0].values == ["1", "", "Ann", "Lee", "", "x"]
+    assert rows[1].values == ["2", "Bo Li", "Bo", "Li", "", "y"]
+
+
+def test_xlsx_formula_in_the_header_is_a_file_error() -> None:
+    with pytest.raises(FileError) as caught:
+        read_bytes(_sheet([[], ["Id", '="Na"&"me"'], [1, "Ann"]]), "book.xlsx")
+    assert caught.value.line == 2
+    assert caught.value.reason == f"header cell B2 {FORMULA_REASON}"
+
+
+def test_xlsx_formulas_with_calculated_values_are_read_as_values() -> None:
+    data = _sheet(
+        [
+            ["Id", "Name", "First", "Last", "Score"],
+            [1, '=C2&" "&D2', "Ann", "Lee", "=A2*20"],
+            [2, '=IF(C3="","",C3)', "", "Li", "=A3*20"],  # an empty text result
+        ]
+    )
+    cached = _with_cached_values(data, {"B2": "Ann Lee", "E2": 20, "B3": "", "E3": 40})
+    header, rows = read_bytes(cached, "book.xlsx")
+    assert header == ["Id", "Name", "First", "Last", "Score"]
+    assert [(row.line, row.values, row.problem) for row in rows] == [
+        (2, ["1", "Ann Lee", "Ann", "Lee", "20"], None),
+        (3, ["2", "", "", "Li", "40"], None),
+    ]
+    # One formula still without its value is found among the others.
+    partly = _with_cached_values(data, {"B2": "Ann Lee", "E2": 20, "B3": ""})
+    _, rows = read_bytes(partly, "book.xlsx")
+    assert [row.problem for row in rows] == [None, ("Score", f"cell E3 {FORMULA_REASON}")]
+
+
+SHEET_XML = (
+    '<?xml version="1.0"?>\n<x:worksheet xmlns:x="{ns}"><x:sheetData>'
+    '<x:row r="1"><x:c r="A1" t="s"><x:v>0</x:v></x:c><x:c r="B1"><x:f>A1</x:f><x:v>1</x:v>'
+    '</x:c></x:row><x:row r="2"><x:c r="A2" t="str"><x:f t="shared" si="0" ref="A2:A3"/>'
+    '<x:v></x:v></x:c><x:c r="B2"><x:f>LEN(A2)&gt;0</x:f>\n<x:v>TRUE</x:v></x:c></x:row>'
+    '<x:row r="3"><x:c r="A3"><x:f t="shared" si="0"/>{last}</x:c></x:row>'
+    '</x:sheetData><x:mergeCells count="2"><x:mergeCell ref="C5:C9"/>'
+    '<x:mergeCell ref="A2:B2"/></x:mergeCells></x:worksheet>'
+).replace("{ns}", "http://schemas.openxmlformats.org/spreadsheetml/2006/main")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_xlsx_sheet_scan_in_any_chunk_size(monkeypatch, chunk: int) -> None:
+    # The pass before the rows only searches bytes: whatever the chunks, it must find every
+    # merged range, tell a formula with a cached value from one without, and leave the exact
+    # (slow) pass alone when every formula has its value.
+    monkeypatch.setattr(readers, "_SCAN_CHUNK", chunk)
+    cached = readers._scan_sheet(io.BytesIO(SHEET_XML.replace("{last}", "<x:v>3</x:v>").encode()))
+    assert cached.merges == [(2, 1, 2, 2), (5, 3, 9, 3)]
+    assert cached.uncached is False
+    for last in ("", "<x:v/>", "<x:v></x:v>", "<x:v> </x:v>"):
+        scan = readers._scan_sheet(io.BytesIO(SHEET_XML.replace("{last}", last).encode()))
+        assert scan.uncached is True, last
+        assert scan.merges == cached.merges
+
+
+def test_xlsx_vertically_merged_cells_reject_the_rows_they_empty() -> None:
+    data = _sheet(
+        [
+            ["Id", "Dept", "Name", "", "Site"],
+            [1, "Sales", "Ann", None, "Oslo"],
+            [2, None, "Bo", None, None],
+            [3, None, "Cy", None, "Rome"],
+            [4, "HR", "Di", "x", None],
+            [5, None, "Ed", None, None],
+            [None, None, None, None, None],  # only covered cells: still an empty row
+            [7, "IT", "Fa", None, None],
+            [8, "IT", "Gu", None, None],
+        ],
+        merges=("B2:B4", "D5:D6", "E5:E7", "E8:E9"),  # D: no name; E5, E8: empty
+    )
+    _, rows = read_bytes(data, "book.xlsx")
+    reason = "cell {} is part of the merged range B2:B4, whose value only B2 holds; "
+    reason += "unmerge the cells and fill in each one"
+    assert [(row.line, row.problem) for row in rows] == [
+        (2, None),
+        (3, ("Dept", reason.format("B3"))),
+        (4, ("Dept", reason.format("B4"))),
+        (5, None),
+        (6, None),
+        (8, None),
+        (9, None),
+    ]
+    assert [row.values[1] for row in rows] == ["Sales", "", "", "HR", "", "IT", "IT"]
+
+
+def test_xlsx_horizontally_merged_cells_reject_their_row() -> None:
+    data = _sheet(
+        [
+            ["Id", "First", "Last", "Site", "", ""],
+            [1, "Ann Lee", None, "Oslo"],  # B2:C2: Last reads as empty
+            [2, "Bo", "Li", "Rome", "note", None],  # E3:F3: no names there
+            [3, "Cy", "Do", "Nice", None, None],
+        ],
+        merges=("B2:C2", "E3:F3", "A4:B4"),
+    )
+    _, rows = read_bytes(data, "book.xlsx")
+    assert [(row.line, row.problem) for row in rows] == [
+        (
+            2,
+            (
+                "Last",
+                "cell C2 is part of the merged range B2:C2, whose value only B2 holds; "
+                "unmerge the cells and fill in each one",
+            ),
+        ),
+        (3, None),
+        (
+            4,
+            (
+                "First",
+                "cell B4 is part of the merged range A4:B4, whose value only A4 holds; "
+                "unmerge the cells and fill in each one",
+            ),
+        ),
+    ]
+
+
+def test_xlsx_leftmost_problem_of_a_row_is_reported() -> None:
+    data = _sheet(
+        [["Id", "A", "B", "C"], [1, "x", "y", "=1+1"], [2, None, "z", "=2+2"]],
+        merges=("B2:B3",),
+    )
+    _, rows = read_bytes(data, "book.xlsx")
+    assert [row.problem for row in rows] == [
+        ("C", f"cell D2 {FORMULA_REASON}"),
+        (
+            "A",
+            "cell B3 is part of the merged range B2:B3, whose value only B2 holds; "
+            "unmerge the cells and fill in each one",
+        ),
+    ]
+
+
+def test_xlsx_merged_cells_in_the_header_row() -> None:
+    # A merged title above the table is the first non-empty row, so it would be the header.
+    with pytest.raises(FileError) as caught:
+        read_bytes(_sheet([["HR export"], ["Id", "Name"], [1, "Ann"]], ("A1:B1",)), "b.xlsx")
+    assert caught.value.line == 1
+    assert caught.value.reason.startswith("cells A1:B1 of the header row are merged;")
+    # A name over two columns leaves the second without one.
+    with pytest.raises(FileError, match="cells B1:C1 of the header row are merged"):
+        read_bytes(_sheet([["Id", "Name", None], [1, "Ann", "Lee"]], ("B1:C1",)), "b.xlsx")
+    # Merged empty header cells hide no name; a name reaching down makes rows of the header.
+    data = _sheet(
+        [["Id", "Name", None, None], [None, "First", None, None], [1, "Ann"]],
+        ("C1:D1", "A1:A2"),
+    )
+    header, rows = read_bytes(data, "b.xlsx")
+    assert header == ["Id", "Name", "", ""]
+    assert [(row.line, row.problem) for row in rows] == [
+        (
+            2,
+            (
+                "Id",
+                "cell A2 is part of the merged range A1:A2, which starts in the header row; "
+                "the header must be a single row",
+            ),
+        ),
+        (3, None),
+    ]
 
 
 def test_not_a_workbook_is_a_file_error() -> None:
