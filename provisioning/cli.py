@@ -267,6 +267,7 @@ def _plan(
         ],
     )
     show("leavers", report["leavers"])
+    show("skipped (inactive, never provisioned)", report["skipped"])
     show("held", [f"{h['externalId']} {h['kind']} until {h['due']}" for h in report["held"]])
     show("manager not found", report["manager_not_found"])
     if report["held_for_approval"]:
@@ -373,10 +374,13 @@ def _validate(
     summary = conversion.summary
     if errors:
         table = Table(title=f"Rejected rows in {source.name}")
-        for name in ("line", "column", "attribute", "reason", "value"):
-            table.add_column(name, overflow="fold", justify="right" if name == "line" else "left")
+        for name in ("record", "line", "column", "attribute", "reason", "value"):
+            numeric = name in ("record", "line")
+            table.add_column(name, overflow="fold", justify="right" if numeric else "left")
         for e in errors:
-            table.add_row(str(e.line), e.column, e.attribute, e.reason, printable(e.value))
+            table.add_row(
+                str(e.record), str(e.line), e.column, e.attribute, e.reason, printable(e.value)
+            )
         out.print(table)
         errors_total = sum(summary.rejections_by_attribute.values())
         if errors_total > len(errors):

@@ -10,6 +10,8 @@ Decisions, per worker in the file:
 - leaver: was active, now inactive (or the termination date is today or past);
 - mover: anything else changed (the complete record is sent, Microsoft's recommendation);
 - unchanged: same fingerprint: not sent, counted;
+- skipped: never sent before and already inactive in HR: not created (counted), unless
+  ``create_inactive_joiners``;
 - superseded: Entra already got newer HR data for the worker (an HTTP change accepted after
   this file, or a newer run of a full feed that owns the worker): nothing sent, counted.
 A termination date in the future holds the disable until that date. In a ``full`` feed, a worker
@@ -27,7 +29,9 @@ from typing import Any, Literal
 
 import orjson
 
-Action = Literal["joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded"]
+Action = Literal[
+    "joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded", "skipped"
+]
 SENT_ACTIONS = ("joiner", "rehire", "mover", "leaver")
 FeedMode = Literal["full", "delta"]
 
@@ -85,6 +89,7 @@ class Policy:
     today: dt.date
     lookahead_days: int = 14
     full_send: bool = False
+    create_inactive_joiners: bool = False
     threshold_percent: float = 5.0
     threshold_count: int = 50
     # Order of this HR data (provisioning.ordering): the run's claim, or an HTTP change.
@@ -119,7 +124,7 @@ class Plan:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("joiner", "mover", "rehire", "leaver", "unchanged"), 0)
+        out = dict.fromkeys(("joiner", "mover", "rehire", "leaver", "unchanged", "skipped"), 0)
         for decision in self.decisions.values():
             if decision.action not in ("held", "superseded"):
                 out[decision.action] += 1
@@ -184,6 +189,15 @@ class Planner:
             if not active:
                 # HR already marks the worker inactive, but the access ends on the date.
                 active, override = True, True
+        if known is None and not active and not policy.create_inactive_joiners:
+            decision = Decision(
+                external_id,
+                line,
+                "skipped",
+                reason="inactive in HR and never provisioned: no account is created",
+            )
+            plan.decisions[external_id] = decision
+            return decision
         manager = _manager(data)
         fp = fingerprint(data if override is None else {**data, "active": override})
         if known is None:

@@ -93,6 +93,7 @@ class PlanResult:
             ],
             "held_for_approval": plan.held_for_approval,
             "superseded": plan.superseded,
+            "skipped": by_action.get("skipped", []),
             "ownership_changes": plan.takeovers,
             "leaver_threshold": plan.threshold,
             "unchanged": len(by_action.get("unchanged", [])),
@@ -116,6 +117,7 @@ def policy_for(
         today=today_in(settings.hr_timezone, now),
         lookahead_days=settings.hire_lookahead_days,
         full_send=settings.full_send,
+        create_inactive_joiners=settings.create_inactive_joiners,
         threshold_percent=settings.leaver_threshold_percent,
         threshold_count=settings.leaver_threshold_count,
     )

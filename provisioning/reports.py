@@ -162,6 +162,7 @@ _PLAN_COLOURS = {
     "rehire": "#5c2d91",
     "leaver": "#a4262c",
     "unchanged": "#8a8886",
+    "skipped": "#8a8886",
     "held": "#ca5010",
     "held_for_approval": "#d13438",
     "rejected": "#605e5c",

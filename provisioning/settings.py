@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     default_feed_mode: Literal["full", "delta"] = "delta"
     # Send every valid record, changed or not (e.g. after changing the mapping).
     full_send: bool = False
+    # A worker never provisioned whose first record is already inactive (a leaver, or a
+    # pre-hire marked inactive): false skips them (counted in the plan as "skipped"), true
+    # creates them as disabled accounts.
+    create_inactive_joiners: bool = False
     # Hold a joiner whose hire date is further ahead than this many days.
     hire_lookahead_days: int = Field(default=14, ge=0)
     # Time zone in which HR dates (hire, termination) are read.

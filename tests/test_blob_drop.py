@@ -26,13 +26,8 @@ SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
 
 
 def hr_file(count: int, *, start: int = 1) -> bytes:
-    """``count`` valid workers; every seventh is inactive, all report to the first."""
-    return csv_bytes(
-        [
-            worker(n, WorkerStatus="Active" if n % 7 else "Inactive", ManagerID=str(start))
-            for n in range(start, start + count)
-        ]
-    )
+    """``count`` valid active workers, all reporting to the first."""
+    return csv_bytes([worker(n, ManagerID=str(start)) for n in range(start, start + count)])
 
 
 def test_binding_metadata() -> None:
@@ -62,15 +57,18 @@ def test_happy_path_provisions_every_valid_row_once(
     assert summary["status"] == "partly-rejected"
     assert summary["reason"] == "641 rows rejected by validation (rejected.csv)"
     assert (summary["rows_read"], summary["rows_rejected"]) == (1000, 641)
-    assert summary["records_sent"] == summary["records_accepted"] == 359
-    assert summary["requests"] == 8 and len(summary["batches"]) == 8
+    # Of the 359 valid rows, 189 are inactive workers never provisioned: no account is made.
+    assert (summary["plan"]["counts"]["joiner"], summary["plan"]["counts"]["skipped"]) == (170, 189)
+    assert summary["records_sent"] == summary["records_accepted"] == 170
+    assert summary["requests"] == 4 and len(summary["batches"]) == 4
     assert all(b["status"] == "accepted" and b["http_status"] == 202 for b in summary["batches"])
     assert all(b["request_id"] and b["client_request_id"] for b in summary["batches"])
     assert summary["source_blob"] == "hr-inbound/feed/csv-with-1000-records.csv"
     # Graph received each valid worker exactly once and the directory holds them.
     ids = sent_external_ids(emulator)
-    assert len(ids) == len(set(ids)) == 359
+    assert len(ids) == len(set(ids)) == 170
     assert {u["employeeId"] for u in emulator.directory()} == set(ids)
+    assert not set(ids) & set(summary["plan"]["skipped"])
     # The ledger lists every record sent; rejected.csv every rejected row with its line.
     ledger = list(csv.DictReader(io.StringIO(result_text(summary, "ledger.csv"))))
     assert sorted(r["externalId"] for r in ledger) == sorted(ids)

@@ -27,8 +27,9 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _table_lines(output: str) -> list[int]:
-    """Line numbers in the first column of the rich error table."""
-    return [int(m.group(1)) for m in re.finditer(r"^│\s*(\d+)\s*│", output, re.MULTILINE)]
+    """Line numbers in the second column (after the record number) of the rich error table."""
+    rows = re.finditer(r"^│\s*\d+\s*│\s*(\d+)\s*│", output, re.MULTILINE)
+    return [int(m.group(1)) for m in rows]
 
 
 def test_validate_lists_every_rejected_row_with_its_line(

@@ -60,8 +60,12 @@ def result_text(name: str) -> str:
 
 
 @pytest.fixture
-def provisioned(env: dict[str, str], emulator: GraphEmulator) -> GraphEmulator:
+def provisioned(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> GraphEmulator:
     """Workers 1-13 sent through a real drop: Entra and the state agree."""
+    # The last worker is inactive from the start and must exist, disabled, in Entra.
+    monkeypatch.setenv("PROVISIONING_CREATE_INACTIVE_JOINERS", "true")
     rows = [worker(n) for n in range(1, WORKERS)] + [worker(WORKERS, WorkerStatus="Inactive")]
     drop(csv_bytes(rows), "workers/day1.csv")
     assert len(emulator.directory()) == WORKERS

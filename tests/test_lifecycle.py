@@ -278,6 +278,7 @@ def test_hire_date_beyond_lookahead_holds_the_joiner() -> None:
         "rehire": 0,
         "leaver": 0,
         "unchanged": 0,
+        "skipped": 0,
         "held": 1,
         "held_for_approval": 0,
         "superseded": 0,
@@ -615,6 +616,7 @@ def test_counts_cover_every_outcome() -> None:
     }
     rows: list[Row | dict[str, Any]] = [
         user("NEW"),
+        user("GONE-BEFORE", active=False),
         user("MOVER", title="x"),
         user("SAME"),
         user("BACK"),
@@ -629,12 +631,13 @@ def test_counts_cover_every_outcome() -> None:
         "rehire": 1,
         "leaver": 2,  # LEAVER and the absent GONE
         "unchanged": 2,  # SAME and LATER (its leave is held)
+        "skipped": 1,  # GONE-BEFORE: inactive in its first file
         "held": 2,  # FUTURE's joiner and LATER's leaver
         "held_for_approval": 0,
         "superseded": 0,
         "ownership_changes": 0,
     }
-    assert plan.valid_rows == 7
+    assert plan.valid_rows == 8
     assert plan.absent_leavers == ["GONE"]
     assert (plan.feed, plan.mode, plan.today) == (FEED, "full", TODAY.isoformat())
 
@@ -725,3 +728,31 @@ def test_held_changes_newer_than_the_file_are_kept() -> None:
     assert plan.cancel == [older]
     absent = plan_of([user("E3")], {}, [newer, older], mode="full", order="o5")
     assert absent.cancel == [older]
+
+
+def test_a_worker_inactive_in_their_first_file_is_skipped_and_counted() -> None:
+    held = Held("E3", "joiner", day(3), FEED, user("E3"))  # a pre-hire, now marked inactive
+    plan = plan_of(
+        [user("E1"), user("E2", active=False), row(user("E3", active=False), leave=day(-1))],
+        held=[held],
+    )
+    assert {ext: d.action for ext, d in plan.decisions.items()} == {
+        "E1": "joiner",
+        "E2": "skipped",
+        "E3": "skipped",
+    }
+    assert plan.sends("E2") is None and plan.sends("E3") is None
+    assert (plan.counts["skipped"], plan.counts["joiner"]) == (2, 1)
+    assert plan.cancel == [held]  # HR says inactive now: the held joiner is not created
+
+
+def test_create_inactive_joiners_creates_them_disabled() -> None:
+    plan = plan_of([user("E2", active=False)], create_inactive_joiners=True)
+    decision = plan.decisions["E2"]
+    assert decision.action == "joiner" and plan.sends("E2") is decision
+    assert plan.counts["skipped"] == 0
+
+
+def test_a_known_worker_going_inactive_is_a_leaver_whatever_the_setting() -> None:
+    plan = plan_of([user("E1", active=False)], {"E1": known(user("E1"))})
+    assert plan.decisions["E1"].action == "leaver"
