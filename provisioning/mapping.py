@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import transforms as tf
+from .errors import plain_reason
 from .readers import FileError
 from .transforms import SpecError, ValueProblem
 from .validation import (
@@ -239,7 +240,11 @@ def _pydantic_reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+        reason = plain_reason(err)
+        if where:
+            parts.append(f"{where} {reason}")
+        else:  # the mapping as a whole, or a rule of ours that names what it checks
+            parts.append(reason if err["type"] == "value_error" else f"the mapping {reason}")
     return "; ".join(parts)
 
 

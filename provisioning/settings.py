@@ -23,7 +23,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bulk import MAX_OPERATIONS
-from .errors import ConfigurationError
+from .errors import ConfigurationError, plain_reason
 
 # Name of the storage connection used by the blob trigger and by our own blob clients.
 STORAGE_CONNECTION = "HRSTORAGE"
@@ -279,31 +279,7 @@ def _describe(error: Any) -> str:
             subject = f"{name}={_shown(str(value))}" if str(value).strip() else f"{name} (empty)"
     else:
         subject = _shown(field)
-    return f"{subject}: {_requirement(field, error)}"
-
-
-def _requirement(field: str, error: Any) -> str:
-    kind = error.get("type", "")
-    ctx = error.get("ctx") or {}
-    bounds = _bounds(field)
-    if kind == "value_error" and "error" in ctx:
-        return str(ctx["error"])
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"must be {bounds}"
-    if kind in ("int_parsing", "int_from_float", "int_type"):
-        return "must be a whole number" + (f", {bounds}" if bounds else "")
-    if kind in ("float_parsing", "float_type"):
-        return "must be a number" + (f", {bounds}" if bounds else "")
-    if kind == "finite_number":
-        return "must be a finite number" + (f", {bounds}" if bounds else "")
-    if kind in ("bool_parsing", "bool_type"):
-        return "must be true or false"
-    if kind == "literal_error":
-        expected = str(ctx.get("expected", "")).replace("'", "")
-        return f"must be one of {expected}" if expected else "is not one of the allowed values"
-    if kind in ("string_type", "string_too_long", "string_too_short"):
-        return "must be text"
-    return "is not valid"
+    return f"{subject}: {plain_reason(error, _bounds(field))}"
 
 
 def _bounds(field: str) -> str:

@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from .errors import ProvisioningError
+
 Value = Any  # str | bool | int | None once transformed
 Transform = Callable[[Value], Value]
 
@@ -19,7 +21,7 @@ class ValueProblem(Exception):
     """A single value cannot be used; the message says why without quoting the value."""
 
 
-class SpecError(Exception):
+class SpecError(ProvisioningError):
     """The mapping itself is wrong; raised while compiling, before any row is read."""
 
 
@@ -76,9 +78,9 @@ _OUTPUTS = {"date", "datetime"}
 def date_parse(formats: list[str], output: str = "date") -> Transform:
     """Parse a date with the given strptime formats (tried in order) and write ISO 8601."""
     if not formats:
-        raise SpecError("date: give at least one input format, e.g. ['%Y-%m-%d']")
+        raise SpecError("date: give at least one input format, such as %Y-%m-%d")
     if output not in _OUTPUTS:
-        raise SpecError(f"date: output must be one of {sorted(_OUTPUTS)}, not '{output}'")
+        raise SpecError(f"date: output must be one of {_names(_OUTPUTS)}, not '{output}'")
     for fmt in formats:
         if "%" not in fmt:
             raise SpecError(f"date: '{fmt}' is not a strptime format (no % directive)")
@@ -132,7 +134,7 @@ def compile_transform(spec: Any) -> Transform:
                 options = {k: v for k, v in arg.items() if k != "values"}
                 unknown = set(options) - {"default", "case_sensitive"}
                 if unknown:
-                    raise SpecError(f"map: unknown option(s) {sorted(unknown)}")
+                    raise SpecError(f"map: unknown option(s) {_names(unknown)}")
                 return value_map(arg["values"], **options)
             if isinstance(arg, dict):
                 return value_map(arg)
@@ -145,20 +147,30 @@ def compile_transform(spec: Any) -> Transform:
             if isinstance(arg, dict):
                 unknown = set(arg) - {"formats", "output"}
                 if unknown:
-                    raise SpecError(f"date: unknown option(s) {sorted(unknown)}")
+                    raise SpecError(f"date: unknown option(s) {_names(unknown)}")
                 formats = arg.get("formats")
                 if isinstance(formats, str):
                     formats = [formats]
                 if not isinstance(formats, list):
                     raise SpecError("date: 'formats' must be a list of strptime formats")
                 return date_parse([str(f) for f in formats], str(arg.get("output", "date")))
-            raise SpecError("date: expects a format, a list of formats or {formats, output}")
+            raise SpecError(
+                "date: expects a format, a list of formats, or an object with formats and output"
+            )
         if name == "default":
             return default(arg)
         if name in SIMPLE:
             raise SpecError(f"transform '{name}' takes no options; write it as a plain name")
         raise SpecError(f"unknown transform '{name}' (known: {', '.join(_known())})")
-    raise SpecError(f"a transform is a name or a one-key object, not {spec!r}")
+    if isinstance(spec, dict):
+        found = f"an object with the keys {_names(spec)}" if spec else "an empty object"
+    else:
+        found = "a list" if isinstance(spec, list) else f"the value {spec}"
+    raise SpecError(f"a transform is a name or an object with one key, not {found}")
+
+
+def _names(keys: Any) -> str:
+    return ", ".join(f"'{key}'" for key in sorted(map(str, keys)))
 
 
 def _known() -> list[str]:

@@ -726,3 +726,32 @@ def test_yaml_yes_no_map_keys_match_hr_text() -> None:
     user, errors = build(text, {"Id": "1", "A": "Yes"})
     assert errors == {}
     assert user["active"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("just text", "the mapping must be an object"),
+        ("version: 1\nuser:\n  externalId: {column: WorkerID, bogus: 1}\n", "bogus is not a known"),
+        ("version: 2\nuser:\n  externalId: WorkerID\n", "only mapping version 1 exists"),
+        ("version: 1\n", "user is required"),
+        (
+            "version: 1\nuser:\n  externalId: WorkerID\n"
+            "  displayName: {column: FullName, type: weird}\n",
+            "type must be one of",
+        ),
+        (
+            "version: 1\nuser:\n  externalId: WorkerID\n"
+            "  displayName: {column: FullName, transforms: [{upper: true, lower: true}]}\n",
+            "not an object with the keys 'lower', 'upper'",
+        ),
+    ],
+)
+def test_mapping_errors_are_words_for_a_person(text: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_mapping(text, name="m", source="test")
+    message = str(info.value)
+    assert fragment in message
+    for raw in ("Input should", "Extra inputs", "Field required", "Value error", "MappingFile"):
+        assert raw not in message
+    assert not any(c in message for c in "{}[]")
