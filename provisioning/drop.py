@@ -45,7 +45,15 @@ SEEN_PREFIX = "seen/"
 # job, a busy claim, and an interrupted run (Graph, the token endpoint or the network failing
 # for a while); the other outcomes are final.
 FAILING = frozenset({"failed", "error"})
-_LOG_LEVELS = {"partly-rejected": logging.WARNING, "rejected": logging.ERROR}
+# The level of a run's closing log line (README, "Statuses and exit codes"): the alerts in
+# infra/modules/alerts.bicep match these lines by level and text.
+_LOG_LEVELS = {
+    "partly-rejected": logging.WARNING,
+    "rejected": logging.ERROR,
+    "failed": logging.ERROR,
+    "stopped": logging.ERROR,
+    "interrupted": logging.ERROR,
+}
 
 
 def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:

@@ -527,3 +527,26 @@ def test_easy_auth_is_deployed_from_azd_parameters() -> None:
     mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert mapped["easyAuthClientId"] == {"value": "${EASY_AUTH_CLIENT_ID=}"}
     assert mapped["allowedClientIds"] == {"value": "${PROVISIONING_ALLOWED_CLIENT_IDS=}"}
+
+
+def test_the_alerts_see_the_runs_that_need_a_person() -> None:
+    """The log-alert queries match the closing line drop.py logs for each status that needs a
+    person, at its level (README, "Statuses and exit codes"), and not the others."""
+    import logging
+    import re
+
+    from provisioning.drop import _LOG_LEVELS
+
+    text = (INFRA / "modules" / "alerts.bicep").read_text(encoding="utf-8")
+    queries = {
+        level: [re.compile(p) for p in re.findall(r'matches regex @"([^"]+)"', block)]
+        for level, block in (
+            (logging.ERROR, text.split("var failedRunsQuery")[1].split("'''", 2)[1]),
+            (logging.WARNING, text.split("var rejectedRecordsQuery")[1].split("'''", 2)[1]),
+        )
+    }
+    for status in ("complete", "superseded", "held-for-approval", "partly-rejected", "rejected"):
+        line = f"run 20261202T001500-0123abcd-9f8e7d {status}: rows_read=3, records_sent=2"
+        level = _LOG_LEVELS.get(status, logging.INFO)
+        seen = any(p.search(line) for p in queries.get(level, []))
+        assert seen == (status in ("partly-rejected", "rejected")), status

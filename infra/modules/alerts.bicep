@@ -2,6 +2,8 @@
 // The queries match what the code logs:
 //   provisioning/blob_trigger.py  raises RunInterrupted("run <id> interrupted: ...") -> exceptions
 //   provisioning/drop.py          log.error("run %s stopped before sending: %s")     -> traces
+//   provisioning/drop.py          "run <id> <status>: <counts>", at error for rejected, failed,
+//                                 stopped, interrupted; at warning for partly-rejected
 //   provisioning/submit.py        log.error("bulkUpload failed after %d attempts ...")
 //   provisioning/changes.py       log.error("flush %s interrupted: %s")
 //   provisioning/outcomes.py      "the provisioning job is in quarantine (...)"
@@ -21,11 +23,18 @@ var failedRunsQuery = '''
 union
   (traces
     | where severityLevel >= 3
-    | where message matches regex @"^(run|flush) \S+ (interrupted|stopped)"
+    | where message matches regex @"^(run|flush) \S+ (interrupted|stopped|failed|rejected)"
         or message startswith "bulkUpload failed"),
   (exceptions
     | where operation_Name == "hr_file_dropped" or outerMessage has " interrupted: ")
 | project timestamp, itemType, message = coalesce(message, outerMessage), operation_Name
+'''
+
+var rejectedRecordsQuery = '''
+traces
+| where severityLevel == 2
+| where message matches regex @"^run \S+ partly-rejected: "
+| project timestamp, message, operation_Name
 '''
 
 var quarantineQuery = '''
@@ -39,8 +48,8 @@ resource failedRuns 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
   location: location
   tags: tags
   properties: {
-    displayName: 'HR provisioning: run failed or interrupted'
-    description: 'A provisioning run or HTTP flush was interrupted, stopped or failed, or hr_file_dropped threw.'
+    displayName: 'HR provisioning: run failed, rejected or interrupted'
+    description: 'A provisioning run or HTTP flush was interrupted, stopped, failed or rejected (nothing got in), or hr_file_dropped threw.'
     severity: 1
     enabled: true
     scopes: [
@@ -52,6 +61,41 @@ resource failedRuns 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
       allOf: [
         {
           query: failedRunsQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: actionGroups
+    }
+  }
+}
+
+resource rejectedRecords 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: '${namePrefix}-rejected-records'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'HR provisioning: rows or records rejected'
+    description: 'A run ended partly-rejected: rows failed validation (rejected.csv) or Graph refused records (ledger.csv); the rest was provisioned.'
+    severity: 2
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: rejectedRecordsQuery
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
