@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from graph_emulator import GraphEmulator
+from graph_emulator.state import FaultError
 from provisioning.cli import OneLineParser, out_folder
 from provisioning.errors import ConfigurationError
 from provisioning.mapping import BUILTIN, load_mapping
@@ -57,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "out" / "local-run",
         help="folder the run's results are copied to (default: out/local-run)",
     )
+    parser.add_argument(
+        "--graph-faults",
+        type=_faults,
+        default={},
+        metavar="JSON",
+        help="faults for the Graph emulator to play, e.g. "
+        "'{\"status_sequence\": [202, 400]}' refuses the second bulk request "
+        "(keys: graph_emulator/README.md)",
+    )
     args = parser.parse_args(argv)
     # Checked before anything starts, as the deployed app checks them.
     try:
@@ -75,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"Azurite blob service  {azurite.blob_url}")
         print(f"Graph emulator        {emulator.graph_url}")
+        try:
+            emulator.set_faults(**args.graph_faults)
+        except (FaultError, TypeError, ValueError) as exc:
+            return _fail(f"--graph-faults: {exc}")
         # Only the settings pointing at Azure change; the rest of the environment applies.
         for name in MSI_CONFLICTS:
             os.environ.pop(name, None)  # they would take the token from elsewhere
@@ -86,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         copy_results(summary["_prefix"], args.out)
         show(summary, emulator, args.out)
     return exit_code(summary["status"], unusable=bool(summary.get("file_error")))
+
+
+def _faults(text: str) -> dict[str, Any]:
+    try:
+        faults = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a JSON object of fault settings") from None
+    if not isinstance(faults, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of fault settings")
+    return faults
 
 
 def _fail(message: str, label: str = "error") -> int:
@@ -146,7 +170,8 @@ def show(summary: dict[str, Any], emulator: GraphEmulator, out: Path) -> None:
     for key in ("rows_read", "rows_rejected", "records_sent", "records_accepted", "requests"):
         print(f"  {key:<22}{summary.get(key)}")
     outcomes = summary.get("outcomes") or {}
-    print(f"  {'entra outcomes':<22}{outcomes.get('status')} {outcomes.get('counts')}")
+    counts = ", ".join(f"{k}={v}" for k, v in (outcomes.get("counts") or {}).items())
+    print(f"  {'entra outcomes':<22}{outcomes.get('status')} ({counts or 'none yet'})")
     print(f"results               results/{summary['_prefix']} (copied to {out}/)")
     for name in ("summary.json", "report.html", "ledger.csv", "rejected.csv", "failures.csv"):
         print(f"  {out / name}")
@@ -167,7 +192,8 @@ def show(summary: dict[str, Any], emulator: GraphEmulator, out: Path) -> None:
     if len(users) > 10:
         print(f"  ... and {len(users) - 10} more")
     uploads = emulator.uploads()
-    print(f"bulkUpload calls received: {len(uploads)} ({json.dumps(_statuses(uploads))})")
+    statuses = ", ".join(f"HTTP {k}: {v}" for k, v in _statuses(uploads).items())
+    print(f"bulkUpload calls received: {len(uploads)} ({statuses or 'none'})")
 
 
 def _statuses(uploads: list[dict[str, Any]]) -> dict[str, int]:

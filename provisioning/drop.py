@@ -62,7 +62,8 @@ def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:
     invalid = int(summary.get("rows_rejected") or 0)
     refused = int(summary.get("records_rejected_by_graph") or 0)
     if not invalid and not refused:
-        return "complete", None
+        # A header and nothing else: nobody changed, or an export that lost its rows.
+        return "complete", None if summary.get("rows_read") else "the file holds no records"
     parts = []
     if invalid:
         parts.append(f"{invalid} rows rejected by validation (rejected.csv)")
