@@ -268,6 +268,7 @@ def _plan(
     )
     show("leavers", report["leavers"])
     show("skipped (inactive, never provisioned)", report["skipped"])
+    show("conflicts (externalId differs only in case from a known worker's)", report["conflicts"])
     show("held", [f"{h['externalId']} {h['kind']} until {h['due']}" for h in report["held"]])
     show("manager not found", report["manager_not_found"])
     if report["held_for_approval"]:

@@ -61,16 +61,19 @@ def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:
     record was rejected, by validation or by Graph; ``rejected`` when no record got in."""
     invalid = int(summary.get("rows_rejected") or 0)
     refused = int(summary.get("records_rejected_by_graph") or 0)
-    if not invalid and not refused:
+    conflicts = int((summary.get("plan") or {}).get("counts", {}).get("conflict") or 0)
+    if not invalid and not refused and not conflicts:
         # A header and nothing else: nobody changed, or an export that lost its rows.
         return "complete", None if summary.get("rows_read") else "the file holds no records"
     parts = []
     if invalid:
         parts.append(f"{invalid} rows rejected by validation (rejected.csv)")
+    if conflicts:
+        parts.append(f"{conflicts} externalIds differ only in case from known workers' (plan.json)")
     if refused:
         parts.append(f"{refused} records refused by Graph (ledger.csv, batch table)")
     # Valid records Graph did not refuse: accepted now or earlier, unchanged, held, superseded.
-    got_in = int(summary.get("users") or 0) - refused
+    got_in = int(summary.get("users") or 0) - refused - conflicts
     status = "partly-rejected" if got_in > 0 else "rejected"
     return status, "; ".join(parts)
 

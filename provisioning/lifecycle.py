@@ -12,6 +12,9 @@ Decisions, per worker in the file:
 - unchanged: same fingerprint: not sent, counted;
 - skipped: never sent before and already inactive in HR: not created (counted), unless
   ``create_inactive_joiners``;
+- conflict: never sent under this externalId, but a known worker's differs from it only in
+  case, which Entra may match to the same account: nothing is sent for either until HR fixes
+  the id (counted and listed);
 - superseded: Entra already got newer HR data for the worker (an HTTP change accepted after
   this file, or a newer run of a full feed that owns the worker): nothing sent, counted.
 A termination date in the future holds the disable until that date. In a ``full`` feed, a worker
@@ -29,8 +32,10 @@ from typing import Any, Literal
 
 import orjson
 
+from .validation import id_key
+
 Action = Literal[
-    "joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded", "skipped"
+    "joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded", "skipped", "conflict"
 ]
 SENT_ACTIONS = ("joiner", "rehire", "mover", "leaver")
 FeedMode = Literal["full", "delta"]
@@ -124,7 +129,9 @@ class Plan:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("joiner", "mover", "rehire", "leaver", "unchanged", "skipped"), 0)
+        out = dict.fromkeys(
+            ("joiner", "mover", "rehire", "leaver", "unchanged", "skipped", "conflict"), 0
+        )
         for decision in self.decisions.values():
             if decision.action not in ("held", "superseded"):
                 out[decision.action] += 1
@@ -159,6 +166,7 @@ class Planner:
         self._held = {(h.external_id, h.kind): h for h in held}
         self._present: set[str] = set()
         self._lookahead = policy.today + dt.timedelta(days=policy.lookahead_days)
+        self._spellings: dict[str, str] | None = None  # id_key -> known id, built on demand
 
     def add(
         self, external_id: str, line: int, data: dict[str, Any], dates: dict[str, str]
@@ -168,6 +176,19 @@ class Planner:
         plan.valid_rows += 1
         today = policy.today
         known = self.known.get(external_id)
+        if known is None and (other := self._other_spelling(external_id)) is not None:
+            # Sending it would create a second account, or (if Entra matches without case)
+            # restate the known worker under another id; its absence would make a leaver.
+            self._present.add(other)
+            decision = Decision(
+                external_id,
+                line,
+                "conflict",
+                reason="a known worker's externalId differs from this one only in case; "
+                "nothing is sent for either until the HR system uses one spelling",
+            )
+            plan.decisions[external_id] = decision
+            return decision
         if known is not None and self.newer(known):
             # Entra got newer data for this worker: this older data must never follow it.
             decision = Decision(
@@ -224,6 +245,15 @@ class Planner:
             decision.action, decision.reason = "held", f"{action} held until {due.isoformat()}"
         plan.decisions[external_id] = decision
         return decision
+
+    def _other_spelling(self, external_id: str) -> str | None:
+        """The known worker whose externalId is this one in other case, if any."""
+        if not self.known:
+            return None
+        if self._spellings is None:
+            self._spellings = {id_key(ext): ext for ext in self.known}
+        other = self._spellings.get(id_key(external_id))
+        return other if other != external_id else None
 
     def present(self, external_id: str) -> None:
         """The worker is in the file but its row was rejected: not a leaver, nothing sent."""

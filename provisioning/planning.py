@@ -94,6 +94,7 @@ class PlanResult:
             "held_for_approval": plan.held_for_approval,
             "superseded": plan.superseded,
             "skipped": by_action.get("skipped", []),
+            "conflicts": by_action.get("conflict", []),
             "ownership_changes": plan.takeovers,
             "leaver_threshold": plan.threshold,
             "unchanged": len(by_action.get("unchanged", [])),

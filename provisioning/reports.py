@@ -163,6 +163,7 @@ _PLAN_COLOURS = {
     "leaver": "#a4262c",
     "unchanged": "#8a8886",
     "skipped": "#8a8886",
+    "conflict": "#a4262c",
     "held": "#ca5010",
     "held_for_approval": "#d13438",
     "rejected": "#605e5c",

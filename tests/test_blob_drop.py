@@ -355,3 +355,18 @@ def test_every_batch_refused_by_graph_makes_the_run_rejected(
     assert "#a4262c" in result_text(summary, "report.html")
     (finished,) = [r for r in caplog.records if re.match(r"run \S+ rejected: ", r.getMessage())]
     assert finished.levelname == "ERROR"
+
+
+def test_an_external_id_changing_case_between_files_sends_nothing_for_it(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker("E2"), worker("E3")]), "day1.csv")
+    mark = len(emulator.uploads())
+    drop(csv_bytes([worker("e2", JobTitle="Lead"), worker("E3", JobTitle="Lead")]), "day2.csv")
+    second = max(runs(), key=lambda s: s["started"])
+    assert second["status"] == "partly-rejected"
+    assert "1 externalIds differ only in case" in second["reason"]
+    assert second["plan"]["conflicts"] == ["e2"]
+    sent = [ext for u in emulator.uploads()[mark:] for _, ext in u["records"]]
+    assert sent == ["E3"]
+    assert {u["employeeId"] for u in emulator.directory()} == {"E2", "E3"}

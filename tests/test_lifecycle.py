@@ -279,6 +279,7 @@ def test_hire_date_beyond_lookahead_holds_the_joiner() -> None:
         "leaver": 0,
         "unchanged": 0,
         "skipped": 0,
+        "conflict": 0,
         "held": 1,
         "held_for_approval": 0,
         "superseded": 0,
@@ -617,6 +618,7 @@ def test_counts_cover_every_outcome() -> None:
     rows: list[Row | dict[str, Any]] = [
         user("NEW"),
         user("GONE-BEFORE", active=False),
+        user("same"),
         user("MOVER", title="x"),
         user("SAME"),
         user("BACK"),
@@ -632,12 +634,13 @@ def test_counts_cover_every_outcome() -> None:
         "leaver": 2,  # LEAVER and the absent GONE
         "unchanged": 2,  # SAME and LATER (its leave is held)
         "skipped": 1,  # GONE-BEFORE: inactive in its first file
+        "conflict": 1,  # same: SAME in other case
         "held": 2,  # FUTURE's joiner and LATER's leaver
         "held_for_approval": 0,
         "superseded": 0,
         "ownership_changes": 0,
     }
-    assert plan.valid_rows == 8
+    assert plan.valid_rows == 9
     assert plan.absent_leavers == ["GONE"]
     assert (plan.feed, plan.mode, plan.today) == (FEED, "full", TODAY.isoformat())
 
@@ -756,3 +759,12 @@ def test_create_inactive_joiners_creates_them_disabled() -> None:
 def test_a_known_worker_going_inactive_is_a_leaver_whatever_the_setting() -> None:
     plan = plan_of([user("E1", active=False)], {"E1": known(user("E1"))})
     assert plan.decisions["E1"].action == "leaver"
+
+
+def test_an_id_differing_only_in_case_from_a_known_one_is_a_conflict() -> None:
+    state = {"E2": known(user("E2")), "E3": known(user("E3"))}
+    plan = plan_of([user("e2"), user("E3")], state, mode="full")
+    assert plan.decisions["e2"].action == "conflict" and plan.sends("e2") is None
+    assert "only in case" in plan.decisions["e2"].reason
+    # E2 is listed under another spelling: not a leaver of the full feed either.
+    assert plan.absent_leavers == [] and plan.counts["conflict"] == 1
