@@ -12,6 +12,7 @@ sends everything waiting in the outbox in bulk requests of 50, paced like file r
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -406,6 +407,18 @@ def _validate(records: list[Any], mapping: Mapping) -> tuple[list[Operation], li
         if not problems and not bad:
             users.append(Operation("", external_id or "", index, user, dates))
     return users, errors
+
+
+# An outbox entry this old was not flushed by its queue message (lost, poisoned, or its flush
+# stopped early): the reconciliation timer flushes it instead.
+STALE_OUTBOX = dt.timedelta(minutes=5)
+
+
+def stale_outbox(store: BlobStore, now: dt.datetime) -> int:
+    """How many outbox entries waited longer than ``STALE_OUTBOX``."""
+    return sum(
+        1 for b in store.list(STATE_CONTAINER, _OUTBOX) if now - b.last_modified > STALE_OUTBOX
+    )
 
 
 async def flush(

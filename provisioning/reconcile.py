@@ -24,6 +24,7 @@ from typing import Any
 
 from .auditlogs import LogEntry, provisioning_entries
 from .bulk import Operation
+from .changes import flush, stale_outbox
 from .confirm import Confirmer
 from .drift import drift_report
 from .drop import DropProcessor, LeaseKeeper
@@ -112,6 +113,14 @@ class Reconciler:
                     k: released.get(k)
                     for k in ("status", "due_held", "records_accepted", "results")
                 }
+                if stale_outbox(self.store, started):
+                    # The safety net of the HTTP changes: their queue message never came, or
+                    # went to the poison queue; nothing accepted may wait forever.
+                    flushed = await flush(
+                        self.settings, self.store, self.graph, sleep=keeper.sleep, clock=self._clock
+                    )
+                    report["flush"] = {k: flushed.get(k) for k in ("status", "records_accepted")}
+                    keeper.renew_if_due()
             confirmer = Confirmer(
                 self.settings,
                 self.store,

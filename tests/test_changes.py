@@ -278,3 +278,35 @@ def test_the_timer_puts_entra_outcomes_on_the_change(
         "Conflict",
         "Fix",
     )
+
+
+def test_the_timer_flushes_changes_whose_queue_message_never_came(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    import datetime as dt
+
+    from provisioning.changes import STALE_OUTBOX
+    from provisioning.reconcile import Reconciler
+    from provisioning.services import open_services
+
+    accepted = body(post(worker(1)))  # its queue message is lost: no flush() here
+    assert outbox() and bulk_uploads(emulator) == []
+
+    def tick(now: dt.datetime) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            settings = Settings()
+            async with open_services(settings) as (blobs, graph):
+                return await Reconciler(settings, blobs, graph, clock=lambda: now).run(
+                    sweep=False, drift=False
+                )
+
+        return asyncio.run(run())
+
+    now = dt.datetime.now(dt.UTC)
+    assert "flush" not in tick(now)  # a fresh entry is left to its own queue message
+    report = tick(now + STALE_OUTBOX + dt.timedelta(seconds=5))
+    assert report["flush"]["records_accepted"] == 1
+    assert outbox() == [] and [u["employeeId"] for u in emulator.directory()] == ["1"]
+    assert body(get(accepted["id"]))["status"] == "sent"
+    # The flush cleared the schedule marker, so the next call schedules its own flush again.
+    assert not store().exists(STATE_CONTAINER, "locks/flush-scheduled")
