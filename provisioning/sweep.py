@@ -8,10 +8,11 @@ the same whichever path got there first, and the content's claim keeps it exactl
 
 What a file's marker (``state/seen/``, written by every run) says decides:
 
-* complete, duplicate, held-for-approval, superseded (a newer run of the feed was accepted):
-  done, skipped;
-* rejected (the file as a whole is unusable): moved to ``hr-inbound/failed/``, since running it
-  again can never succeed; a person fixes it and drops it again;
+* complete, partly-rejected (the rest got in; the rejections are in its results), duplicate,
+  held-for-approval, superseded (a newer run of the feed was accepted): done, skipped;
+* rejected (the file as a whole is unusable, or Graph refused every record): moved to
+  ``hr-inbound/failed/``, since running it again can never succeed; a person fixes it and
+  drops it again;
 * stopped (the job is paused), busy (another instance holds the claim) or interrupted (Graph,
   the token endpoint or the network failing for a while): processed again, for as long as it
   takes: none of it is the file's fault;
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 
 FAILED_PREFIX = "failed/"
 # Marker statuses after which a file is left where it is, never run again.
-SETTLED = frozenset({"complete", "duplicate", "held-for-approval", "superseded"})
+SETTLED = frozenset(
+    {"complete", "partly-rejected", "duplicate", "held-for-approval", "superseded"}
+)
 
 Verdict = Literal["skip", "move", "retry"]
 

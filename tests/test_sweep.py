@@ -282,3 +282,19 @@ def test_the_budget_stops_the_sweep_early(env: dict[str, str], emulator: GraphEm
     rest = sweep()
     assert (rest["seen"], rest["processed"]) == (1, {"complete": 2})
     assert len(sent_external_ids(emulator)) == 30
+
+
+def test_a_partly_rejected_file_is_settled_and_one_refused_whole_is_set_aside(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    from tests.columns import csv_bytes, worker
+
+    upload("a-some-bad.csv", csv_bytes([worker(1), worker(2, WorkerStatus="Maybe")]))
+    emulator.set_faults(status_sequence=[202, 400])
+    upload("b-refused.csv", hr_file(30, start=101))  # swept second: answered 400
+    first = sweep()
+    assert first["processed"] == {"partly-rejected": 1, "rejected": 1}
+    assert first["moved_to_failed"] == 1
+    assert inbound_names() == ["a-some-bad.csv", "failed/b-refused.csv"]
+    again = sweep()  # settled: not read again
+    assert again["seen"] == 1 and again["processed"] == {}
