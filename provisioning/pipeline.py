@@ -104,6 +104,20 @@ class RowCheck:
         return not self.suspect(row) or self.problem(row) is None
 
 
+def packed_as(head: bytes, fmt: str | None) -> str | None:
+    """Why a file starting with ``head`` is an archive, not an export of format ``fmt``; None
+    if it is not one. Said before anything else: "not valid UTF-8" would send a person after
+    the wrong fault."""
+    if head.startswith(b"\x1f\x8b"):
+        return "the file is gzip-compressed; decompress it and drop the export inside"
+    if head.startswith(b"PK\x03\x04") and fmt != "xlsx":
+        return (
+            "the file is a ZIP archive (a workbook saved under another extension, or a zipped "
+            "export); name a workbook .xlsx, or unzip the export"
+        )
+    return None
+
+
 def content_hash(source: Source) -> str:
     digest = hashlib.sha256()
     with source.open() as stream:
@@ -161,7 +175,16 @@ class Conversion:
         return table, self.mapping.bind(table.header)
 
     def _check_file(self) -> None:
-        self.summary.format = self._fmt or detect_format(self.source.name)
+        with self.source.open() as stream:
+            head = stream.read(4)
+        try:
+            fmt = self._fmt or detect_format(self.source.name)
+        except FileError:
+            fmt = None  # an archive says so first; otherwise the unknown extension is the fault
+        packed = packed_as(head, fmt)
+        if packed is not None:
+            raise FileError(packed)
+        self.summary.format = fmt or detect_format(self.source.name)
         self.summary.content_hash = self._known_hash or content_hash(self.source)
         finder = DuplicateFinder()
         columns = self.mapping.columns

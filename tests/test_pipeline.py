@@ -616,3 +616,18 @@ def test_external_ids_differing_only_in_case_are_one_hr_worker() -> None:
 def test_exact_repeats_do_not_mention_case() -> None:
     _, errors = _rejections([hr_worker("e2"), hr_worker("e2")])
     assert len(errors) == 2 and not any("case" in e.reason for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "fragment"),
+    [
+        ("export.csv", b"\x1f\x8b\x08\x00", "gzip-compressed"),
+        ("export.csv.gz", b"\x1f\x8b\x08\x00", "gzip-compressed"),
+        ("export.csv", b"PK\x03\x04", "a ZIP archive"),
+        ("export.json", b"PK\x03\x04", "a ZIP archive"),
+    ],
+)
+def test_an_archive_is_named_as_such(name: str, head: bytes, fragment: str) -> None:
+    data = head + bytes(range(256))
+    with pytest.raises(FileError, match=fragment):
+        convert_all(Source(name, lambda: io.BytesIO(data)), load_mapping("microsoft-sample"))
