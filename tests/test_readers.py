@@ -619,6 +619,27 @@ def test_xlsx_formulas_with_calculated_values_are_read_as_values() -> None:
     assert [row.problem for row in rows] == [None, ("Score", f"cell E3 {FORMULA_REASON}")]
 
 
+def test_xlsx_formula_cells_without_a_reference_are_placed_as_openpyxl_places_them() -> None:
+    # Some writers leave out the cells' r="B3": a cell follows the one before it.
+    data = _sheet(
+        [["Id", "Name", "Site", "Note"], [1, "Ann", "Oslo"], [2, "=A3", "Rome"], [3, "Cy", "=A1"]]
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                content = re.sub(rb'<c r="[A-Z]+3"', b"<c", content)  # row 3: none at all
+                content = re.sub(rb'<c r="C4"', b"<c", content)  # C4 follows B4
+            target.writestr(info, content)
+    _, rows = read_bytes(out.getvalue(), "book.xlsx")
+    assert [(row.line, row.values, row.problem) for row in rows] == [
+        (2, ["1", "Ann", "Oslo", ""], None),
+        (3, ["2", "", "Rome", ""], ("Name", f"cell B3 {FORMULA_REASON}")),
+        (4, ["3", "Cy", "", ""], ("Site", f"cell C4 {FORMULA_REASON}")),
+    ]
+
+
 SHEET_XML = (
     '<?xml version="1.0"?>\n<x:worksheet xmlns:x="{ns}"><x:sheetData>'
     '<x:row r="1"><x:c r="A1" t="s"><x:v>0</x:v></x:c><x:c r="B1"><x:f>A1</x:f><x:v>1</x:v>'
@@ -750,6 +771,22 @@ def test_xlsx_merged_cells_in_the_header_row() -> None:
         ),
         (3, None),
     ]
+
+
+@pytest.mark.parametrize("formula", [False, True])
+def test_xlsx_sheet_cut_short_is_a_file_error(formula: bool) -> None:
+    rows: list[list[object]] = [["Id", "Name"]]
+    rows += [[number, f"=A{number + 1}" if formula else "x"] for number in range(1, 200)]
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(_sheet(rows))) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                content = content[: len(content) // 2]
+            target.writestr(info, content)
+    with pytest.raises(FileError, match="the first sheet is damaged") as caught:
+        read_bytes(out.getvalue(), "book.xlsx")
+    assert caught.value.line is not None and 50 < caught.value.line < 150
 
 
 def test_not_a_workbook_is_a_file_error() -> None:
