@@ -196,7 +196,7 @@ def _open_csv(text: io.TextIOWrapper, delimiter: str, progress: Callable[[], flo
                 header = _clean_header(raw, reader.line_num)
                 break
     except csv.Error as exc:
-        raise FileError(f"malformed CSV: {exc}", reader.line_num) from None
+        raise FileError(_csv_problem(exc), reader.line_num) from None
     except UnicodeDecodeError as exc:
         raise _decode_error(text.encoding, exc, reader.line_num) from None
     if header is None:
@@ -214,9 +214,19 @@ def _csv_rows(reader: Any, text: io.TextIOWrapper) -> Iterator[Row]:
                 continue
             yield Row(start, values)
     except csv.Error as exc:
-        raise FileError(f"malformed CSV: {exc}", last + 1) from None
+        raise FileError(_csv_problem(exc), last + 1) from None
     except UnicodeDecodeError as exc:
         raise _decode_error(text.encoding, exc, reader.line_num) from None
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field larger than field limit" in str(exc):
+        # csv's own words name a byte count and no cause.
+        return (
+            f"malformed CSV: a cell is larger than {csv.field_size_limit() >> 20} MiB "
+            "(a quote that is never closed, or not an HR export)"
+        )
+    return f"malformed CSV: {exc}"
 
 
 def _scalar(value: Any) -> str | None:
@@ -319,6 +329,10 @@ def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
             if line.strip():
                 try:
                     yield number, decoder.decode(line)
+                except json.JSONDecodeError as exc:
+                    # exc's own text gives a line and column of the one line decoded: "line 1".
+                    problem = f"invalid JSON at column {exc.colno}: {exc.msg.removesuffix(' at')}"
+                    raise FileError(problem, number) from None
                 except ValueError as exc:
                     raise FileError(f"invalid JSON: {exc}", number) from None
                 except RecursionError:
@@ -411,6 +425,10 @@ def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, SyntaxError, ValueError)
 
 
+def _damaged(exc: BaseException) -> str:
+    return f"not a readable XLSX workbook: the first sheet is damaged ({type(exc).__name__})"
+
+
 def _open_xlsx(stream: IO[bytes]) -> Table:
     import openpyxl  # imported here: it is only needed for spreadsheets and is slow to load
     from openpyxl.utils.exceptions import InvalidFileException
@@ -426,10 +444,7 @@ def _open_xlsx(stream: IO[bytes]) -> Table:
     sheet = workbook.worksheets[0]
     checks: _SheetChecks | None = None
     try:
-        try:
-            checks = _SheetChecks.of(workbook._archive, sheet._worksheet_path)
-        except _DAMAGED as exc:
-            raise FileError(f"not a readable XLSX workbook: {type(exc).__name__}") from None
+        checks = _SheetChecks.of(workbook._archive, sheet._worksheet_path)
         cells = sheet.iter_rows(values_only=True)
         header: list[str] | None = None
         number = 0
@@ -445,10 +460,12 @@ def _open_xlsx(stream: IO[bytes]) -> Table:
             raise FileError("the first sheet is empty: no header row")
         if checks:
             checks.start(header, number)
-    except BaseException:
+    except BaseException as exc:
         if checks:
             checks.close()
         workbook.close()
+        if isinstance(exc, _DAMAGED):
+            raise FileError(_damaged(exc)) from None
         raise
     width = len(header)
     done = [number]
@@ -467,10 +484,7 @@ def _open_xlsx(stream: IO[bytes]) -> Table:
                 values.extend([""] * (width - len(values)))
                 yield Row(line, values, problem)
         except _DAMAGED as exc:
-            raise FileError(
-                f"not a readable XLSX workbook: the first sheet is damaged ({type(exc).__name__})",
-                done[0] + 1,
-            ) from None
+            raise FileError(_damaged(exc), done[0] + 1) from None
         finally:
             if checks:
                 checks.close()
