@@ -42,9 +42,7 @@ log = logging.getLogger(__name__)
 
 FAILED_PREFIX = "failed/"
 # Marker statuses after which a file is left where it is, never run again.
-SETTLED = frozenset(
-    {"complete", "partly-rejected", "duplicate", "held-for-approval", "superseded"}
-)
+SETTLED = frozenset({"complete", "partly-rejected", "duplicate", "held-for-approval", "superseded"})
 
 Verdict = Literal["skip", "move", "retry"]
 
