@@ -98,7 +98,16 @@ class Sweeper:
             "deferred_for_budget": counts["deferred_for_budget"],
             "errors": counts["errors"],
         }
-        log.info("sweep of %s: %s", INBOUND_CONTAINER, result)
+        processed_counts = ", ".join(f"{k} {v}" for k, v in sorted(processed.items()))
+        log.info(
+            "sweep of %s: %d listed, %d seen, processed: %s, %d moved to failed/, %d errors",
+            INBOUND_CONTAINER,
+            len(blobs),
+            counts["seen"],
+            processed_counts or "none",
+            counts["moved_to_failed"],
+            counts["errors"],
+        )
         return result
 
     async def _sweep_one(
