@@ -31,7 +31,7 @@ from .lifecycle import Held, Planner, Policy, today_in
 from .mapping import BUILTIN, Mapping, load_mapping
 from .ordering import SendGate, new_order
 from .outcomes import graph_reason, job_stop_reason
-from .readers import record_row
+from .readers import json_object, record_row
 from .runs import client_request_id, iso, utcnow
 from .sender import Outgoing, Sender, SentBatch
 from .settings import STATE_CONTAINER, Settings
@@ -109,7 +109,8 @@ class ChangeService:
                 415, "media-type", "Unsupported media type", "send Content-Type: application/json"
             )
         try:
-            payload = json.loads(body)
+            # A record with a repeated key is rejected, as in a file, not read last-one-wins.
+            payload = json.loads(body, object_pairs_hook=json_object)
         except (ValueError, UnicodeDecodeError) as exc:
             return problem(400, "invalid-json", "Invalid JSON", f"the body is not JSON: {exc}")
         except RecursionError:

@@ -262,7 +262,7 @@ class _Repeated(dict[str, Any]):
         self.key = key
 
 
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook``: the object, marked when a key repeats.
 
     The C decoder still does all the parsing; the hook adds one call and a length check per
@@ -324,7 +324,7 @@ def _records_table(
 
 
 def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    decoder = json.JSONDecoder(object_pairs_hook=_json_object)
+    decoder = json.JSONDecoder(object_pairs_hook=json_object)
     number = 0
     try:
         for number, line in enumerate(text, start=1):
@@ -349,7 +349,7 @@ def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
     ``raw_decode`` does the parsing in C; this loop only finds where elements start, keeps a
     line count, and reads more text when an element runs past the end of the buffer.
     """
-    decoder = json.JSONDecoder(object_pairs_hook=_json_object)
+    decoder = json.JSONDecoder(object_pairs_hook=json_object)
     buf = ""
     pos = 0
     line = 1

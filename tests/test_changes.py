@@ -310,3 +310,13 @@ def test_the_timer_flushes_changes_whose_queue_message_never_came(
     assert body(get(accepted["id"]))["status"] == "sent"
     # The flush cleared the schedule marker, so the next call schedules its own flush again.
     assert not store().exists(STATE_CONTAINER, "locks/flush-scheduled")
+
+
+def test_a_record_with_a_repeated_key_is_rejected_naming_it(api: dict[str, str]) -> None:
+    good = json.dumps(worker(1))
+    repeated = good[:-1] + ', "Department": "Legal"}'
+    reply = post(None, raw=f"[{good}, {repeated}]".encode())
+    assert reply.status_code == 400
+    text = reply.get_body().decode()
+    assert "appears twice" in text and "Department" in text
+    assert outbox() == []  # the call is refused whole, as for any invalid record
