@@ -478,6 +478,8 @@ def _open_xlsx(stream: IO[bytes]) -> Table:
                 done[0] = line
                 values = [_cell_text(c) for c in raw]
                 problem = checks.problem(line, values) if checks else None
+                if problem is None and _EXCEL_ERRORS.intersection(values):
+                    problem = _error_cell(header, values, line)
                 if problem is None and not any(values):
                     continue
                 # Trailing empty cells are not stored by Excel; pad so columns line up.
@@ -800,6 +802,23 @@ class _SheetChecks:
             return f"{where}, which starts in the header row; the header must be a single row"
         first = f"{_letter(merge[1])}{merge[0]}"
         return f"{where}, whose value only {first} holds; unmerge the cells and fill in each one"
+
+
+# What a cell whose formula failed holds (openpyxl reads the error as this text): a value no
+# directory attribute should get.
+_EXCEL_ERRORS = frozenset(
+    {"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA"}
+)
+
+
+def _error_cell(header: list[str], values: list[str], line: int) -> tuple[str, str] | None:
+    from openpyxl.utils import get_column_letter
+
+    for index, (name, value) in enumerate(zip(header, values, strict=False)):
+        if name and value in _EXCEL_ERRORS:
+            cell = f"{get_column_letter(index + 1)}{line}"
+            return name, f"cell {cell} holds the Excel error {value}; fix the formula in HR"
+    return None
 
 
 def _cell_text(value: Any) -> str:

@@ -1003,3 +1003,22 @@ def test_progress_moves_forward() -> None:
         seen = [table.progress() for _ in table.rows]
     assert seen == sorted(seen)
     assert seen[-1] == 1.0
+
+
+def test_xlsx_excel_error_cells_reject_their_row(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["WorkerID", "Department", ""])
+    sheet.append(["1", "Sales", "#N/A"])  # an error in an unnamed column: harmless
+    sheet.append(["2", "#REF!", ""])
+    path = tmp_path / "errors.xlsx"
+    book.save(path)
+    with path.open("rb") as stream:
+        rows = list(open_table(stream, "errors.xlsx").rows)
+    assert [r.problem for r in rows] == [
+        None,
+        ("Department", "cell B3 holds the Excel error #REF!; fix the formula in HR"),
+    ]
