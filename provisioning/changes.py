@@ -39,6 +39,7 @@ from .state import WorkerState
 from .storage import BlobStore, FlushQueue, PreconditionFailed
 from .tracking import track
 from .transforms import SpecError
+from .validation import id_key
 
 log = logging.getLogger(__name__)
 
@@ -394,17 +395,19 @@ def _validate(records: list[Any], mapping: Mapping) -> tuple[list[Operation], li
                 }
             )
         external_id = user.get("externalId")
-        if external_id is not None and external_id in seen:
+        key = None if external_id is None else id_key(external_id)
+        if key is not None and key in seen:
             errors.append(
                 {
                     "index": index,
                     "column": ", ".join(bound.external_id_leaf.columns),
                     "attribute": "externalId",
-                    "reason": f"the same externalId as record {seen[external_id]} of this call",
+                    "reason": "the same externalId (ignoring case) as record "
+                    f"{seen[key]} of this call",
                 }
             )
-        if external_id is not None:
-            seen.setdefault(external_id, index)
+        if key is not None:
+            seen.setdefault(key, index)
         if not problems and not bad:
             users.append(Operation("", external_id or "", index, user, dates))
     return users, errors

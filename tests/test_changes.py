@@ -320,3 +320,10 @@ def test_a_record_with_a_repeated_key_is_rejected_naming_it(api: dict[str, str])
     text = reply.get_body().decode()
     assert "appears twice" in text and "Department" in text
     assert outbox() == []  # the call is refused whole, as for any invalid record
+
+
+def test_one_call_may_not_name_a_worker_twice_in_any_case(api: dict[str, str]) -> None:
+    reply = post([worker("e2"), worker("E2")])
+    assert reply.status_code == 400
+    assert "the same externalId (ignoring case) as record 0" in reply.get_body().decode()
+    assert outbox() == []
