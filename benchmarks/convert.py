@@ -297,8 +297,8 @@ def measure_floor_orjson(path: str, mapping_ref: str) -> dict[str, Any]:
 
 
 def _product(path: str, mapping_ref: str) -> dict[str, Any]:
-    from provisioning.mapping import load_mapping
-    from provisioning.pipeline import Conversion, Source
+    from provisioning.convert.mapping import load_mapping
+    from provisioning.convert.pipeline import Conversion, Source
 
     out = requests = 0
     start = time.perf_counter()
@@ -350,9 +350,9 @@ def measure_profile(path: str, mapping_ref: str) -> dict[str, Any]:
 
 def _import_product() -> None:
     sys.path.insert(0, str(ROOT))
-    import provisioning.bulk
-    import provisioning.mapping
-    import provisioning.pipeline  # noqa: F401
+    import provisioning.convert.bulk
+    import provisioning.convert.mapping
+    import provisioning.convert.pipeline  # noqa: F401
 
 
 MEASURES = {

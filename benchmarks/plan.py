@@ -19,7 +19,8 @@ peak RSS belongs to that measurement alone:
   same conversion of day 2 (``Conversion.operations()``) feeding each operation into
   ``Planner(known, [], Policy("default", "full", today))``, keeping the operations the planner
   may send, ``finish()``, and serialising the bulk requests (batches of 50,
-  ``provisioning.bulk.batches`` / ``serialize``) of only the records ``plan.sends()`` lets go;
+  ``provisioning.convert.bulk.batches`` / ``serialize``) of only the records ``plan.sends()``
+  lets go;
 * ``drop``    - for information: what a drop run does with the same preloaded state,
   ``provisioning.planning.make_plan`` (plan pass), ``SendPlan.of`` and ``send_operations``
   (which converts the file again, once per manager wave), batched and serialised the same way.
@@ -111,9 +112,9 @@ def write_day2(day1: Path, day2: Path, rows: int, changed: int, seed: int) -> in
 def measure_state(day1: str, mapping_ref: str, state: str, _today: str) -> dict[str, Any]:
     """Convert day 1 and pickle what the store would remember after Entra accepted it all."""
     _import_product()
+    from provisioning.convert.mapping import load_mapping
+    from provisioning.convert.pipeline import Conversion, Source
     from provisioning.lifecycle import Known, fingerprint
-    from provisioning.mapping import load_mapping
-    from provisioning.pipeline import Conversion, Source
 
     start = time.perf_counter()
     known: dict[str, Known] = {}
@@ -142,10 +143,10 @@ def _load_state(state: str) -> Any:
 
 
 def _plan(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]:
-    from provisioning.bulk import batches
+    from provisioning.convert.bulk import batches
+    from provisioning.convert.mapping import load_mapping
+    from provisioning.convert.pipeline import Conversion, Source
     from provisioning.lifecycle import SENT_ACTIONS, Planner, Policy
-    from provisioning.mapping import load_mapping
-    from provisioning.pipeline import Conversion, Source
 
     start = time.perf_counter()
     conversion = Conversion(Source.from_path(day2), load_mapping(mapping_ref))
@@ -218,10 +219,10 @@ class _MemoryState:
 
 
 def _drop(day2: str, mapping_ref: str, state: _MemoryState, today: str) -> dict[str, Any]:
-    from provisioning.bulk import batches
+    from provisioning.convert.bulk import batches
+    from provisioning.convert.mapping import load_mapping
+    from provisioning.convert.pipeline import Conversion, Source
     from provisioning.lifecycle import Policy
-    from provisioning.mapping import load_mapping
-    from provisioning.pipeline import Conversion, Source
     from provisioning.planning import SendPlan, make_plan, send_operations
 
     start = time.perf_counter()

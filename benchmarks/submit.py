@@ -6,7 +6,7 @@ Usage::
 
 Starts the Graph emulator in-process with its bulkUpload rate limit set to ``--rate`` (the same
 limit the client paces at), builds ``--records`` small valid SCIM users into bulk requests of
-``--batch-size`` with ``provisioning.bulk``, and submits them one after another through
+``--batch-size`` with ``provisioning.convert.bulk``, and submits them one after another through
 ``Submitter`` + ``RateLimiter`` + ``GraphClient`` (msgraph-sdk pipeline, real
 ManagedIdentityCredential against the emulator's identity endpoint).
 
@@ -49,7 +49,7 @@ def parse_rate(text: str) -> tuple[int, float]:
 
 
 def build_bodies(records: int, batch_size: int) -> list[bytes]:
-    from provisioning.bulk import Operation, batches, bulk_id
+    from provisioning.convert.bulk import Operation, batches, bulk_id
 
     def operations() -> Any:
         for i in range(records):

@@ -28,11 +28,11 @@ from typing import Any
 from graph_emulator import GraphEmulator
 from graph_emulator.state import FaultError
 from provisioning.cli import OneLineParser, out_folder
+from provisioning.convert.mapping import BUILTIN, load_mapping
+from provisioning.convert.transforms import SpecError
 from provisioning.errors import ConfigurationError
-from provisioning.mapping import BUILTIN, load_mapping
 from provisioning.runs import EXIT_UNUSABLE, exit_code
 from provisioning.settings import load_settings
-from provisioning.transforms import SpecError
 
 from .azurite import ROOT, running_azurite
 from .local_env import MSI_CONFLICTS, local_settings

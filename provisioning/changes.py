@@ -24,22 +24,22 @@ from typing import Any
 
 import orjson
 
-from .bulk import MAX_OPERATIONS, Operation
+from .convert.bulk import MAX_OPERATIONS, Operation
+from .convert.mapping import BUILTIN, Mapping, load_mapping
+from .convert.readers import json_object, record_row
+from .convert.transforms import SpecError
+from .convert.validation import id_key
 from .drop import GraphApi, LeaseKeeper
 from .graph import GraphUnavailable
 from .lifecycle import Held, Planner, Policy, today_in
-from .mapping import BUILTIN, Mapping, load_mapping
 from .ordering import SendGate, new_order
 from .outcomes import graph_reason, job_stop_reason
-from .readers import json_object, record_row
 from .runs import client_request_id, iso, utcnow
 from .sender import Outgoing, Sender, SentBatch
 from .settings import STATE_CONTAINER, Settings
 from .state import WorkerState
 from .storage import BlobStore, FlushQueue, PreconditionFailed
 from .tracking import track
-from .transforms import SpecError
-from .validation import id_key
 
 log = logging.getLogger(__name__)
 

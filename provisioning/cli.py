@@ -25,13 +25,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .bulk import MAX_OPERATIONS, BulkRequest
+from .convert.bulk import MAX_OPERATIONS, BulkRequest
+from .convert.mapping import BUILTIN, Mapping, load_mapping
+from .convert.pipeline import Conversion, Source, Summary
+from .convert.readers import FORMATS, FileError
+from .convert.transforms import SpecError
+from .convert.validation import RowError
 from .drop import LeaseKeeper
 from .errors import ConfigurationError
-from .mapping import BUILTIN, Mapping, load_mapping
-from .pipeline import Conversion, Source, Summary
 from .planning import make_plan, policy_for
-from .readers import FORMATS, FileError
 from .reconcile import Reconciler, take_lock
 from .release import Releaser
 from .reports import RejectedCsv, printable
@@ -40,8 +42,6 @@ from .services import open_services, require_storage
 from .settings import STATE_CONTAINER, Settings, load_settings
 from .state import WorkerState
 from .storage import BlobStore
-from .transforms import SpecError
-from .validation import RowError
 
 _PROGRESS_MIN_BYTES = 1 << 20
 _INVALID_CHOICE = re.compile(r"invalid choice: '(.*)' \(choose from (.*)\)$")

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .auditlogs import LogEntry
-from .bulk import Operation
 from .changes import record_entra_outcomes
+from .convert.bulk import Operation
 from .ordering import SendGate
 from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
 from .reports import csv_safe, render_run_html

@@ -26,7 +26,8 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
-from .bulk import Operation
+from .convert.bulk import Operation
+from .convert.validation import ENTERPRISE, MULTI_VALUED
 from .graph import GraphClient, json_pages
 from .lifecycle import Known
 from .reports import bar_chart_svg, html_page
@@ -34,7 +35,6 @@ from .runs import Results, iso, new_run_id, utcnow
 from .settings import RESULTS_CONTAINER, Settings
 from .state import WorkerState, id_hash, shard_of
 from .storage import BlobStore
-from .validation import ENTERPRISE, MULTI_VALUED
 
 log = logging.getLogger(__name__)
 

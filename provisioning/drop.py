@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .batchbook import BatchBook
+from .convert.mapping import Mapping, load_mapping
+from .convert.pipeline import Conversion, Source
+from .convert.readers import FileError
+from .convert.validation import RowError
 from .graph import GraphUnavailable, JobStatus
-from .mapping import Mapping, load_mapping
 from .ordering import ALL, GateBusy, SendGate
 from .outcomes import TextToBlob, job_stop_reason
-from .pipeline import Conversion, Source
 from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
-from .readers import FileError
 from .reports import RejectedCsv, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .sender import Outgoing, Sender
 from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .spool import Readable, spool, sweep_stale
 from .storage import BlobStore, Lease, PreconditionFailed
-from .validation import RowError
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
-from .bulk import CONTENT_TYPE
+from .convert.bulk import CONTENT_TYPE
 from .pacing import RETRYABLE_STATUSES
 from .settings import Settings
 

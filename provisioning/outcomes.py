@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bulk import BulkRequest
+from .convert.bulk import BulkRequest
 from .graph import JobStatus
 from .storage import StagedBlob
 from .submit import BatchOutcome

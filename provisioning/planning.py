@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bulk import Operation
+from .convert.bulk import Operation
+from .convert.pipeline import Conversion, Summary
 from .lifecycle import Known, Plan, Planner, Policy, today_in
-from .pipeline import Conversion, Summary
 from .settings import Settings
 from .state import WorkerState, id_hash
 

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .auditlogs import LogEntry, provisioning_entries
-from .bulk import Operation
 from .changes import flush, stale_outbox
 from .confirm import Confirmer
+from .convert.bulk import Operation
 from .drift import drift_report
 from .drop import DropProcessor, LeaseKeeper
 from .graph import GraphClient, GraphUnavailable

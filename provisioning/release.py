@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .batchbook import BatchBook
-from .bulk import Operation
+from .convert.bulk import Operation
 from .graph import GraphUnavailable
 from .lifecycle import Held, today_in
 from .ordering import SendGate

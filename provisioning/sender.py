@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bulk import BulkRequest, Operation, batches
+from .convert.bulk import BulkRequest, Operation, batches
 from .lifecycle import fingerprint
 from .ordering import GateBusy, SendGate, Turn
 from .outcomes import stop_reason

@@ -22,7 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .bulk import MAX_OPERATIONS
+from .convert.bulk import MAX_OPERATIONS
 from .errors import ConfigurationError, plain_reason
 
 # Name of the storage connection used by the blob trigger and by our own blob clients.

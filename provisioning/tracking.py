@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .bulk import Operation
+from .convert.bulk import Operation
 from .runs import iso
 from .settings import STATE_CONTAINER
 from .storage import BlobStore

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.cli import main
-from provisioning.mapping import parse_mapping
+from provisioning.convert.mapping import parse_mapping
 from tests.columns import csv_bytes, worker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.bulk import serialize
+from provisioning.convert.bulk import serialize
+from provisioning.convert.validation import ENTERPRISE
 from provisioning.drift import (
     LATEST,
     SELECT,
@@ -31,7 +32,6 @@ from provisioning.lifecycle import Known
 from provisioning.services import open_services
 from provisioning.settings import RESULTS_CONTAINER, Settings
 from provisioning.state import WorkerState, id_hash
-from provisioning.validation import ENTERPRISE
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, store
 

@@ -26,7 +26,11 @@ from tests.columns import csv_bytes, worker
 from tests.e2e import drop, result_text, runs, sent_external_ids, store
 
 MAPPING = (
-    Path(__file__).resolve().parent.parent / "provisioning" / "mappings" / "microsoft-sample.yaml"
+    Path(__file__).resolve().parent.parent
+    / "provisioning"
+    / "convert"
+    / "mappings"
+    / "microsoft-sample.yaml"
 )
 
 

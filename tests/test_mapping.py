@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioning.mapping import Mapping, load_mapping, parse_mapping
-from provisioning.readers import FileError
-from provisioning.transforms import SpecError
-from provisioning.validation import CORE, ENTERPRISE
+from provisioning.convert.mapping import Mapping, load_mapping, parse_mapping
+from provisioning.convert.readers import FileError
+from provisioning.convert.transforms import SpecError
+from provisioning.convert.validation import CORE, ENTERPRISE
 
 CONTOSO = "urn:ietf:params:scim:schemas:extension:contoso:1.0:User"
 
@@ -260,7 +260,11 @@ def test_yaml_and_json_mappings_give_identical_users(tmp_path: Path) -> None:
 
 
 def test_builtin_mapping_round_trips_through_json(tmp_path: Path) -> None:
-    text = resources.files("provisioning.mappings").joinpath("hr-suite.yaml").read_text("utf-8")
+    text = (
+        resources.files("provisioning.convert.mappings")
+        .joinpath("hr-suite.yaml")
+        .read_text("utf-8")
+    )
     path = tmp_path / "hr-suite.json"
     path.write_text(json.dumps(yaml.safe_load(text)), "utf-8")
     assert build(load_mapping(path), HR_ROW) == build(load_mapping("hr-suite"), HR_ROW)

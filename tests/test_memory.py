@@ -6,8 +6,8 @@ import tracemalloc
 from pathlib import Path
 
 from benchmarks.convert import generate
-from provisioning.mapping import load_mapping
-from provisioning.pipeline import Conversion, Source
+from provisioning.convert.mapping import load_mapping
+from provisioning.convert.pipeline import Conversion, Source
 
 
 def _peak(path: Path) -> tuple[int, int]:

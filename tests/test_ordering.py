@@ -26,7 +26,11 @@ from tests.e2e import drop, functions, runs, sent_external_ids, store
 from tests.test_jml import directory, latest_run, release
 
 MAPPING = (
-    Path(__file__).resolve().parent.parent / "provisioning" / "mappings" / "microsoft-sample.yaml"
+    Path(__file__).resolve().parent.parent
+    / "provisioning"
+    / "convert"
+    / "mappings"
+    / "microsoft-sample.yaml"
 )
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from provisioning.bulk import MAX_OPERATIONS
-from provisioning.mapping import Mapping, load_mapping
-from provisioning.pipeline import Conversion, Source, Summary, convert_all
-from provisioning.readers import FileError
+from provisioning.convert.bulk import MAX_OPERATIONS
+from provisioning.convert.mapping import Mapping, load_mapping
+from provisioning.convert.pipeline import Conversion, Source, Summary, convert_all
+from provisioning.convert.readers import FileError
+from provisioning.convert.validation import CORE, ENTERPRISE, RowError
 from provisioning.reports import RejectedCsv
-from provisioning.validation import CORE, ENTERPRISE, RowError
 from tests.columns import HR_SUITE_HEADER
 from tests.columns import worker as hr_worker
 
@@ -547,7 +547,7 @@ def test_body_is_utf8_json_with_non_ascii(tmp_path: Path, sample: Mapping) -> No
 
 
 def test_a_repeated_bulk_id_starts_the_next_request() -> None:
-    from provisioning.bulk import Operation, batches
+    from provisioning.convert.bulk import Operation, batches
 
     ops = [Operation(f"h-{n % 3}", str(n), n, {}) for n in range(5)]
     requests = list(batches(ops, 50))

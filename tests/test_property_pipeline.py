@@ -9,10 +9,10 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioning.bulk import MAX_OPERATIONS
-from provisioning.mapping import load_mapping
-from provisioning.pipeline import Conversion, Source
-from provisioning.validation import RowError
+from provisioning.convert.bulk import MAX_OPERATIONS
+from provisioning.convert.mapping import load_mapping
+from provisioning.convert.pipeline import Conversion, Source
+from provisioning.convert.validation import RowError
 
 MAPPING = load_mapping("microsoft-sample")
 COLUMNS = MAPPING.columns

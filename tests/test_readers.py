@@ -1,4 +1,4 @@
-"""Readers on real-world messy exports: provisioning.readers.open_table and friends."""
+"""Readers on real-world messy exports: provisioning.convert.readers.open_table and friends."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from provisioning import readers
-from provisioning.readers import FileError, Row, detect_format, open_table
+from provisioning.convert import readers
+from provisioning.convert.readers import FileError, Row, detect_format, open_table
 from tests.columns import HR_SUITE_HEADER
 
 DATA = Path(__file__).parent / "data"

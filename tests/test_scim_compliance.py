@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from scim2_models import BulkRequest, Context, EnterpriseUser, User
 
-from provisioning.mapping import load_mapping
-from provisioning.pipeline import Source, Summary, convert_all
-from provisioning.validation import RowError
+from provisioning.convert.mapping import load_mapping
+from provisioning.convert.pipeline import Source, Summary, convert_all
+from provisioning.convert.validation import RowError
 from tests.columns import HR_SUITE_HEADER
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -412,7 +412,7 @@ def test_legacy_copies_in_the_temp_folder_only_with_the_default_folder(
 
 def test_spooled_is_typed_for_the_pipeline(folder: Path) -> None:
     """Spooled.open fits pipeline.Source (an opener of binary files)."""
-    from provisioning.pipeline import Source
+    from provisioning.convert.pipeline import Source
 
     with spool(io.BytesIO(b"WorkerID\n1\n"), folder) as spooled:
         assert isinstance(spooled, Spooled)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
-from provisioning.bulk import CONTENT_TYPE, Operation, serialize
+from provisioning.convert.bulk import CONTENT_TYPE, Operation, serialize
 from provisioning.graph import (
     GraphClient,
     HttpResult,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioning.transforms import (
+from provisioning.convert.transforms import (
     SpecError,
     ValueProblem,
     chain,

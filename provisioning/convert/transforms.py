@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ProvisioningError
+from ..errors import ProvisioningError
 
 Value = Any  # str | bool | int | None once transformed
 Transform = Callable[[Value], Value]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import IO, Any
 
-from .errors import ProvisioningError
+from ..errors import ProvisioningError
 
 FORMATS = ("csv", "json", "jsonl", "xlsx")
 _SUFFIXES = {

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import plain_reason
 from . import transforms as tf
-from .errors import plain_reason
 from .readers import FileError
 from .transforms import SpecError, ValueProblem
 from .validation import (
@@ -184,7 +184,9 @@ def load_mapping(ref: str | Path | None = None) -> Mapping:
 @functools.cache
 def _builtin(name: str) -> Mapping:
     # Built-in mappings never change in a process; HTTP calls would otherwise parse YAML each.
-    text = resources.files("provisioning.mappings").joinpath(f"{name}.yaml").read_text("utf-8")
+    text = (
+        resources.files("provisioning.convert.mappings").joinpath(f"{name}.yaml").read_text("utf-8")
+    )
     return parse_mapping(text, name=name, source=f"builtin:{name}")
 
 
