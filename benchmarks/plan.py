@@ -22,7 +22,7 @@ peak RSS belongs to that measurement alone:
   ``provisioning.convert.bulk.batches`` / ``serialize``) of only the records ``plan.sends()``
   lets go;
 * ``drop``    - for information: what a drop run does with the same preloaded state,
-  ``provisioning.planning.make_plan`` (plan pass), ``SendPlan.of`` and ``send_operations``
+  ``provisioning.jml.planning.make_plan`` (plan pass), ``SendPlan.of`` and ``send_operations``
   (which converts the file again, once per manager wave), batched and serialised the same way.
   No records are stored in the in-memory state, so the movers' changed-attribute lists are
   computed against empty old records.
@@ -114,7 +114,7 @@ def measure_state(day1: str, mapping_ref: str, state: str, _today: str) -> dict[
     _import_product()
     from provisioning.convert.mapping import load_mapping
     from provisioning.convert.pipeline import Conversion, Source
-    from provisioning.lifecycle import Known, fingerprint
+    from provisioning.jml.lifecycle import Known, fingerprint
 
     start = time.perf_counter()
     known: dict[str, Known] = {}
@@ -146,7 +146,7 @@ def _plan(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]
     from provisioning.convert.bulk import batches
     from provisioning.convert.mapping import load_mapping
     from provisioning.convert.pipeline import Conversion, Source
-    from provisioning.lifecycle import SENT_ACTIONS, Planner, Policy
+    from provisioning.jml.lifecycle import SENT_ACTIONS, Planner, Policy
 
     start = time.perf_counter()
     conversion = Conversion(Source.from_path(day2), load_mapping(mapping_ref))
@@ -189,7 +189,7 @@ def _plan(day2: str, mapping_ref: str, known: Any, today: str) -> dict[str, Any]
 
 def measure_plan(day2: str, mapping_ref: str, state: str, today: str) -> dict[str, Any]:
     _import_product()
-    import provisioning.lifecycle  # noqa: F401
+    import provisioning.jml.lifecycle  # noqa: F401
 
     known = _load_state(state)  # before the timer: the run loads the state before planning
     result = _plan(day2, mapping_ref, known, today)
@@ -222,8 +222,8 @@ def _drop(day2: str, mapping_ref: str, state: _MemoryState, today: str) -> dict[
     from provisioning.convert.bulk import batches
     from provisioning.convert.mapping import load_mapping
     from provisioning.convert.pipeline import Conversion, Source
-    from provisioning.lifecycle import Policy
-    from provisioning.planning import SendPlan, make_plan, send_operations
+    from provisioning.jml.lifecycle import Policy
+    from provisioning.jml.planning import SendPlan, make_plan, send_operations
 
     start = time.perf_counter()
     source = Source.from_path(day2)
@@ -261,7 +261,7 @@ def _drop(day2: str, mapping_ref: str, state: _MemoryState, today: str) -> dict[
 
 def measure_drop(day2: str, mapping_ref: str, state: str, today: str) -> dict[str, Any]:
     _import_product()
-    import provisioning.planning  # noqa: F401
+    import provisioning.jml.planning  # noqa: F401
 
     memory = _MemoryState(_load_state(state))  # before the timer, as for ``plan``
     return _drop(day2, mapping_ref, memory, today)
@@ -273,7 +273,7 @@ def measure_profile(day2: str, mapping_ref: str, state: str, today: str) -> dict
     import pstats
 
     _import_product()
-    import provisioning.lifecycle  # noqa: F401
+    import provisioning.jml.lifecycle  # noqa: F401
 
     known = _load_state(state)
     profiler = cProfile.Profile()

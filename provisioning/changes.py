@@ -31,13 +31,13 @@ from .convert.transforms import SpecError
 from .convert.validation import id_key
 from .drop import GraphApi, LeaseKeeper
 from .graph import GraphUnavailable
-from .lifecycle import Held, Planner, Policy, today_in
+from .jml.lifecycle import Held, Planner, Policy, today_in
+from .jml.state import WorkerState
 from .ordering import SendGate, new_order
 from .outcomes import graph_reason, job_stop_reason
 from .runs import client_request_id, iso, utcnow
 from .sender import Outgoing, Sender, SentBatch
 from .settings import STATE_CONTAINER, Settings
-from .state import WorkerState
 from .storage import BlobStore, FlushQueue, PreconditionFailed
 from .tracking import track
 

@@ -33,14 +33,14 @@ from .convert.transforms import SpecError
 from .convert.validation import RowError
 from .drop import LeaseKeeper
 from .errors import ConfigurationError
-from .planning import make_plan, policy_for
+from .jml.planning import make_plan, policy_for
+from .jml.state import WorkerState
 from .reconcile import Reconciler, take_lock
 from .release import Releaser
 from .reports import RejectedCsv, printable
 from .runs import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
 from .services import open_services, require_storage
 from .settings import STATE_CONTAINER, Settings, load_settings
-from .state import WorkerState
 from .storage import BlobStore
 
 _PROGRESS_MIN_BYTES = 1 << 20

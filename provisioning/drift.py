@@ -29,11 +29,11 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from .convert.bulk import Operation
 from .convert.validation import ENTERPRISE, MULTI_VALUED
 from .graph import GraphClient, json_pages
-from .lifecycle import Known
+from .jml.lifecycle import Known
+from .jml.state import WorkerState, id_hash, shard_of
 from .reports import bar_chart_svg, html_page
 from .runs import Results, iso, new_run_id, utcnow
 from .settings import RESULTS_CONTAINER, Settings
-from .state import WorkerState, id_hash, shard_of
 from .storage import BlobStore
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from .convert.pipeline import Conversion, Source
 from .convert.readers import FileError
 from .convert.validation import RowError
 from .graph import GraphUnavailable, JobStatus
+from .jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .ordering import ALL, GateBusy, SendGate
 from .outcomes import TextToBlob, job_stop_reason
-from .planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from .reports import RejectedCsv, render_run_html
 from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .sender import Outgoing, Sender

@@ -37,9 +37,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lifecycle import Known
+from .jml.lifecycle import Known
+from .jml.state import GATE, Change, DeltaStatus, WorkerState
 from .settings import STATE_CONTAINER, Settings
-from .state import GATE, Change, DeltaStatus, WorkerState
 from .storage import BlobStore, Lease, PreconditionFailed
 
 log = logging.getLogger(__name__)

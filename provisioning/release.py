@@ -20,14 +20,14 @@ from typing import Any
 from .batchbook import BatchBook
 from .convert.bulk import Operation
 from .graph import GraphUnavailable
-from .lifecycle import Held, today_in
+from .jml.lifecycle import Held, today_in
+from .jml.state import WorkerState, id_hash
 from .ordering import SendGate
 from .outcomes import job_stop_reason
 from .reports import render_run_html
 from .runs import Results, client_request_id, iso, new_run_id, utcnow
 from .sender import Outgoing, Sender
 from .settings import Settings
-from .state import WorkerState, id_hash
 from .storage import BlobStore
 
 log = logging.getLogger(__name__)

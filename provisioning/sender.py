@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .convert.bulk import BulkRequest, Operation, batches
-from .lifecycle import fingerprint
+from .jml.lifecycle import fingerprint
+from .jml.state import Change
 from .ordering import GateBusy, SendGate, Turn
 from .outcomes import stop_reason
 from .pacing import limiter_for, retry_policy_for
 from .settings import Settings
-from .state import Change
 from .storage import PreconditionFailed
 from .submit import BatchOutcome, Submitter
 

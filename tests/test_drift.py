@@ -28,10 +28,10 @@ from provisioning.drift import (
     fix_operations,
     render_drift_html,
 )
-from provisioning.lifecycle import Known
+from provisioning.jml.lifecycle import Known
+from provisioning.jml.state import WorkerState, id_hash
 from provisioning.services import open_services
 from provisioning.settings import RESULTS_CONTAINER, Settings
-from provisioning.state import WorkerState, id_hash
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, store
 

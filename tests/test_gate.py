@@ -11,9 +11,9 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from provisioning import ordering
+from provisioning.jml.state import WorkerState
 from provisioning.ordering import GateBusy, OrderView, SendGate, new_order
 from provisioning.settings import STATE_CONTAINER, Settings
-from provisioning.state import WorkerState
 from provisioning.storage import BlobStore
 
 if TYPE_CHECKING:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.lifecycle import fingerprint
+from provisioning.jml.lifecycle import fingerprint
+from provisioning.jml.state import WorkerState
 from provisioning.release import Releaser
 from provisioning.services import open_services
 from provisioning.settings import Settings
-from provisioning.state import WorkerState
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, result_text, runs, sent_external_ids, store
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provisioning.lifecycle import (
+from provisioning.jml.lifecycle import (
     FeedMode,
     Held,
     Known,

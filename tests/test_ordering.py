@@ -19,8 +19,8 @@ from graph_emulator import GraphEmulator
 from provisioning.blob_trigger import RunInterrupted
 from provisioning.changes import ChangeService
 from provisioning.drop import seen_name
+from provisioning.jml.state import WorkerState
 from provisioning.settings import STATE_CONTAINER, Settings
-from provisioning.state import WorkerState
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store
 from tests.test_jml import directory, latest_run, release

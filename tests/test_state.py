@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from provisioning import state as state_module
-from provisioning.lifecycle import Held, Known
+from provisioning.jml import state as state_module
+from provisioning.jml.lifecycle import Held, Known
+from provisioning.jml.state import Change, DeltaStatus, WorkerState, id_hash, shard_of
 from provisioning.ordering import OrderView, SendGate
 from provisioning.settings import STATE_CONTAINER
-from provisioning.state import Change, DeltaStatus, WorkerState, id_hash, shard_of
 from provisioning.storage import BlobStore
 
 if TYPE_CHECKING:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .convert.bulk import Operation
-from .convert.pipeline import Conversion, Summary
+from ..convert.bulk import Operation
+from ..convert.pipeline import Conversion, Summary
+from ..settings import Settings
 from .lifecycle import Known, Plan, Planner, Policy, today_in
-from .settings import Settings
 from .state import WorkerState, id_hash
 
 # Changed-attribute names are listed for this many movers (the rest are counted only), so a

@@ -30,9 +30,9 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any, Literal
 
+from ..settings import STATE_CONTAINER
+from ..storage import BlobStore
 from .lifecycle import Held, Known
-from .settings import STATE_CONTAINER
-from .storage import BlobStore
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import orjson
 
-from .convert.validation import id_key
+from ..convert.validation import id_key
 
 Action = Literal[
     "joiner", "mover", "rehire", "leaver", "unchanged", "held", "superseded", "skipped", "conflict"
