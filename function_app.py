@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from provisioning.blob_trigger import bp as blob_drop
-from provisioning.http_trigger import bp as http_changes
-from provisioning.reconcile_trigger import bp as reconciliation
+from provisioning.functions.blob_trigger import bp as blob_drop
+from provisioning.functions.http_trigger import bp as http_changes
+from provisioning.functions.reconcile_trigger import bp as reconciliation
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(blob_drop)

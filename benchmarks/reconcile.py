@@ -8,7 +8,7 @@ Usage::
 Starts Azurite and the Graph emulator (in its own process, so the heap measured is ours alone;
 rate limit off), drops one HR file of ``--records``
 distinct workers through the blob function (so every record is tracked as the app tracks it),
-then times one outcome pass (``provisioning.confirm.Confirmer``) reading the emulator's
+then times one outcome pass (``provisioning.reconcile.confirm.Confirmer``) reading the emulator's
 provisioning logs through msgraph-sdk in pages of ``--page-size``. It prints records matched
 per second, log pages read, the pass time split into log reading and the rest (merging tracked
 batches, matching, writing the ledger, summary, report), and with ``--memory`` the Python heap
@@ -76,10 +76,10 @@ def hr_file(records: int) -> bytes:
 
 
 async def outcome_pass(page_size: int, trace: bool) -> dict[str, Any]:
-    from provisioning.auditlogs import LogEntry, provisioning_entries
-    from provisioning.confirm import Confirmer
-    from provisioning.graph import GraphClient
-    from provisioning.runs import utcnow
+    from provisioning.graph.client import GraphClient
+    from provisioning.graph.provisioning_logs import LogEntry, provisioning_entries
+    from provisioning.reconcile.confirm import Confirmer
+    from provisioning.runs.claims import utcnow
     from provisioning.settings import Settings
     from provisioning.storage import BlobStore
 

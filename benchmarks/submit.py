@@ -68,9 +68,9 @@ def build_bodies(records: int, batch_size: int) -> list[bytes]:
 
 
 async def submit_all(settings: Any, bodies: list[bytes]) -> tuple[list[Any], float, float]:
-    from provisioning.graph import GraphClient
-    from provisioning.pacing import RateLimiter, RetryPolicy
-    from provisioning.submit import Submitter
+    from provisioning.graph.client import GraphClient
+    from provisioning.graph.pacing import RateLimiter, RetryPolicy
+    from provisioning.graph.submit import Submitter
 
     client = GraphClient.from_settings(settings)
     try:

@@ -10,8 +10,8 @@ now holds.
 
 Every setting in the environment (README, Settings) applies as in Azure, checked the same way;
 only the ones that point at Azure are replaced by Azurite and the emulator (devtools/local_env).
-The exit code is the run's (provisioning.runs.exit_code); a bad setting or argument is one line
-on stderr and exit code 2.
+The exit code is the run's (provisioning.runs.claims.exit_code); a bad setting or argument
+is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from provisioning.cli import OneLineParser, out_folder
 from provisioning.convert.mapping import BUILTIN, load_mapping
 from provisioning.convert.transforms import SpecError
 from provisioning.errors import ConfigurationError
-from provisioning.runs import EXIT_UNUSABLE, exit_code
+from provisioning.runs.claims import EXIT_UNUSABLE, exit_code
 from provisioning.settings import load_settings
 
 from .azurite import ROOT, running_azurite

@@ -1,7 +1,7 @@
 """Command line: ``python -m provisioning validate|convert|plan FILE``, and ``approve``,
 ``release`` and ``reconcile`` against the deployed storage and Graph.
 
-Exit codes (provisioning.runs): 0 done (convert: even with rejected rows, unless --strict);
+Exit codes (provisioning.runs.claims): 0 done (convert: even with rejected rows, unless --strict);
 1 rows were rejected (validate, or convert --strict; reconcile and release: a run ended
 partly-rejected or rejected); 2 a setting, an argument, the mapping or the file is unusable as
 a whole; 3 the work waits (reconcile, release: busy, interrupted, stopped...). An unusable
@@ -31,15 +31,15 @@ from .convert.pipeline import Conversion, Source, Summary
 from .convert.readers import FORMATS, FileError
 from .convert.transforms import SpecError
 from .convert.validation import RowError
-from .drop import LeaseKeeper
 from .errors import ConfigurationError
+from .functions.services import open_services, require_storage
 from .jml.planning import make_plan, policy_for
 from .jml.state import WorkerState
-from .reconcile import Reconciler, take_lock
-from .release import Releaser
-from .reports import RejectedCsv, printable
-from .runs import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
-from .services import open_services, require_storage
+from .reconcile.reconciler import Reconciler, take_lock
+from .runs.claims import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
+from .runs.drop import LeaseKeeper
+from .runs.release import Releaser
+from .runs.reports import RejectedCsv, printable
 from .settings import STATE_CONTAINER, Settings, load_settings
 from .storage import BlobStore
 

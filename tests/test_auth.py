@@ -1,4 +1,4 @@
-"""Who may call the HTTP change API (provisioning/auth.py): the Easy Auth principal header
+"""Who may call the HTTP change API (provisioning/changes/auth.py): the Easy Auth principal header
 against PROVISIONING_ALLOWED_CLIENT_IDS, unit-tested and through the functions themselves (real
 func.HttpRequest objects, Azurite for state and the flush queue)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from provisioning.auth import Principal, client_id, parse_principal, refusal
+from provisioning.changes.auth import Principal, client_id, parse_principal, refusal
 from provisioning.settings import STATE_CONTAINER, Settings
 from provisioning.storage import FlushQueue
 from tests.columns import worker
@@ -21,7 +21,7 @@ from tests.e2e import functions, store
 LOGIC_APP = "11111111-1111-1111-1111-111111111111"
 OTHER_APP = "22222222-2222-2222-2222-222222222222"
 HEADER = "X-MS-CLIENT-PRINCIPAL"
-DOCUMENT = Path(__file__).resolve().parent.parent / "provisioning" / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parent.parent / "provisioning" / "changes" / "openapi.json"
 
 
 def encoded(value: Any) -> str:
@@ -122,7 +122,7 @@ def test_principal_model_reads_easy_auth_shape() -> None:
 
 
 def test_documented_401_examples_are_what_the_code_answers() -> None:
-    """The problem details in provisioning/openapi.json are the function's own words."""
+    """The problem details in provisioning/changes/openapi.json are the function's own words."""
     document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
     answered = [refusal(None, LOGIC_APP), refusal("%%%", LOGIC_APP)]
     for path, method in (("/changes", "post"), ("/changes/{id}", "get")):

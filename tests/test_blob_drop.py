@@ -185,7 +185,7 @@ def test_paused_job_stops_early_with_the_reason(
 def test_outage_interrupts_then_resumes_without_resending(
     env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioning.blob_trigger import RunInterrupted
+    from provisioning.functions.blob_trigger import RunInterrupted
 
     monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
     data = hr_file(250)  # 5 batches
@@ -209,7 +209,7 @@ def test_crash_between_accept_and_checkpoint_sends_nothing_twice(
 ) -> None:
     """The process dies after Graph accepted batch 2 and the state recorded it, before the
     claim's checkpoint: the next attempt plans again and finds batch 2 already in Entra."""
-    from provisioning import runs as runs_module
+    from provisioning.runs import claims as runs_module
 
     original = runs_module.ClaimStore.save
     crashed = []

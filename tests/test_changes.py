@@ -195,7 +195,7 @@ def test_burst_is_coalesced_into_full_bulk_requests(
 def test_outage_keeps_changes_queued_until_a_later_flush(
     api: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioning.http_trigger import FlushInterrupted
+    from provisioning.functions.http_trigger import FlushInterrupted
 
     monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("PROVISIONING_RETRY_BASE_SECONDS", "0.01")
@@ -251,8 +251,8 @@ def test_the_timer_puts_entra_outcomes_on_the_change(
 ) -> None:
     import jsonschema
 
-    from provisioning.reconcile import Reconciler
-    from provisioning.services import open_services
+    from provisioning.functions.services import open_services
+    from provisioning.reconcile.reconciler import Reconciler
     from tests.test_openapi import json_schema
 
     emulator.set_faults(fail_records={"2": {"errorCode": "Conflict", "recommendedAction": "Fix"}})
@@ -285,9 +285,9 @@ def test_the_timer_flushes_changes_whose_queue_message_never_came(
 ) -> None:
     import datetime as dt
 
-    from provisioning.changes import STALE_OUTBOX
-    from provisioning.reconcile import Reconciler
-    from provisioning.services import open_services
+    from provisioning.changes.service import STALE_OUTBOX
+    from provisioning.functions.services import open_services
+    from provisioning.reconcile.reconciler import Reconciler
 
     accepted = body(post(worker(1)))  # its queue message is lost: no flush() here
     assert outbox() and bulk_uploads(emulator) == []

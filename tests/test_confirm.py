@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.auditlogs import LogEntry, provisioning_entries
-from provisioning.confirm import CONSUMED, OUTCOMES, Confirmer
-from provisioning.graph import GraphClient
-from provisioning.runs import utcnow
+from provisioning.graph.client import GraphClient
+from provisioning.graph.provisioning_logs import LogEntry, provisioning_entries
+from provisioning.reconcile.confirm import CONSUMED, OUTCOMES, Confirmer
+from provisioning.runs.claims import utcnow
+from provisioning.runs.tracking import PENDING
 from provisioning.settings import STATE_CONTAINER, Settings
-from provisioning.tracking import PENDING
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, result_text, runs, sent_external_ids, store
 
@@ -293,7 +293,7 @@ def test_a_retry_refused_by_graph_is_a_permanent_failure(
 def test_an_interrupted_run_stays_open_until_it_has_sent_everything(
     env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioning.blob_trigger import RunInterrupted
+    from provisioning.functions.blob_trigger import RunInterrupted
 
     monkeypatch.setenv("PROVISIONING_MAX_ATTEMPTS", "2")
     data = csv_bytes([worker(n) for n in range(1, 81)])  # two bulk requests

@@ -18,7 +18,10 @@ import pytest
 from graph_emulator import GraphEmulator
 from provisioning.convert.bulk import serialize
 from provisioning.convert.validation import ENTERPRISE
-from provisioning.drift import (
+from provisioning.functions.services import open_services
+from provisioning.jml.lifecycle import Known
+from provisioning.jml.state import WorkerState, id_hash
+from provisioning.reconcile.drift import (
     LATEST,
     SELECT,
     DriftReport,
@@ -28,9 +31,6 @@ from provisioning.drift import (
     fix_operations,
     render_drift_html,
 )
-from provisioning.jml.lifecycle import Known
-from provisioning.jml.state import WorkerState, id_hash
-from provisioning.services import open_services
 from provisioning.settings import RESULTS_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, store

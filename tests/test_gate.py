@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from provisioning import ordering
+from provisioning.jml import ordering
+from provisioning.jml.ordering import GateBusy, OrderView, SendGate, new_order
 from provisioning.jml.state import WorkerState
-from provisioning.ordering import GateBusy, OrderView, SendGate, new_order
 from provisioning.settings import STATE_CONTAINER, Settings
 from provisioning.storage import BlobStore
 

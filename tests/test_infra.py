@@ -21,6 +21,7 @@ from typing import Any, cast
 import pytest
 from pycep import BicepParser
 
+from provisioning.runs.sweep import FAILED_PREFIX
 from provisioning.settings import (
     FLUSH_QUEUE,
     INBOUND_CONTAINER,
@@ -28,7 +29,6 @@ from provisioning.settings import (
     STATE_CONTAINER,
     Settings,
 )
-from provisioning.sweep import FAILED_PREFIX
 from tests.e2e import functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -535,7 +535,7 @@ def test_the_alerts_see_the_runs_that_need_a_person() -> None:
     import logging
     import re
 
-    from provisioning.drop import _LOG_LEVELS
+    from provisioning.runs.drop import _LOG_LEVELS
 
     text = (INFRA / "modules" / "alerts.bicep").read_text(encoding="utf-8")
     queries = {

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
+from provisioning.functions.services import open_services
 from provisioning.jml.lifecycle import fingerprint
 from provisioning.jml.state import WorkerState
-from provisioning.release import Releaser
-from provisioning.services import open_services
+from provisioning.runs.release import Releaser
 from provisioning.settings import Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, result_text, runs, sent_external_ids, store

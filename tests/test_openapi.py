@@ -1,4 +1,4 @@
-"""provisioning/openapi.json: served as is, valid OpenAPI 3, and true to the HTTP handlers.
+"""provisioning/changes/openapi.json: served as is, valid OpenAPI 3, and true to the HTTP handlers.
 
 The handlers run in-process behind tests/wsgi_adapter.py (real func.HttpRequest objects, as the
 host builds them), against Azurite and the Graph emulator (the ``env`` fixture). Schemathesis
@@ -32,7 +32,7 @@ from werkzeug.test import Client
 
 from tests.wsgi_adapter import FunctionsWsgiApp
 
-DOCUMENT = Path(__file__).resolve().parent.parent / "provisioning" / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parent.parent / "provisioning" / "changes" / "openapi.json"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -253,7 +253,9 @@ def test_caller_refusals_are_documented_problems(
 
 def test_logic_app_sample_calls_the_documented_operations() -> None:
     """infra/logicapp/workflow.json posts what the document describes, as the README says."""
-    workflow = json.loads((DOCUMENT.parent.parent / "infra/logicapp/workflow.json").read_text())
+    workflow = json.loads(
+        (Path(__file__).resolve().parent.parent / "infra/logicapp/workflow.json").read_text()
+    )
     document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
     definition = workflow["definition"]
     assert set(workflow["parameters"]) <= set(definition["parameters"])

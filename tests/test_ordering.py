@@ -16,10 +16,10 @@ import azure.functions as func
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.blob_trigger import RunInterrupted
-from provisioning.changes import ChangeService
-from provisioning.drop import seen_name
+from provisioning.changes.service import ChangeService
+from provisioning.functions.blob_trigger import RunInterrupted
 from provisioning.jml.state import WorkerState
+from provisioning.runs.drop import seen_name
 from provisioning.settings import STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store
@@ -301,8 +301,8 @@ def test_a_flush_keeps_its_lease_through_a_long_retry_after(
     first = threading.Thread(target=flush)
     first.start()
     time.sleep(17)  # past the 15 s lease: only renewals keep it
-    from provisioning.changes import flush as flush_once
-    from provisioning.services import open_services
+    from provisioning.changes.service import flush as flush_once
+    from provisioning.functions.services import open_services
 
     async def second() -> dict[str, Any]:
         settings = Settings()
@@ -381,8 +381,8 @@ def test_only_a_lost_answer_marks_a_batch_resent(
 def test_a_reconciliation_pass_without_graph_ends_interrupted(
     feeds: dict[str, str], emulator: GraphEmulator
 ) -> None:
-    from provisioning.reconcile import Reconciler
-    from provisioning.services import open_services
+    from provisioning.functions.services import open_services
+    from provisioning.reconcile.reconciler import Reconciler
 
     async def one_pass() -> dict[str, Any]:
         settings = Settings()
@@ -456,7 +456,7 @@ def test_a_change_accepted_while_a_file_is_sending_is_never_overwritten(
 def test_a_gate_lost_while_planning_interrupts_the_run(
     feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioning.ordering import SendGate
+    from provisioning.jml.ordering import SendGate
     from provisioning.storage import PreconditionFailed
 
     original = SendGate.write
@@ -482,8 +482,8 @@ def test_a_gate_lost_while_planning_interrupts_the_run(
 def test_older_data_accepted_while_planning_makes_the_plan_again(
     feeds: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioning import drop as drop_module
-    from provisioning.ordering import SendGate
+    from provisioning.jml.ordering import SendGate
+    from provisioning.runs import drop as drop_module
 
     drop(csv_bytes(people(10, JobTitle="Day 0")), "changes/day0.csv")
     original = drop_module.make_plan

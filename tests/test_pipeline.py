@@ -15,7 +15,7 @@ from provisioning.convert.mapping import Mapping, load_mapping
 from provisioning.convert.pipeline import Conversion, Source, Summary, convert_all
 from provisioning.convert.readers import FileError
 from provisioning.convert.validation import CORE, ENTERPRISE, RowError
-from provisioning.reports import RejectedCsv
+from provisioning.runs.reports import RejectedCsv
 from tests.columns import HR_SUITE_HEADER
 from tests.columns import worker as hr_worker
 

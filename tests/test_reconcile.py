@@ -16,9 +16,9 @@ import pytest
 
 from graph_emulator import GraphEmulator
 from provisioning import cli
-from provisioning.reconcile import Reconciler
-from provisioning.runs import utcnow
-from provisioning.services import open_services
+from provisioning.functions.services import open_services
+from provisioning.reconcile.reconciler import Reconciler
+from provisioning.runs.claims import utcnow
 from provisioning.settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store
@@ -257,7 +257,7 @@ def test_a_pass_releases_a_joiner_whose_day_came_and_confirms_it(
 def test_the_cli_release_waits_for_a_running_pass(
     env: dict[str, str], emulator: GraphEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from provisioning.reconcile import take_lock
+    from provisioning.reconcile.reconciler import take_lock
 
     blobs = store()
     blobs.ensure_containers(STATE_CONTAINER)

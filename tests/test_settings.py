@@ -294,7 +294,7 @@ def test_http_with_a_bad_setting_answers_the_500_problem(
 def test_flush_with_a_bad_setting_logs_one_line_and_keeps_its_message(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from provisioning.http_trigger import FlushNotConfigured
+    from provisioning.functions.http_trigger import FlushNotConfigured
 
     monkeypatch.setenv("PROVISIONING_COALESCE_SECONDS", "soon")
     function = functions()["flush_changes"].get_user_function()

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from provisioning import spool as spool_module
-from provisioning.spool import (
+from provisioning.runs import spool as spool_module
+from provisioning.runs.spool import (
     CHUNK,
     LEGACY_MAX_AGE,
     Spooled,
@@ -243,7 +243,7 @@ def spooling_process(folder: Path) -> Iterator[tuple[subprocess.Popen[str], Path
         f"""
         import io, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from provisioning.spool import spool
+        from provisioning.runs.spool import spool
         spooled = spool(io.BytesIO(b"WorkerID,Name\\n1,Ada\\n" * 100000), {str(folder)!r})
         print(spooled.path, flush=True)
         time.sleep(120)

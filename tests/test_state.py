@@ -13,8 +13,8 @@ from azure.storage.blob import BlobServiceClient
 
 from provisioning.jml import state as state_module
 from provisioning.jml.lifecycle import Held, Known
+from provisioning.jml.ordering import OrderView, SendGate
 from provisioning.jml.state import Change, DeltaStatus, WorkerState, id_hash, shard_of
-from provisioning.ordering import OrderView, SendGate
 from provisioning.settings import STATE_CONTAINER
 from provisioning.storage import BlobStore
 

@@ -21,7 +21,7 @@ import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
 from provisioning.convert.bulk import CONTENT_TYPE, Operation, serialize
-from provisioning.graph import (
+from provisioning.graph.client import (
     GraphClient,
     HttpResult,
     JobStatus,
@@ -30,15 +30,15 @@ from provisioning.graph import (
     parse_error,
     parse_retry_after,
 )
-from provisioning.pacing import (
+from provisioning.graph.pacing import (
     DEFAULT_MAX_WAIT,
     RateLimiter,
     RetryPolicy,
     WaitTooLong,
     retry_policy_for,
 )
+from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
-from provisioning.submit import BatchOutcome, Submitter
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 # raised by kiota when msgraph's generated request builders are imported

@@ -15,11 +15,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from graph_emulator import GraphEmulator
-from provisioning.drop import DropProcessor, seen_name
-from provisioning.services import open_services
+from provisioning.functions.services import open_services
+from provisioning.runs.drop import DropProcessor, seen_name
+from provisioning.runs.sweep import Sweeper
 from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from provisioning.storage import PreconditionFailed
-from provisioning.sweep import Sweeper
 from tests.e2e import drop, runs, sent_external_ids, store
 from tests.test_blob_drop import hr_file
 

@@ -26,11 +26,11 @@ from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.api_error import APIError
 
 from graph_emulator import GraphEmulator
-from provisioning.graph import GraphClient, GraphUnavailable, JobStatus, TransportError
-from provisioning.outcomes import stop_reason
-from provisioning.pacing import limiter_for, retry_policy_for
+from provisioning.graph.client import GraphClient, GraphUnavailable, JobStatus, TransportError
+from provisioning.graph.outcomes import stop_reason
+from provisioning.graph.pacing import limiter_for, retry_policy_for
+from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
-from provisioning.submit import BatchOutcome, Submitter
 from tests.test_submit import body
 from tests.test_submit import settings_for as submit_settings_for
 

@@ -69,7 +69,7 @@ class Held:
     feed: str
     # The complete record to send on the day (None for a change known only from the state).
     record: dict[str, Any] | None = field(default=None, compare=False)
-    # Order of the HR data that decided the change (provisioning.ordering).
+    # Order of the HR data that decided the change (provisioning.jml.ordering).
     order: str = field(default="", compare=False)
 
 
@@ -97,7 +97,7 @@ class Policy:
     create_inactive_joiners: bool = False
     threshold_percent: float = 5.0
     threshold_count: int = 50
-    # Order of this HR data (provisioning.ordering): the run's claim, or an HTTP change.
+    # Order of this HR data (provisioning.jml.ordering): the run's claim, or an HTTP change.
     order: str = ""
     # Newest order of a run of each full feed: it restated every worker the feed owns.
     watermarks: Mapping[str, str] = field(default_factory=dict)

@@ -4,11 +4,11 @@ Layout in the ``state`` container:
 - ``workers/index-XX.json``: {externalId: [fingerprint, active, feed, seq, order]} for one of 256
   shards (by the first two hex digits of the id's SHA-256); small enough to load whole for
   planning. ``order`` is the order of the newest HR data known to have reached Entra for the
-  worker (see ``provisioning.ordering``); ``fingerprint`` is None while it is not known what
+  worker (see ``provisioning.jml.ordering``); ``fingerprint`` is None while it is not known what
   Entra got (a send whose answer was lost).
 - ``workers/records-XX.json``: {externalId: [seq, last accepted SCIM record]} (leavers need it).
 - ``workers/deltas/g<gen>.json``: what one turn of the send gate changed, numbered by the gate's
-  generation (``provisioning.ordering``): a bulk request about to be sent (``sending``), then
+  generation (``provisioning.jml.ordering``): a bulk request about to be sent (``sending``), then
   accepted (``accepted``) or not (``void``); or workers a newer run restated without sending
   (``restated``: order and owning feed only). One small write per request instead of up to 50
   shard rewrites; the next fold merges pending deltas into the shards. Shard writes are

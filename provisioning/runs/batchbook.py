@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 from typing import Any
 
-from .outcomes import LEDGER_COLUMNS, TextToBlob, batch_entry, count_batch, outcome_record
+from ..graph.outcomes import LEDGER_COLUMNS, TextToBlob, batch_entry, count_batch, outcome_record
+from ..graph.sender import Outgoing, SentBatch
+from ..settings import RESULTS_CONTAINER
+from ..storage import BlobStore, StagedBlob
+from .claims import Results
 from .reports import csv_safe
-from .runs import Results
-from .sender import Outgoing, SentBatch
-from .settings import RESULTS_CONTAINER
-from .storage import BlobStore, StagedBlob
 from .tracking import track
 
 COUNTS = ("records_sent", "records_accepted", "records_rejected_by_graph", "records_superseded")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

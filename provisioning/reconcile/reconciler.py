@@ -22,23 +22,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .auditlogs import LogEntry, provisioning_entries
-from .changes import flush, stale_outbox
+from ..changes.service import flush, stale_outbox
+from ..convert.bulk import Operation
+from ..graph.client import GraphClient, GraphUnavailable
+from ..graph.outcomes import graph_reason
+from ..graph.provisioning_logs import LogEntry, provisioning_entries
+from ..graph.sender import Outgoing, Sender
+from ..jml.ordering import SendGate
+from ..runs.claims import client_request_id, iso, parse_iso, utcnow
+from ..runs.drop import DropProcessor, LeaseKeeper
+from ..runs.release import Releaser
+from ..runs.sweep import Sweeper
+from ..runs.tracking import track
+from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..storage import BlobStore, Lease
 from .confirm import Confirmer
-from .convert.bulk import Operation
 from .drift import drift_report
-from .drop import DropProcessor, LeaseKeeper
-from .graph import GraphClient, GraphUnavailable
 from .health import record_health
-from .ordering import SendGate
-from .outcomes import graph_reason
-from .release import Releaser
-from .runs import client_request_id, iso, parse_iso, utcnow
-from .sender import Outgoing, Sender
-from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .storage import BlobStore, Lease
-from .sweep import Sweeper
-from .tracking import track
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import datetime as dt
 import logging
 from typing import Any
 
-from .settings import STATE_CONTAINER
-from .storage import BlobStore
+from ..settings import STATE_CONTAINER
+from ..storage import BlobStore
 
 log = logging.getLogger(__name__)
 

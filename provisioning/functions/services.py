@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from .errors import ConfigurationError
-from .graph import GraphClient
-from .quota import CallCounter
-from .runs import utcnow
-from .settings import STORAGE_CONNECTION, Settings, load_settings
-from .storage import BlobStore
+from ..errors import ConfigurationError
+from ..graph.client import GraphClient
+from ..graph.quota import CallCounter
+from ..runs.claims import utcnow
+from ..settings import STORAGE_CONNECTION, Settings, load_settings
+from ..storage import BlobStore
 
 __all__ = [
     "ConfigurationError",

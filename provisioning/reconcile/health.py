@@ -12,12 +12,12 @@ import datetime as dt
 import logging
 from typing import Any
 
-from .graph import JobStatus
-from .outcomes import job_stop_reason
-from .quota import CallCounter
-from .runs import iso
-from .settings import RESULTS_CONTAINER, Settings
-from .storage import BlobStore
+from ..graph.client import JobStatus
+from ..graph.outcomes import job_stop_reason
+from ..graph.quota import CallCounter
+from ..runs.claims import iso
+from ..settings import RESULTS_CONTAINER, Settings
+from ..storage import BlobStore
 
 log = logging.getLogger(__name__)
 

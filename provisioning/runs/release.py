@@ -17,18 +17,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from ..convert.bulk import Operation
+from ..graph.client import GraphUnavailable
+from ..graph.outcomes import job_stop_reason
+from ..graph.sender import Outgoing, Sender
+from ..jml.lifecycle import Held, today_in
+from ..jml.ordering import SendGate
+from ..jml.state import WorkerState, id_hash
+from ..settings import Settings
+from ..storage import BlobStore
 from .batchbook import BatchBook
-from .convert.bulk import Operation
-from .graph import GraphUnavailable
-from .jml.lifecycle import Held, today_in
-from .jml.state import WorkerState, id_hash
-from .ordering import SendGate
-from .outcomes import job_stop_reason
+from .claims import Results, client_request_id, iso, new_run_id, utcnow
 from .reports import render_run_html
-from .runs import Results, client_request_id, iso, new_run_id, utcnow
-from .sender import Outgoing, Sender
-from .settings import Settings
-from .storage import BlobStore
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .convert.bulk import BulkRequest
-from .graph import JobStatus
-from .storage import StagedBlob
+from ..convert.bulk import BulkRequest
+from ..storage import StagedBlob
+from .client import JobStatus
 from .submit import BatchOutcome
 
 LEDGER_COLUMNS = (

@@ -27,7 +27,7 @@ import logging
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .changes import Reply, problem
+from .service import Reply, problem
 
 log = logging.getLogger(__name__)
 

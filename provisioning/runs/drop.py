@@ -5,7 +5,7 @@ content (or a second trigger for the same drop) finds the claim and is recorded 
 Resumable: a new attempt plans the file again against the state as it is then (what Graph
 accepted is unchanged and not sent again; what newer data restated is superseded) and numbers
 its batches on from the claim's checkpoint. Workers of a request whose answer was lost in a
-crash are known from the send gate's record (``provisioning.ordering``): they are sent again
+crash are known from the send gate's record (``provisioning.jml.ordering``): they are sent again
 with the same bulkIds, and the results say so: never silently twice.
 """
 
@@ -20,21 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..convert.mapping import Mapping, load_mapping
+from ..convert.pipeline import Conversion, Source
+from ..convert.readers import FileError
+from ..convert.validation import RowError
+from ..graph.client import GraphUnavailable, JobStatus
+from ..graph.outcomes import TextToBlob, job_stop_reason
+from ..graph.sender import Outgoing, Sender
+from ..jml.ordering import ALL, GateBusy, SendGate
+from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
+from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..storage import BlobStore, Lease, PreconditionFailed
 from .batchbook import BatchBook
-from .convert.mapping import Mapping, load_mapping
-from .convert.pipeline import Conversion, Source
-from .convert.readers import FileError
-from .convert.validation import RowError
-from .graph import GraphUnavailable, JobStatus
-from .jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
-from .ordering import ALL, GateBusy, SendGate
-from .outcomes import TextToBlob, job_stop_reason
+from .claims import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
 from .reports import RejectedCsv, render_run_html
-from .runs import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
-from .sender import Outgoing, Sender
-from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .spool import Readable, spool, sweep_stale
-from .storage import BlobStore, Lease, PreconditionFailed
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from msgraph.generated.audit_logs.provisioning.provisioning_request_builder impo
     ProvisioningRequestBuilder,
 )
 
-from .graph import json_pages
-from .runs import iso, parse_iso
+from ..runs.claims import iso, parse_iso
+from .client import json_pages
 
 # Graph pages provisioning logs by 50 unless asked otherwise. Entries are large (steps,
 # modified properties): one page of 500 held ~30 MB in memory while parsed (measured with

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from .graph import HttpResult, TransportError
+from .client import HttpResult, TransportError
 from .pacing import (
     TRANSPORT_ERROR,
     Clock,

@@ -37,10 +37,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jml.lifecycle import Known
-from .jml.state import GATE, Change, DeltaStatus, WorkerState
-from .settings import STATE_CONTAINER, Settings
-from .storage import BlobStore, Lease, PreconditionFailed
+from ..settings import STATE_CONTAINER, Settings
+from ..storage import BlobStore, Lease, PreconditionFailed
+from .lifecycle import Known
+from .state import GATE, Change, DeltaStatus, WorkerState
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import logging
 
 import azure.functions as func
 
-from .drop import DropProcessor
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..runs.drop import DropProcessor
+from ..runs.sweep import is_failed
+from ..settings import INBOUND_CONTAINER, STORAGE_CONNECTION
 from .services import open_services, sender_settings
-from .settings import INBOUND_CONTAINER, STORAGE_CONNECTION
-from .sweep import is_failed
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 A 202 only means Entra queued the records; what it did with each one shows up minutes later in
 the provisioning logs. Every sender (file runs, releases, HTTP flushes, retries, drift fixes)
 calls :func:`track` right after a 202, one small blob per accepted bulk request, and the
-reconciliation timer (``provisioning.reconcile``) matches them to log entries. Blob names carry
-run ids and batch numbers only, never HR ids.
+reconciliation timer (``provisioning.reconcile.reconciler``) matches them to log entries. Blob
+names carry run ids and batch numbers only, never HR ids.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .convert.bulk import Operation
-from .runs import iso
-from .settings import STATE_CONTAINER
-from .storage import BlobStore
+from ..convert.bulk import Operation
+from ..settings import STATE_CONTAINER
+from ..storage import BlobStore
+from .claims import iso
 
 PENDING = "pending/"
 

@@ -12,12 +12,12 @@ from importlib import resources
 
 import azure.functions as func
 
-from .auth import PRINCIPAL_HEADER, client_id, parse_principal, refusal
-from .changes import ChangeService, Reply, flush, problem
-from .errors import ConfigurationError
+from ..changes.auth import PRINCIPAL_HEADER, client_id, parse_principal, refusal
+from ..changes.service import ChangeService, Reply, flush, problem
+from ..errors import ConfigurationError
+from ..settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings, load_settings
+from ..storage import BlobStore, FlushQueue
 from .services import open_services, require_storage, sender_settings
-from .settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings, load_settings
-from .storage import BlobStore, FlushQueue
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def get_change(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    document = resources.files("provisioning").joinpath("openapi.json").read_bytes()
+    document = resources.files("provisioning.changes").joinpath("openapi.json").read_bytes()
     return func.HttpResponse(document, mimetype="application/json")
 
 

@@ -7,8 +7,8 @@ import logging
 
 import azure.functions as func
 
-from .errors import ConfigurationError
-from .reconcile import Reconciler
+from ..errors import ConfigurationError
+from ..reconcile.reconciler import Reconciler
 from .services import open_services, sender_settings
 
 log = logging.getLogger(__name__)

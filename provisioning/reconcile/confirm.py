@@ -1,5 +1,5 @@
 """What Entra did with each record Graph accepted: provisioning-log entries matched to the
-tracked records (``provisioning.tracking``), transient failures re-sent, the rest reported.
+tracked records (``provisioning.runs.tracking``), transient failures re-sent, the rest reported.
 
 Per run, ``state/outcomes/<run-id>.json`` holds one entry per record (by bulkId), merged from
 the run's tracked batches. A record is ``pending`` until a log entry for its externalId dated
@@ -25,17 +25,17 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auditlogs import LogEntry
-from .changes import record_entra_outcomes
-from .convert.bulk import Operation
-from .ordering import SendGate
-from .outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
-from .reports import csv_safe, render_run_html
-from .runs import Results, client_request_id, iso, parse_iso
-from .sender import Outgoing, Sender
-from .settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from .storage import BlobStore, PreconditionFailed
-from .tracking import pending_runs, read_batch, track
+from ..changes.service import record_entra_outcomes
+from ..convert.bulk import Operation
+from ..graph.outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
+from ..graph.provisioning_logs import LogEntry
+from ..graph.sender import Outgoing, Sender
+from ..jml.ordering import SendGate
+from ..runs.claims import Results, client_request_id, iso, parse_iso
+from ..runs.reports import csv_safe, render_run_html
+from ..runs.tracking import pending_runs, read_batch, track
+from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..storage import BlobStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 

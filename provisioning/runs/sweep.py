@@ -2,9 +2,9 @@
 
 Event Grid can miss a file (an event lost or expired, files copied in by SFTP or a copy job, a
 deployment without the subscription). A sweep lists the container, oldest file first, and gives
-each file no run has seen to :class:`~provisioning.drop.DropProcessor` exactly as its blob trigger
-would, under the same name (``hr-inbound/<name>``), so the feed, the claim and the seen marker are
-the same whichever path got there first, and the content's claim keeps it exactly once.
+each file no run has seen to :class:`~provisioning.runs.drop.DropProcessor` exactly as its blob
+trigger would, under the same name (``hr-inbound/<name>``), so the feed, the claim and the seen
+marker are the same whichever path got there first, and the content's claim keeps it exactly once.
 
 What a file's marker (``state/seen/``, written by every run) says decides:
 
@@ -32,11 +32,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..storage import BlobInfo, BlobStore, PreconditionFailed
+from .claims import FINAL, iso, utcnow
 from .drop import FAILING, SEEN_PREFIX, DropProcessor, seen_name
-from .runs import FINAL, iso, utcnow
-from .settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from .spool import spool, sweep_stale
-from .storage import BlobInfo, BlobStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 

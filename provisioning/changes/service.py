@@ -24,22 +24,22 @@ from typing import Any
 
 import orjson
 
-from .convert.bulk import MAX_OPERATIONS, Operation
-from .convert.mapping import BUILTIN, Mapping, load_mapping
-from .convert.readers import json_object, record_row
-from .convert.transforms import SpecError
-from .convert.validation import id_key
-from .drop import GraphApi, LeaseKeeper
-from .graph import GraphUnavailable
-from .jml.lifecycle import Held, Planner, Policy, today_in
-from .jml.state import WorkerState
-from .ordering import SendGate, new_order
-from .outcomes import graph_reason, job_stop_reason
-from .runs import client_request_id, iso, utcnow
-from .sender import Outgoing, Sender, SentBatch
-from .settings import STATE_CONTAINER, Settings
-from .storage import BlobStore, FlushQueue, PreconditionFailed
-from .tracking import track
+from ..convert.bulk import MAX_OPERATIONS, Operation
+from ..convert.mapping import BUILTIN, Mapping, load_mapping
+from ..convert.readers import json_object, record_row
+from ..convert.transforms import SpecError
+from ..convert.validation import id_key
+from ..graph.client import GraphUnavailable
+from ..graph.outcomes import graph_reason, job_stop_reason
+from ..graph.sender import Outgoing, Sender, SentBatch
+from ..jml.lifecycle import Held, Planner, Policy, today_in
+from ..jml.ordering import SendGate, new_order
+from ..jml.state import WorkerState
+from ..runs.claims import client_request_id, iso, utcnow
+from ..runs.drop import GraphApi, LeaseKeeper
+from ..runs.tracking import track
+from ..settings import STATE_CONTAINER, Settings
+from ..storage import BlobStore, FlushQueue, PreconditionFailed
 
 log = logging.getLogger(__name__)
 

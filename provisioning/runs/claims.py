@@ -4,9 +4,9 @@ results a person reads in ``results/runs/<date>/<run-id>/``.
 The claim (``state/files/<sha256>.json``) is keyed by the file's content, so the same content
 dropped twice, or one drop seen by two triggers, maps to one run. It carries the checkpoint:
 ``next_batch`` is the number the next bulk request gets (a request whose answer was lost is
-known from the worker state, see ``provisioning.ordering``). ``order`` is the order of the
+known from the worker state, see ``provisioning.jml.ordering``). ``order`` is the order of the
 file's HR data
-(``provisioning.ordering``), fixed when the content is first claimed. Every write is
+(``provisioning.jml.ordering``), fixed when the content is first claimed. Every write is
 conditional on the blob's ETag, and the running instance holds a lease.
 """
 
@@ -17,9 +17,9 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from .ordering import new_order
-from .settings import RESULTS_CONTAINER, STATE_CONTAINER
-from .storage import BlobStore, Lease, PreconditionFailed
+from ..jml.ordering import new_order
+from ..settings import RESULTS_CONTAINER, STATE_CONTAINER
+from ..storage import BlobStore, Lease, PreconditionFailed
 
 RunStatus = Literal[
     "running",  # claimed; batches may be in progress (or the process died: resumable)

@@ -10,7 +10,7 @@ import csv
 import html
 from typing import Any, Protocol
 
-from .convert.validation import RowError
+from ..convert.validation import RowError
 
 REJECTED_COLUMNS = ("file", "record", "line", "column", "attribute", "reason", "value")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

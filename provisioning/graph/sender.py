@@ -1,8 +1,8 @@
 """The one way bulk requests reach Graph: batches, each sent in a turn of the send gate.
 
-Per batch: take a turn of the gate (``provisioning.ordering``), drop the records whose worker
+Per batch: take a turn of the gate (``provisioning.jml.ordering``), drop the records whose worker
 Entra already got newer HR data for (``superseded``), record the request as ``sending``,
-submit it (paced and retried by ``provisioning.submit``), record what
+submit it (paced and retried by ``provisioning.graph.submit``), record what
 Graph accepted, and apply the one stop rule (``outcomes.stop_reason``). A 400 can be narrowed
 to the records that caused it, so one bad record does not sink the others of its request.
 Callers (file runs, releases, HTTP flushes, outcome retries, drift fixes) keep their own
@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .convert.bulk import BulkRequest, Operation, batches
-from .jml.lifecycle import fingerprint
-from .jml.state import Change
-from .ordering import GateBusy, SendGate, Turn
+from ..convert.bulk import BulkRequest, Operation, batches
+from ..jml.lifecycle import fingerprint
+from ..jml.ordering import GateBusy, SendGate, Turn
+from ..jml.state import Change
+from ..settings import Settings
+from ..storage import PreconditionFailed
 from .outcomes import stop_reason
 from .pacing import limiter_for, retry_policy_for
-from .settings import Settings
-from .storage import PreconditionFailed
 from .submit import BatchOutcome, Submitter
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
 """Microsoft Graph access for API-driven inbound provisioning, through msgraph-sdk's own pipeline.
 
 ``GraphClient.post_bulk`` sends one bulkUpload request and hands back the raw outcome
-(``HttpResult``) without retrying: pacing and retries belong to ``provisioning.submit``, so every
-attempt is paced by the rate limiter and recorded. The SDK has no POST builder for bulkUpload
-(msgraph-metadata#437), so the request is a ``RequestInformation`` on the SDK's own URL template,
-sent through the SDK's request adapter: authentication, redirects, user agent and telemetry stay
-the SDK's, and only its RetryHandler is switched off for this request.
+(``HttpResult``) without retrying: pacing and retries belong to ``provisioning.graph.submit``,
+so every attempt is paced by the rate limiter and recorded. The SDK has no POST builder for
+bulkUpload (msgraph-metadata#437), so the request is a ``RequestInformation`` on the SDK's own
+URL template, sent through the SDK's request adapter: authentication, redirects, user agent and
+telemetry stay the SDK's, and only its RetryHandler is switched off for this request.
 
 Failures without an answer from Graph are transient and come back as this module's own
 exceptions, never as raw httpx or azure-core ones:
@@ -51,9 +51,9 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
-from .convert.bulk import CONTENT_TYPE
+from ..convert.bulk import CONTENT_TYPE
+from ..settings import Settings
 from .pacing import RETRYABLE_STATUSES
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
