@@ -76,10 +76,10 @@ def hr_file(records: int) -> bytes:
 
 
 async def outcome_pass(page_size: int, trace: bool) -> dict[str, Any]:
+    from provisioning.clock import utcnow
     from provisioning.graph.client import GraphClient
     from provisioning.graph.provisioning_logs import LogEntry, provisioning_entries
     from provisioning.reconcile.confirm import Confirmer
-    from provisioning.runs.claims import utcnow
     from provisioning.settings import Settings
     from provisioning.storage import BlobStore
 

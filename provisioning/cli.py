@@ -37,11 +37,10 @@ from .jml.planning import make_plan, policy_for
 from .jml.state import WorkerState
 from .reconcile.reconciler import Reconciler, take_lock
 from .runs.claims import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
-from .runs.drop import LeaseKeeper
 from .runs.release import Releaser
 from .runs.reports import RejectedCsv, printable
 from .settings import STATE_CONTAINER, Settings, load_settings
-from .storage import BlobStore
+from .storage import BlobStore, LeaseKeeper
 
 _PROGRESS_MIN_BYTES = 1 << 20
 _INVALID_CHOICE = re.compile(r"invalid choice: '(.*)' \(choose from (.*)\)$")

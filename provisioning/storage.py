@@ -19,7 +19,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -546,3 +546,27 @@ class FlushQueue:
 
     def close(self) -> None:
         self._client.close()
+
+
+class LeaseKeeper:
+    """Holds the claim's lease through long waits (a bucket-full backoff lasts minutes)."""
+
+    def __init__(
+        self, lease: Lease, seconds: int, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self.lease = lease
+        self._every = seconds / 3
+        self._sleep = sleep
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self._renewed > self._every:
+            self.lease.renew()
+            self._renewed = time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.renew_if_due()
+            await self._sleep(min(left, self._every))
+        self.renew_if_due()

@@ -285,7 +285,7 @@ def test_the_timer_flushes_changes_whose_queue_message_never_came(
 ) -> None:
     import datetime as dt
 
-    from provisioning.changes.service import STALE_OUTBOX
+    from provisioning.changes.flush import STALE_OUTBOX
     from provisioning.functions.services import open_services
     from provisioning.reconcile.reconciler import Reconciler
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
+from provisioning.clock import utcnow
 from provisioning.graph.client import GraphClient
 from provisioning.graph.provisioning_logs import LogEntry, provisioning_entries
 from provisioning.reconcile.confirm import CONSUMED, OUTCOMES, Confirmer
-from provisioning.runs.claims import utcnow
 from provisioning.runs.tracking import PENDING
 from provisioning.settings import STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker

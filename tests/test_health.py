@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
+from provisioning.clock import utcnow
 from provisioning.functions.services import open_services
 from provisioning.graph.client import JobStatus
 from provisioning.graph.quota import CallCounter
 from provisioning.reconcile.health import assess, record_health
-from provisioning.runs.claims import utcnow
 from provisioning.settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, store

@@ -16,10 +16,10 @@ import azure.functions as func
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.changes.service import ChangeService
+from provisioning.changes.accept import ChangeService
 from provisioning.functions.blob_trigger import RunInterrupted
 from provisioning.jml.state import WorkerState
-from provisioning.runs.drop import seen_name
+from provisioning.runs.seen import seen_name
 from provisioning.settings import STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store
@@ -301,7 +301,7 @@ def test_a_flush_keeps_its_lease_through_a_long_retry_after(
     first = threading.Thread(target=flush)
     first.start()
     time.sleep(17)  # past the 15 s lease: only renewals keep it
-    from provisioning.changes.service import flush as flush_once
+    from provisioning.changes.flush import flush as flush_once
     from provisioning.functions.services import open_services
 
     async def second() -> dict[str, Any]:

@@ -16,9 +16,9 @@ import pytest
 
 from graph_emulator import GraphEmulator
 from provisioning import cli
+from provisioning.clock import utcnow
 from provisioning.functions.services import open_services
 from provisioning.reconcile.reconciler import Reconciler
-from provisioning.runs.claims import utcnow
 from provisioning.settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, functions, runs, sent_external_ids, store

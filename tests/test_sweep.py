@@ -16,7 +16,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from graph_emulator import GraphEmulator
 from provisioning.functions.services import open_services
-from provisioning.runs.drop import DropProcessor, seen_name
+from provisioning.runs.drop import DropProcessor
+from provisioning.runs.seen import seen_name
 from provisioning.runs.sweep import Sweeper
 from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from provisioning.storage import PreconditionFailed

@@ -27,7 +27,7 @@ import logging
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .service import Reply, problem
+from .replies import Reply, problem
 
 log = logging.getLogger(__name__)
 

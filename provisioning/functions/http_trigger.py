@@ -12,8 +12,10 @@ from importlib import resources
 
 import azure.functions as func
 
+from ..changes.accept import ChangeService
 from ..changes.auth import PRINCIPAL_HEADER, client_id, parse_principal, refusal
-from ..changes.service import ChangeService, Reply, flush, problem
+from ..changes.flush import flush
+from ..changes.replies import Reply, problem
 from ..errors import ConfigurationError
 from ..settings import FLUSH_QUEUE, STATE_CONTAINER, STORAGE_CONNECTION, Settings, load_settings
 from ..storage import BlobStore, FlushQueue

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from ..clock import utcnow
 from ..errors import ConfigurationError
 from ..graph.client import GraphClient
 from ..graph.quota import CallCounter
-from ..runs.claims import utcnow
 from ..settings import STORAGE_CONNECTION, Settings, load_settings
 from ..storage import BlobStore
 

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -412,3 +412,9 @@ def _enum_text(value: object) -> str | None:
         return None
     text = getattr(value, "value", value)
     return str(text)
+
+
+class GraphApi(Protocol):
+    async def post_bulk(self, body: bytes, client_request_id: str) -> Any: ...
+
+    async def job_status(self) -> JobStatus: ...

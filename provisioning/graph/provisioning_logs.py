@@ -19,7 +19,7 @@ from msgraph.generated.audit_logs.provisioning.provisioning_request_builder impo
     ProvisioningRequestBuilder,
 )
 
-from ..runs.claims import iso, parse_iso
+from ..clock import iso, parse_iso
 from .client import json_pages
 
 # Graph pages provisioning logs by 50 unless asked otherwise. Entries are large (steps,

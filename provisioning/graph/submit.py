@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -303,3 +304,11 @@ class Submitter:
 
 def _maybe_applied(attempts: list[Attempt]) -> int:
     return sum(1 for a in attempts if a.maybe_applied)
+
+
+def client_request_id(content_hash: str, batch: int, part: int = 0) -> str:
+    """The same batch of the same file always carries the same client-request-id, so a resend
+    after a crash is visible as such in Graph's logs and in ours (``part``: the requests a
+    refused batch was narrowed into)."""
+    name = f"hr-provisioning:{content_hash}:{batch}" + (f":{part}" if part else "")
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))

@@ -25,13 +25,15 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..changes.service import record_entra_outcomes
+from ..changes.records import record_entra_outcomes
+from ..clock import iso, parse_iso
 from ..convert.bulk import Operation
 from ..graph.outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
 from ..graph.provisioning_logs import LogEntry
 from ..graph.sender import Outgoing, Sender
+from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
-from ..runs.claims import Results, client_request_id, iso, parse_iso
+from ..runs.claims import Results
 from ..runs.reports import csv_safe, render_run_html
 from ..runs.tracking import pending_runs, read_batch, track
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings

@@ -26,12 +26,13 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
+from ..clock import iso, utcnow
 from ..convert.bulk import Operation
 from ..convert.validation import ENTERPRISE, MULTI_VALUED
 from ..graph.client import GraphClient, json_pages
 from ..jml.lifecycle import Known
 from ..jml.state import WorkerState, id_hash, shard_of
-from ..runs.claims import Results, iso, new_run_id, utcnow
+from ..runs.claims import Results, new_run_id
 from ..runs.reports import bar_chart_svg, html_page
 from ..settings import RESULTS_CONTAINER, Settings
 from ..storage import BlobStore

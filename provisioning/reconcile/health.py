@@ -12,10 +12,10 @@ import datetime as dt
 import logging
 from typing import Any
 
+from ..clock import iso
 from ..graph.client import JobStatus
 from ..graph.outcomes import job_stop_reason
 from ..graph.quota import CallCounter
-from ..runs.claims import iso
 from ..settings import RESULTS_CONTAINER, Settings
 from ..storage import BlobStore
 

@@ -22,20 +22,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ..changes.service import flush, stale_outbox
+from ..changes.flush import flush, stale_outbox
+from ..clock import iso, parse_iso, utcnow
 from ..convert.bulk import Operation
 from ..graph.client import GraphClient, GraphUnavailable
 from ..graph.outcomes import graph_reason
 from ..graph.provisioning_logs import LogEntry, provisioning_entries
 from ..graph.sender import Outgoing, Sender
+from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
-from ..runs.claims import client_request_id, iso, parse_iso, utcnow
-from ..runs.drop import DropProcessor, LeaseKeeper
+from ..runs.drop import DropProcessor
 from ..runs.release import Releaser
 from ..runs.sweep import Sweeper
 from ..runs.tracking import track
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from ..storage import BlobStore, Lease
+from ..storage import BlobStore, Lease, LeaseKeeper
 from .confirm import Confirmer
 from .drift import drift_report
 from .health import record_health

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from ..clock import iso, parse_iso
 from ..jml.ordering import new_order
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER
 from ..storage import BlobStore, Lease, PreconditionFailed
@@ -57,31 +58,9 @@ def exit_code(status: str, *, unusable: bool = False) -> int:
     return _EXIT_BY_STATUS.get(status, EXIT_UNFINISHED)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> dt.datetime:
-    """The moment of an ISO 8601 text as ``iso`` writes it (and Graph does: ``...Z``)."""
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
 def new_run_id(moment: dt.datetime, content_hash: str) -> str:
     # Sortable by time, recognisable by content, unique across retries of a duplicate.
     return f"{moment:%Y%m%dT%H%M%S}-{content_hash[:8]}-{uuid.uuid4().hex[:6]}"
-
-
-def client_request_id(content_hash: str, batch: int, part: int = 0) -> str:
-    """The same batch of the same file always carries the same client-request-id, so a resend
-    after a crash is visible as such in Graph's logs and in ours (``part``: the requests a
-    refused batch was narrowed into)."""
-    name = f"hr-provisioning:{content_hash}:{batch}" + (f":{part}" if part else "")
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 @dataclass

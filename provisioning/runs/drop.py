@@ -12,39 +12,35 @@ with the same bulkIds, and the results say so: never silently twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from ..clock import iso, utcnow
 from ..convert.mapping import Mapping, load_mapping
 from ..convert.pipeline import Conversion, Source
 from ..convert.readers import FileError
 from ..convert.validation import RowError
-from ..graph.client import GraphUnavailable, JobStatus
+from ..graph.client import GraphApi, GraphUnavailable
 from ..graph.outcomes import TextToBlob, job_stop_reason
 from ..graph.sender import Outgoing, Sender
+from ..graph.submit import client_request_id
 from ..jml.ordering import ALL, GateBusy, SendGate
 from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from ..storage import BlobStore, Lease, PreconditionFailed
+from ..storage import BlobStore, LeaseKeeper, PreconditionFailed
 from .batchbook import BatchBook
-from .claims import FINAL, Claim, ClaimStore, Results, client_request_id, iso, utcnow
+from .claims import FINAL, Claim, ClaimStore, Results
 from .reports import RejectedCsv, render_run_html
+from .seen import FAILING, seen_name
 from .spool import Readable, spool, sweep_stale
 
 log = logging.getLogger(__name__)
 
 
-# In ``state``: one marker per blob name saying what became of it, for the sweep of hr-inbound.
-SEEN_PREFIX = "seen/"
-# Outcomes that count towards max_file_attempts. Not the file's fault, so not counted: a stopped
-# job, a busy claim, and an interrupted run (Graph, the token endpoint or the network failing
-# for a while); the other outcomes are final.
-FAILING = frozenset({"failed", "error"})
 # The level of a run's closing log line (README, "Statuses and exit codes"): the alerts in
 # infra/modules/alerts.bicep match these lines by level and text.
 _LOG_LEVELS = {
@@ -82,12 +78,6 @@ def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:
 _PLAN_ATTEMPTS = 3
 
 
-class GraphApi(Protocol):
-    async def post_bulk(self, body: bytes, client_request_id: str) -> Any: ...
-
-    async def job_status(self) -> JobStatus: ...
-
-
 @dataclass
 class RunOutcome:
     """What one invocation did; ``retry`` asks the host to try again later."""
@@ -102,35 +92,6 @@ class RunOutcome:
     @property
     def retry(self) -> bool:
         return self.status == "interrupted"
-
-
-def seen_name(blob: str) -> str:
-    """The marker of ``blob``, named as the trigger names it (``hr-inbound/<name>``)."""
-    return f"{SEEN_PREFIX}{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:32]}.json"
-
-
-class LeaseKeeper:
-    """Holds the claim's lease through long waits (a bucket-full backoff lasts minutes)."""
-
-    def __init__(
-        self, lease: Lease, seconds: int, sleep: Callable[[float], Awaitable[None]]
-    ) -> None:
-        self.lease = lease
-        self._every = seconds / 3
-        self._sleep = sleep
-        self._renewed = time.monotonic()
-
-    def renew_if_due(self) -> None:
-        if time.monotonic() - self._renewed > self._every:
-            self.lease.renew()
-            self._renewed = time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.renew_if_due()
-            await self._sleep(min(left, self._every))
-        self.renew_if_due()
 
 
 class DropProcessor:

@@ -17,17 +17,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from ..clock import iso, utcnow
 from ..convert.bulk import Operation
 from ..graph.client import GraphUnavailable
 from ..graph.outcomes import job_stop_reason
 from ..graph.sender import Outgoing, Sender
+from ..graph.submit import client_request_id
 from ..jml.lifecycle import Held, today_in
 from ..jml.ordering import SendGate
 from ..jml.state import WorkerState, id_hash
 from ..settings import Settings
 from ..storage import BlobStore
 from .batchbook import BatchBook
-from .claims import Results, client_request_id, iso, new_run_id, utcnow
+from .claims import Results, new_run_id
 from .reports import render_run_html
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ..clock import iso, utcnow
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..storage import BlobInfo, BlobStore, PreconditionFailed
-from .claims import FINAL, iso, utcnow
-from .drop import FAILING, SEEN_PREFIX, DropProcessor, seen_name
+from .claims import FINAL
+from .drop import DropProcessor
+from .seen import FAILING, SEEN_PREFIX, seen_name
 from .spool import spool, sweep_stale
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..clock import iso
 from ..convert.bulk import Operation
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
-from .claims import iso
 
 PENDING = "pending/"
 

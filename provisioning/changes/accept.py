@@ -11,66 +11,35 @@ sends everything waiting in the outbox in bulk requests of 50, paced like file r
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import orjson
 
+from ..clock import iso, utcnow
 from ..convert.bulk import MAX_OPERATIONS, Operation
 from ..convert.mapping import BUILTIN, Mapping, load_mapping
 from ..convert.readers import json_object, record_row
 from ..convert.transforms import SpecError
 from ..convert.validation import id_key
-from ..graph.client import GraphUnavailable
-from ..graph.outcomes import graph_reason, job_stop_reason
-from ..graph.sender import Outgoing, Sender, SentBatch
 from ..jml.lifecycle import Held, Planner, Policy, today_in
-from ..jml.ordering import SendGate, new_order
+from ..jml.ordering import new_order
 from ..jml.state import WorkerState
-from ..runs.claims import client_request_id, iso, utcnow
-from ..runs.drop import GraphApi, LeaseKeeper
-from ..runs.tracking import track
 from ..settings import STATE_CONTAINER, Settings
 from ..storage import BlobStore, FlushQueue, PreconditionFailed
+from .records import API_FEED, CHANGES_PREFIX, FLUSH_SCHEDULED, MAX_CONFLICTS, OUTBOX_PREFIX
+from .replies import Reply, problem
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
-API_FEED = "api"
-_CHANGES, _OUTBOX = "changes/", "outbox/"
-_LOCK, _SCHEDULED = "locks/outbox", "locks/flush-scheduled"
 # Fields of a change record that are the app's own business, not the caller's.
 _INTERNAL = frozenset({"ops", "hold", "cancel", "body_hash", "order", "outbox"})
-_MAX_CONFLICTS = 10
-_PROBLEM = "https://github.com/hr-entra-provisioning/docs/problems/"
-
-
-class Reply:
-    """An HTTP answer: status, JSON body, extra headers."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-    @property
-    def content_type(self) -> str:
-        return "application/problem+json" if self.status >= 400 else "application/json"
-
-
-def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Reply:
-    return Reply(
-        status,
-        {"type": _PROBLEM + kind, "title": title, "status": status, "detail": detail, **extra},
-    )
 
 
 class ChangeService:
@@ -139,7 +108,7 @@ class ChangeService:
         key = body_key or idempotency_key  # the body's changeId wins, as documented
         change_id = _change_id(caller, key) if key else uuid.uuid4().hex
         digest = _body_hash(records, mapping.source)
-        existing = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")
+        existing = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
         if existing is not None:
             return self._repeat(existing[0], digest)
         users, errors = _validate(records, mapping)
@@ -157,10 +126,10 @@ class ChangeService:
         # or a concurrent call with the same key finds it and completes what is missing.
         try:
             self.store.write_json(
-                STATE_CONTAINER, f"{_CHANGES}{change_id}.json", change, create_only=True
+                STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json", change, create_only=True
             )
         except PreconditionFailed:
-            found = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")
+            found = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
             assert found is not None
             return self._repeat(found[0], digest)
         change = self._complete(change)
@@ -193,7 +162,7 @@ class ChangeService:
         if change["ops"]:
             self.store.write_json(
                 STATE_CONTAINER,
-                f"{_OUTBOX}{change['id']}.json",
+                f"{OUTBOX_PREFIX}{change['id']}.json",
                 {"change": change["id"], "order": change["order"]},
             )
             self._schedule_flush()
@@ -205,7 +174,7 @@ class ChangeService:
             return {**current, "status": final}
 
         self.store.update_json(
-            STATE_CONTAINER, f"{_CHANGES}{change['id']}.json", settled, attempts=_MAX_CONFLICTS
+            STATE_CONTAINER, f"{CHANGES_PREFIX}{change['id']}.json", settled, attempts=MAX_CONFLICTS
         )
         return {**change, "status": final}
 
@@ -299,7 +268,7 @@ class ChangeService:
             return
         try:
             self.store.write_json(
-                STATE_CONTAINER, _SCHEDULED, {"at": iso(self._clock())}, create_only=True
+                STATE_CONTAINER, FLUSH_SCHEDULED, {"at": iso(self._clock())}, create_only=True
             )
         except PreconditionFailed:
             return  # a flush is already scheduled and will pick this change up
@@ -310,7 +279,7 @@ class ChangeService:
     def status(self, change_id: str) -> Reply:
         if not change_id.isalnum() or len(change_id) > 64:
             return problem(404, "not-found", "Not found", "no such change")
-        found = self.store.read_json(STATE_CONTAINER, f"{_CHANGES}{change_id}.json")
+        found = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
         if found is None:
             return problem(404, "not-found", "Not found", f"no change {change_id}")
         change = found[0]
@@ -411,227 +380,3 @@ def _validate(records: list[Any], mapping: Mapping) -> tuple[list[Operation], li
         if not problems and not bad:
             users.append(Operation("", external_id or "", index, user, dates))
     return users, errors
-
-
-# An outbox entry this old was not flushed by its queue message (lost, poisoned, or its flush
-# stopped early): the reconciliation timer flushes it instead.
-STALE_OUTBOX = dt.timedelta(minutes=5)
-
-
-def stale_outbox(store: BlobStore, now: dt.datetime) -> int:
-    """How many outbox entries waited longer than ``STALE_OUTBOX``."""
-    return sum(
-        1 for b in store.list(STATE_CONTAINER, _OUTBOX) if now - b.last_modified > STALE_OUTBOX
-    )
-
-
-async def flush(
-    settings: Settings,
-    store: BlobStore,
-    graph: GraphApi,
-    *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    clock: Callable[[], Any] = utcnow,
-) -> dict[str, Any]:
-    """Send everything waiting in the outbox; one flush at a time (blob lease, kept through
-    every wait). Per worker only the newest change goes; a 400 is narrowed to the records
-    that caused it, so one caller's bad record never sinks another caller's."""
-    if not store.exists(STATE_CONTAINER, _LOCK):
-        store.write_bytes(STATE_CONTAINER, _LOCK, b"", "text/plain")
-    lease = store.acquire_lease(STATE_CONTAINER, _LOCK, settings.lease_seconds)
-    if lease is None:
-        return {"status": "busy"}
-    keeper = LeaseKeeper(lease, settings.lease_seconds, sleep)
-    started = time.monotonic()
-    begun_at = clock()
-    flush_id = f"{begun_at:%Y%m%dT%H%M%S}-flush-{uuid.uuid4().hex[:6]}"
-    totals = {
-        "changes": 0,
-        "records_sent": 0,
-        "records_accepted": 0,
-        "records_superseded": 0,
-        "requests": 0,
-    }
-    try:
-        # New calls from here on schedule a new flush rather than rely on this one.
-        store.delete(STATE_CONTAINER, _SCHEDULED)
-        names = sorted(b.name for b in store.list(STATE_CONTAINER, _OUTBOX))
-        if not names:
-            return {"status": "nothing-queued", **totals}
-        try:
-            job = await graph.job_status()
-        except GraphUnavailable as exc:
-            log.error("flush %s interrupted: %s", flush_id, exc.reason)
-            return {"status": "interrupted", "reason": exc.reason, **totals}
-        if job.code != "Active":
-            reason = job_stop_reason(job)
-            log.error("flush %s stopped: %s", flush_id, reason)
-            return {"status": "stopped", "reason": reason, **totals}
-        changes = _waiting_changes(store, names)
-        items, older = _newest_per_worker(changes)
-        outcome_of: dict[str, dict[str, Any]] = {
-            item.op.bulk_id: {"status": "superseded", "request_id": None, "error": None}
-            for item in older
-        }
-        totals["records_superseded"] += len(older)
-        gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
-        sender = Sender(settings, graph, gate, sleep=keeper.sleep)
-        stop: str | None = None
-        async for batch in sender.send(
-            items,
-            request_id=lambda index, part: client_request_id(flush_id, index, part),
-            narrow=True,
-            batch_size=MAX_OPERATIONS,
-        ):
-            keeper.renew_if_due()
-            totals["requests"] += batch.requests
-            totals["records_sent"] += len(batch.sent)
-            totals["records_accepted"] += len(batch.accepted)
-            totals["records_superseded"] += len(batch.superseded)
-            _settle(outcome_of, batch)
-            if batch.accepted:
-                track(
-                    store,
-                    run_id=flush_id,
-                    results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
-                    kind="changes",
-                    batch=batch.index,
-                    operations=[item.op for item in batch.accepted],
-                    accepted_at=clock(),
-                    actions={item.op.bulk_id: item.action for item in batch.accepted},
-                )
-            if batch.stop is not None:
-                stop = batch.stop[1]
-        for change in changes:
-            settled = _update_change(store, change, outcome_of)
-            totals["changes"] += 1
-            if settled:
-                store.delete(STATE_CONTAINER, f"{_OUTBOX}{change['id']}.json")
-        # Fold now, so the next call's plan sees what this flush sent.
-        WorkerState(store).fold()
-        if stop:
-            log.error("flush %s interrupted: %s", flush_id, stop)
-            return {"status": "interrupted", "reason": stop, **totals}
-        return {"status": "complete", **totals, "seconds": round(time.monotonic() - started, 3)}
-    finally:
-        lease.release()
-
-
-def _waiting_changes(store: BlobStore, names: list[str]) -> list[dict[str, Any]]:
-    """The change records the outbox points at, oldest HR data first; an entry whose change
-    record is gone is dropped."""
-    changes = []
-    for name in names:
-        pointer = store.read_json(STATE_CONTAINER, name)
-        if pointer is None:
-            continue
-        found = store.read_json(STATE_CONTAINER, f"{_CHANGES}{pointer[0]['change']}.json")
-        if found is None:
-            store.delete(STATE_CONTAINER, name)
-            continue
-        changes.append(found[0])
-    return sorted(changes, key=lambda c: c.get("order", ""))
-
-
-def _newest_per_worker(
-    changes: list[dict[str, Any]],
-) -> tuple[list[Outgoing], list[Outgoing]]:
-    """(records to send, older records of the same workers): one operation per worker and
-    per request, the newest change's; every bulkId once."""
-    newest: dict[str, Outgoing] = {}
-    older: list[Outgoing] = []
-    for change in changes:  # oldest first
-        waiting = {r["index"] for r in change["records"] if r["status"] in ("queued", "retrying")}
-        for item in change["ops"]:
-            if item["index"] not in waiting:
-                continue
-            op = Operation(item["bulkId"], item["externalId"], item["index"], item["data"])
-            outgoing = Outgoing(op, change.get("order", ""), item["feed"], f"change {change['id']}")
-            before = newest.get(op.external_id)
-            if before is not None:
-                older.append(before)
-            newest[op.external_id] = outgoing
-    return list(newest.values()), older
-
-
-def _settle(outcome_of: dict[str, dict[str, Any]], batch: SentBatch) -> None:
-    for item in batch.accepted:
-        request_id = batch.outcome.request_id if batch.outcome else None
-        outcome_of[item.op.bulk_id] = {"status": "sent", "request_id": request_id, "error": None}
-    for item in batch.superseded:
-        outcome_of[item.op.bulk_id] = {"status": "superseded", "request_id": None, "error": None}
-    for item, outcome in batch.rejected:
-        # Refused for its data: final. Anything else (throttling, outage): sent again later.
-        final = outcome.status == "rejected" and outcome.http_status not in (401, 403)
-        outcome_of[item.op.bulk_id] = {
-            "status": "rejected" if final else "retrying",
-            "request_id": outcome.request_id,
-            "error": graph_reason(outcome, "answered"),
-        }
-
-
-def _update_change(
-    store: BlobStore, change: dict[str, Any], outcome_of: dict[str, dict[str, Any]]
-) -> bool:
-    """Put the flush's outcome on the change record (ETag-conditional: the timer may write
-    Entra's outcomes at the same moment); True when nothing of it waits any more."""
-    by_index = {item["index"]: item["bulkId"] for item in change["ops"]}
-
-    def updated(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        if current is None:
-            return None
-        for record in current["records"]:
-            result = outcome_of.get(by_index.get(record["index"], ""))
-            if result is None:
-                continue
-            record["status"] = result["status"]
-            record["request_id"] = result["request_id"]
-            if result["error"]:
-                current["errors"].append({"index": record["index"], "reason": result["error"]})
-        statuses = {r["status"] for r in current["records"] if r["status"] != "not-sent"}
-        if statuses & {"queued", "retrying"}:
-            current["status"] = "retrying" if "retrying" in statuses else current["status"]
-        elif statuses <= {"superseded"}:
-            current["status"] = "superseded"
-        elif statuses <= {"sent", "superseded"}:
-            current["status"] = "sent"
-        else:
-            current["status"] = "partly-rejected"
-        return current
-
-    name = f"{_CHANGES}{change['id']}.json"
-    if not store.update_json(STATE_CONTAINER, name, updated, attempts=_MAX_CONFLICTS):
-        log.warning("change %s kept changing; its flush outcome is written next time", change["id"])
-        return False
-    found = store.read_json(STATE_CONTAINER, name)
-    return found is None or not any(
-        r["status"] in ("queued", "retrying") for r in found[0]["records"]
-    )
-
-
-def record_entra_outcomes(
-    store: BlobStore,
-    change_id: str,
-    outcomes: dict[int, dict[str, Any]],
-    final_states: Collection[str],
-) -> None:
-    """Put Entra's outcome of each record (by index) on the change, for ``GET /api/changes``;
-    its ``outcomes`` are complete once every record sent has one of ``final_states``.
-
-    Written by the reconciliation timer; ETag-conditional, so a flush updating the same change
-    at the same moment is read again rather than overwritten."""
-
-    def with_outcomes(change: dict[str, Any] | None) -> dict[str, Any] | None:
-        if change is None:
-            return None
-        for record in change["records"]:
-            if record["index"] in outcomes:
-                record["entra"] = outcomes[record["index"]]
-        sent = [r for r in change["records"] if r["status"] == "sent"]
-        complete = all(r.get("entra", {}).get("status") in final_states for r in sent)
-        change["outcomes"] = "complete" if complete else "pending"
-        return change
-
-    name = f"{_CHANGES}{change_id}.json"
-    if not store.update_json(STATE_CONTAINER, name, with_outcomes, attempts=_MAX_CONFLICTS):
-        log.warning("change %s kept changing; its Entra outcomes wait for the next pass", change_id)

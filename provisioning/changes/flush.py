@@ -1,0 +1,228 @@
+"""The flush: sends everything waiting in the outbox, coalesced, in full bulk requests.
+
+Triggered through a storage queue message made visible after the coalescing window (and by the
+reconciliation timer for outbox entries left waiting). One flush at a time holds the outbox
+lock; per worker only the newest waiting change is sent, the older ones are superseded."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..clock import utcnow
+from ..convert.bulk import MAX_OPERATIONS, Operation
+from ..graph.client import GraphApi, GraphUnavailable
+from ..graph.outcomes import graph_reason, job_stop_reason
+from ..graph.sender import Outgoing, Sender, SentBatch
+from ..graph.submit import client_request_id
+from ..jml.ordering import SendGate
+from ..jml.state import WorkerState
+from ..runs.tracking import track
+from ..settings import STATE_CONTAINER, Settings
+from ..storage import BlobStore, LeaseKeeper
+from .records import CHANGES_PREFIX, FLUSH_SCHEDULED, MAX_CONFLICTS, OUTBOX_LOCK, OUTBOX_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+# An outbox entry this old was not flushed by its queue message (lost, poisoned, or its flush
+# stopped early): the reconciliation timer flushes it instead.
+STALE_OUTBOX = dt.timedelta(minutes=5)
+
+
+def stale_outbox(store: BlobStore, now: dt.datetime) -> int:
+    """How many outbox entries waited longer than ``STALE_OUTBOX``."""
+    return sum(
+        1
+        for b in store.list(STATE_CONTAINER, OUTBOX_PREFIX)
+        if now - b.last_modified > STALE_OUTBOX
+    )
+
+
+async def flush(
+    settings: Settings,
+    store: BlobStore,
+    graph: GraphApi,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], Any] = utcnow,
+) -> dict[str, Any]:
+    """Send everything waiting in the outbox; one flush at a time (blob lease, kept through
+    every wait). Per worker only the newest change goes; a 400 is narrowed to the records
+    that caused it, so one caller's bad record never sinks another caller's."""
+    if not store.exists(STATE_CONTAINER, OUTBOX_LOCK):
+        store.write_bytes(STATE_CONTAINER, OUTBOX_LOCK, b"", "text/plain")
+    lease = store.acquire_lease(STATE_CONTAINER, OUTBOX_LOCK, settings.lease_seconds)
+    if lease is None:
+        return {"status": "busy"}
+    keeper = LeaseKeeper(lease, settings.lease_seconds, sleep)
+    started = time.monotonic()
+    begun_at = clock()
+    flush_id = f"{begun_at:%Y%m%dT%H%M%S}-flush-{uuid.uuid4().hex[:6]}"
+    totals = {
+        "changes": 0,
+        "records_sent": 0,
+        "records_accepted": 0,
+        "records_superseded": 0,
+        "requests": 0,
+    }
+    try:
+        # New calls from here on schedule a new flush rather than rely on this one.
+        store.delete(STATE_CONTAINER, FLUSH_SCHEDULED)
+        names = sorted(b.name for b in store.list(STATE_CONTAINER, OUTBOX_PREFIX))
+        if not names:
+            return {"status": "nothing-queued", **totals}
+        try:
+            job = await graph.job_status()
+        except GraphUnavailable as exc:
+            log.error("flush %s interrupted: %s", flush_id, exc.reason)
+            return {"status": "interrupted", "reason": exc.reason, **totals}
+        if job.code != "Active":
+            reason = job_stop_reason(job)
+            log.error("flush %s stopped: %s", flush_id, reason)
+            return {"status": "stopped", "reason": reason, **totals}
+        changes = _waiting_changes(store, names)
+        items, older = _newest_per_worker(changes)
+        outcome_of: dict[str, dict[str, Any]] = {
+            item.op.bulk_id: {"status": "superseded", "request_id": None, "error": None}
+            for item in older
+        }
+        totals["records_superseded"] += len(older)
+        gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
+        sender = Sender(settings, graph, gate, sleep=keeper.sleep)
+        stop: str | None = None
+        async for batch in sender.send(
+            items,
+            request_id=lambda index, part: client_request_id(flush_id, index, part),
+            narrow=True,
+            batch_size=MAX_OPERATIONS,
+        ):
+            keeper.renew_if_due()
+            totals["requests"] += batch.requests
+            totals["records_sent"] += len(batch.sent)
+            totals["records_accepted"] += len(batch.accepted)
+            totals["records_superseded"] += len(batch.superseded)
+            _settle(outcome_of, batch)
+            if batch.accepted:
+                track(
+                    store,
+                    run_id=flush_id,
+                    results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
+                    kind="changes",
+                    batch=batch.index,
+                    operations=[item.op for item in batch.accepted],
+                    accepted_at=clock(),
+                    actions={item.op.bulk_id: item.action for item in batch.accepted},
+                )
+            if batch.stop is not None:
+                stop = batch.stop[1]
+        for change in changes:
+            settled = _update_change(store, change, outcome_of)
+            totals["changes"] += 1
+            if settled:
+                store.delete(STATE_CONTAINER, f"{OUTBOX_PREFIX}{change['id']}.json")
+        # Fold now, so the next call's plan sees what this flush sent.
+        WorkerState(store).fold()
+        if stop:
+            log.error("flush %s interrupted: %s", flush_id, stop)
+            return {"status": "interrupted", "reason": stop, **totals}
+        return {"status": "complete", **totals, "seconds": round(time.monotonic() - started, 3)}
+    finally:
+        lease.release()
+
+
+def _waiting_changes(store: BlobStore, names: list[str]) -> list[dict[str, Any]]:
+    """The change records the outbox points at, oldest HR data first; an entry whose change
+    record is gone is dropped."""
+    changes = []
+    for name in names:
+        pointer = store.read_json(STATE_CONTAINER, name)
+        if pointer is None:
+            continue
+        found = store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{pointer[0]['change']}.json")
+        if found is None:
+            store.delete(STATE_CONTAINER, name)
+            continue
+        changes.append(found[0])
+    return sorted(changes, key=lambda c: c.get("order", ""))
+
+
+def _newest_per_worker(
+    changes: list[dict[str, Any]],
+) -> tuple[list[Outgoing], list[Outgoing]]:
+    """(records to send, older records of the same workers): one operation per worker and
+    per request, the newest change's; every bulkId once."""
+    newest: dict[str, Outgoing] = {}
+    older: list[Outgoing] = []
+    for change in changes:  # oldest first
+        waiting = {r["index"] for r in change["records"] if r["status"] in ("queued", "retrying")}
+        for item in change["ops"]:
+            if item["index"] not in waiting:
+                continue
+            op = Operation(item["bulkId"], item["externalId"], item["index"], item["data"])
+            outgoing = Outgoing(op, change.get("order", ""), item["feed"], f"change {change['id']}")
+            before = newest.get(op.external_id)
+            if before is not None:
+                older.append(before)
+            newest[op.external_id] = outgoing
+    return list(newest.values()), older
+
+
+def _settle(outcome_of: dict[str, dict[str, Any]], batch: SentBatch) -> None:
+    for item in batch.accepted:
+        request_id = batch.outcome.request_id if batch.outcome else None
+        outcome_of[item.op.bulk_id] = {"status": "sent", "request_id": request_id, "error": None}
+    for item in batch.superseded:
+        outcome_of[item.op.bulk_id] = {"status": "superseded", "request_id": None, "error": None}
+    for item, outcome in batch.rejected:
+        # Refused for its data: final. Anything else (throttling, outage): sent again later.
+        final = outcome.status == "rejected" and outcome.http_status not in (401, 403)
+        outcome_of[item.op.bulk_id] = {
+            "status": "rejected" if final else "retrying",
+            "request_id": outcome.request_id,
+            "error": graph_reason(outcome, "answered"),
+        }
+
+
+def _update_change(
+    store: BlobStore, change: dict[str, Any], outcome_of: dict[str, dict[str, Any]]
+) -> bool:
+    """Put the flush's outcome on the change record (ETag-conditional: the timer may write
+    Entra's outcomes at the same moment); True when nothing of it waits any more."""
+    by_index = {item["index"]: item["bulkId"] for item in change["ops"]}
+
+    def updated(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        if current is None:
+            return None
+        for record in current["records"]:
+            result = outcome_of.get(by_index.get(record["index"], ""))
+            if result is None:
+                continue
+            record["status"] = result["status"]
+            record["request_id"] = result["request_id"]
+            if result["error"]:
+                current["errors"].append({"index": record["index"], "reason": result["error"]})
+        statuses = {r["status"] for r in current["records"] if r["status"] != "not-sent"}
+        if statuses & {"queued", "retrying"}:
+            current["status"] = "retrying" if "retrying" in statuses else current["status"]
+        elif statuses <= {"superseded"}:
+            current["status"] = "superseded"
+        elif statuses <= {"sent", "superseded"}:
+            current["status"] = "sent"
+        else:
+            current["status"] = "partly-rejected"
+        return current
+
+    name = f"{CHANGES_PREFIX}{change['id']}.json"
+    if not store.update_json(STATE_CONTAINER, name, updated, attempts=MAX_CONFLICTS):
+        log.warning("change %s kept changing; its flush outcome is written next time", change["id"])
+        return False
+    found = store.read_json(STATE_CONTAINER, name)
+    return found is None or not any(
+        r["status"] in ("queued", "retrying") for r in found[0]["records"]
+    )
