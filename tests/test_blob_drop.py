@@ -242,10 +242,37 @@ def test_killed_process_resumes_after_last_accepted_batch(
     env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A real process is SIGKILLed half way; the next attempt sends only what was left."""
+    import hashlib
+
+    from azure.storage.blob import BlobLeaseClient, BlobServiceClient
+
+    from provisioning.jml.state import GATE
+    from provisioning.runs.claims import claim_name
+    from provisioning.settings import STATE_CONTAINER
+
+    def lease_state(name: str) -> str:
+        """available, leased, expired, breaking or broken."""
+        with BlobServiceClient.from_connection_string(env["HRSTORAGE"]) as service:
+            blob = service.get_blob_client(STATE_CONTAINER, name)
+            return str(blob.get_blob_properties().lease.state)
+
+    def break_leases(names: list[str]) -> list[str]:
+        """Break at once the leases held on these state blobs; the names that had one."""
+        broken = []
+        with BlobServiceClient.from_connection_string(env["HRSTORAGE"]) as service:
+            for name in names:
+                blob = service.get_blob_client(STATE_CONTAINER, name)
+                if blob.exists() and blob.get_blob_properties().lease.state == "leased":
+                    BlobLeaseClient(blob).break_lease(lease_break_period=0)
+                    broken.append(name)
+        return broken
+
     data = hr_file(500)  # 10 batches
     source = tmp_path / "workers.csv"
     source.write_bytes(data)
-    monkeypatch.setenv("PROVISIONING_LEASE_SECONDS", "15")
+    # The longest lease Azure allows: it cannot run out during the test, so only breaking it
+    # lets the retry in.
+    monkeypatch.setenv("PROVISIONING_LEASE_SECONDS", "60")
     emulator.set_faults(latency_ms=300)
     script = (
         "import asyncio, sys, azure.functions as func\n"
@@ -273,9 +300,15 @@ def test_killed_process_resumes_after_last_accepted_batch(
     assert 200 <= before < 500
 
     # The dead process still holds the claim's lease: a retry now must not send anything.
+    claim = claim_name(hashlib.sha256(data).hexdigest())
+    assert lease_state(claim) == "leased"
     drop(data)
     assert len(sent_external_ids(emulator)) == before
-    time.sleep(16)  # the lease expires
+    # What an operator does instead of waiting for the lease to run out: break the dead run's
+    # leases (its claim, and the send gate if it died holding it) with the storage client.
+    broken = break_leases([claim, GATE])
+    assert claim in broken
+    assert lease_state(claim) == "broken"
     drop(data)
     (summary,) = [s for s in runs() if s["status"] != "duplicate"]
     assert summary["status"] == "complete"
