@@ -28,7 +28,7 @@ from kiota_abstractions.api_error import APIError
 from graph_emulator import GraphEmulator
 from provisioning.graph.client import GraphClient, GraphUnavailable, JobStatus, TransportError
 from provisioning.graph.outcomes import stop_reason
-from provisioning.graph.pacing import limiter_for, retry_policy_for
+from provisioning.graph.pacing import process_limiter, retry_policy_for
 from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
 from tests.test_submit import body
@@ -69,12 +69,11 @@ Scenario = Callable[[GraphClient, Submitter], Awaitable[Any]]
 
 
 class Waits:
-    """The waits requested from the injected sleeps, by who asked: the Submitter (Retry-After,
-    backoff) and the rate limiter (window, penalty box)."""
+    """The waits requested from the Submitter's sleep: Retry-After and backoff, and the rate
+    limiter's window and penalty box (the limiter sleeps through its caller's sleep)."""
 
     def __init__(self) -> None:
         self.submitter: list[float] = []
-        self.limiter: list[float] = []
 
     def sleep_for(self, into: list[float]) -> Callable[[float], Awaitable[None]]:
         async def sleep(seconds: float) -> None:
@@ -91,7 +90,7 @@ def run(
 ) -> tuple[Any, Waits]:
     """``scenario(client, submitter)`` with a GraphClient built from ``settings`` (with a fresh
     credential, or when ``credential`` is None the one ``make_credential`` picks) and a
-    Submitter wired as the app wires it (``limiter_for`` / ``retry_policy_for``)."""
+    Submitter wired as the app wires it (``process_limiter`` / ``retry_policy_for``)."""
     waits = Waits()
 
     async def main() -> Any:
@@ -99,7 +98,7 @@ def run(
         try:
             submitter = Submitter(
                 client,
-                limiter_for(settings, sleep=waits.sleep_for(waits.limiter)),
+                process_limiter(settings),
                 retry_policy_for(settings),
                 sleep=waits.sleep_for(waits.submitter),
             )
@@ -340,7 +339,7 @@ def test_retry_after_of_a_day_fails_at_once_without_sleeping(emu: GraphEmulator)
     assert [u["status"] for u in emu.uploads()] == [202, 429]
 
     # the injected sleeps were never asked for anything
-    assert waits.submitter == [] and waits.limiter == []
+    assert waits.submitter == []
 
 
 def test_backoff_longer_than_max_wait_fails_at_once(emu: GraphEmulator) -> None:

@@ -22,7 +22,7 @@ from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
 from ..jml.state import WorkerState
-from ..runs.tracking import track
+from ..runs.tracking import track_accepted
 from ..settings import STATE_CONTAINER, Settings
 from ..storage import BlobStore, LeaseKeeper
 from .records import CHANGES_PREFIX, FLUSH_SCHEDULED, MAX_CONFLICTS, OUTBOX_LOCK, OUTBOX_PREFIX
@@ -94,33 +94,31 @@ async def flush(
         }
         totals["records_superseded"] += len(older)
         gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
-        sender = Sender(settings, graph, gate, sleep=keeper.sleep)
-        stop: str | None = None
-        async for batch in sender.send(
+        sender = Sender(settings, graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due)
+
+        def record(batch: SentBatch) -> None:
+            _settle(outcome_of, batch)
+            track_accepted(
+                store,
+                batch,
+                run_id=flush_id,
+                results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
+                kind="changes",
+                accepted_at=clock(),
+            )
+
+        delivery = await sender.deliver(
             items,
             request_id=lambda index, part: client_request_id(flush_id, index, part),
+            on_batch=record,
             narrow=True,
             batch_size=MAX_OPERATIONS,
-        ):
-            keeper.renew_if_due()
-            totals["requests"] += batch.requests
-            totals["records_sent"] += len(batch.sent)
-            totals["records_accepted"] += len(batch.accepted)
-            totals["records_superseded"] += len(batch.superseded)
-            _settle(outcome_of, batch)
-            if batch.accepted:
-                track(
-                    store,
-                    run_id=flush_id,
-                    results_prefix=f"runs/{begun_at:%Y-%m-%d}/{flush_id}/",
-                    kind="changes",
-                    batch=batch.index,
-                    operations=[item.op for item in batch.accepted],
-                    accepted_at=clock(),
-                    actions={item.op.bulk_id: item.action for item in batch.accepted},
-                )
-            if batch.stop is not None:
-                stop = batch.stop[1]
+        )
+        totals["requests"] += delivery.requests
+        totals["records_sent"] += delivery.sent
+        totals["records_accepted"] += delivery.accepted
+        totals["records_superseded"] += delivery.superseded
+        stop = delivery.stop[1] if delivery.stop else None
         for change in changes:
             settled = _update_change(store, change, outcome_of)
             totals["changes"] += 1

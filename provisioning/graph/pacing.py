@@ -16,6 +16,7 @@ import asyncio
 import math
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -126,12 +127,14 @@ class RateLimiter:
         """Seconds until a send would be allowed now (0 when it would be)."""
         return max(0.0, *self._waits(self._clock()))
 
-    async def acquire(self, max_wait: float = math.inf) -> Permit:
+    async def acquire(self, max_wait: float = math.inf, sleep: Sleep | None = None) -> Permit:
         """Wait until a send is allowed, count it, and return its permit.
 
         Raises ``WaitTooLong`` without sleeping when the send could not go within ``max_wait``
         seconds of this call (time spent queueing behind other senders included): a penalty
-        after a long Retry-After must not hold a run for hours."""
+        after a long Retry-After must not hold a run for hours. ``sleep`` is the caller's own
+        (one that keeps its lease), used instead of the limiter's for this wait."""
+        sleep = sleep or self._sleep
         deadline = self._clock() + max_wait
         async with self._lock:
             while True:
@@ -144,7 +147,7 @@ class RateLimiter:
                     cause = "penalty" if penalty >= window else "window"
                     raise WaitTooLong(wait, max_wait, cause)
                 self.waited_seconds += wait
-                await self._sleep(wait)
+                await sleep(wait)
             permit = Permit(self._clock())
             self._permits.append(permit)
             return permit
@@ -161,11 +164,22 @@ class RateLimiter:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
-def limiter_for(settings: Settings, sleep: Sleep = asyncio.sleep) -> RateLimiter:
-    """The configured pacing (PROVISIONING_RATE_LIMIT_*)."""
-    return RateLimiter(
-        settings.rate_limit_requests, settings.rate_limit_window_seconds, sleep=sleep
-    )
+# One limiter per event loop and configured pace: every sender of the process draws from the
+# same window, so a reconciliation pass (release, flush, retries, drift fixes) or a file run
+# next to an HTTP flush never restarts the window. Keyed by loop because asyncio's lock belongs
+# to the loop that first waits on it (tests and the CLI start a new loop per run).
+_PROCESS_LIMITERS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[int, float], RateLimiter]
+] = weakref.WeakKeyDictionary()
+
+
+def process_limiter(settings: Settings) -> RateLimiter:
+    """The process's one limiter at the configured pace (PROVISIONING_RATE_LIMIT_*)."""
+    pace = (settings.rate_limit_requests, settings.rate_limit_window_seconds)
+    limiters = _PROCESS_LIMITERS.setdefault(asyncio.get_running_loop(), {})
+    if pace not in limiters:
+        limiters[pace] = RateLimiter(*pace)
+    return limiters[pace]
 
 
 class RetryPolicy:

@@ -2,18 +2,19 @@
 
 Per batch: take a turn of the gate (``provisioning.jml.ordering``), drop the records whose worker
 Entra already got newer HR data for (``superseded``), record the request as ``sending``,
-submit it (paced and retried by ``provisioning.graph.submit``), record what
-Graph accepted, and apply the one stop rule (``outcomes.stop_reason``). A 400 can be narrowed
-to the records that caused it, so one bad record does not sink the others of its request.
-Callers (file runs, releases, HTTP flushes, outcome retries, drift fixes) keep their own
-bookkeeping in the loop over :meth:`Sender.send`.
+submit it (paced by the process's one limiter and retried by ``provisioning.graph.submit``),
+record what Graph accepted, and apply the one stop rule (``outcomes.stop_reason``). A 400 can be
+narrowed to the records that caused it, so one bad record does not sink the others of its
+request. Every path to Graph (file runs, releases, HTTP flushes, outcome retries, drift fixes)
+calls :meth:`Sender.deliver`; what each records about a batch (its ledger, tracking for
+outcomes, its own state) is its ``on_batch`` callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..jml.state import Change
 from ..settings import Settings
 from ..storage import PreconditionFailed
 from .outcomes import stop_reason
-from .pacing import limiter_for, retry_policy_for
+from .pacing import process_limiter, retry_policy_for
 from .submit import BatchOutcome, Submitter
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,30 @@ class SentBatch:
         return BulkRequest(self.index, [item.op for item in self.sent])
 
 
+@dataclass
+class Delivery:
+    """What one :meth:`Sender.deliver` came to, over all its batches."""
+
+    requests: int = 0
+    sent: int = 0
+    accepted: int = 0
+    superseded: int = 0
+    # (status, reason) of the batch that stopped the delivery; None when everything was sent.
+    stop: tuple[str, str] | None = None
+
+    def add(self, batch: SentBatch) -> None:
+        self.requests += batch.requests
+        self.sent += len(batch.sent)
+        self.accepted += len(batch.accepted)
+        self.superseded += len(batch.superseded)
+        self.stop = batch.stop
+
+
 class Sender:
-    """Sends for one caller; ``sleep`` is the caller's, so its lease is kept through every
-    wait (pacing, backoff, Retry-After, a busy gate)."""
+    """Sends for one caller, paced by the process's one limiter. ``sleep`` is the caller's and
+    ``keep_alive`` renews its lease when due: every wait (pacing, backoff, Retry-After, a busy
+    gate) sleeps through ``sleep``, and ``keep_alive`` runs before and after each batch, so a
+    delivery never outlives the lease it holds."""
 
     def __init__(
         self,
@@ -85,31 +107,36 @@ class Sender:
         gate: SendGate,
         *,
         sleep: Sleep = asyncio.sleep,
+        keep_alive: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.gate = gate
+        self._keep_alive = keep_alive
         self.submitter = Submitter(
-            graph, limiter_for(settings, sleep), retry_policy_for(settings), sleep=sleep
+            graph, process_limiter(settings), retry_policy_for(settings), sleep=sleep
         )
 
-    async def send(
+    async def deliver(
         self,
         items: Iterable[Outgoing],
         *,
         request_id: Callable[[int, int], str],
+        on_batch: Callable[[SentBatch], None] = lambda batch: None,
         first_index: int = 1,
         narrow: bool = False,
         guard: tuple[str, str] | None = None,
         batch_size: int | None = None,
-    ) -> AsyncIterator[SentBatch]:
-        """Send ``items`` in batches numbered from ``first_index``; yields each batch's fate
-        and ends after a batch that stops the run.
+    ) -> Delivery:
+        """Send ``items`` in batches numbered from ``first_index``, hand each batch's fate to
+        ``on_batch`` (still in the gate's turn, so what it records precedes any newer send), and
+        stop after a batch that stops the delivery.
 
         ``request_id(index, part)`` names the client-request-id of batch ``index`` (part 0;
         narrowed halves count up). ``guard`` = (feed, order): stop as ``superseded`` once a
         newer run of that full feed has published its watermark."""
         size = batch_size or self.settings.batch_size
         by_op: dict[int, Outgoing] = {}
+        delivery = Delivery()
 
         def operations() -> Iterable[Operation]:
             for item in items:
@@ -118,6 +145,7 @@ class Sender:
 
         async with self.gate.holding():
             for request in batches(operations(), size):
+                self._keep_alive()
                 batch = SentBatch(first_index + request.index - 1)
                 outgoing = [by_op.pop(id(op)) for op in request.operations]
                 try:
@@ -129,10 +157,13 @@ class Sender:
                     # The gate's lease lapsed (storage too slow to renew it): nothing was sent.
                     self.gate.release()
                     batch.stop = ("interrupted", "the send gate was lost before sending")
-                yield batch
+                self._keep_alive()
+                delivery.add(batch)
+                on_batch(batch)
                 if batch.stop is not None:
-                    return
+                    break
                 self.gate.pause()
+        return delivery
 
     async def _turn(
         self,

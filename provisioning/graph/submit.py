@@ -127,9 +127,9 @@ def _describe(result: HttpResult) -> str | None:
 
 
 class Submitter:
-    """Sends bulk requests through ``client.post_bulk``, one ``RateLimiter`` shared by all the
-    requests of a run (and by concurrent ``submit`` calls). ``sleep`` is used for the waits
-    between attempts, so a caller can renew a lease or checkpoint during long backoffs;
+    """Sends bulk requests through ``client.post_bulk``, paced by a ``RateLimiter`` shared by
+    every sender of the process (``pacing.process_limiter``). ``sleep`` is used for every wait
+    (the limiter's and between attempts), so a caller can renew a lease during long backoffs;
     ``clock`` (wall time, seconds) only stamps the attempts."""
 
     def __init__(
@@ -224,7 +224,7 @@ class Submitter:
         self, body: bytes, client_request_id: str
     ) -> tuple[HttpResult | None, Attempt]:
         """One paced send. Raises ``WaitTooLong`` when the limiter would hold it too long."""
-        permit = await self.limiter.acquire(self.policy.max_wait)
+        permit = await self.limiter.acquire(self.policy.max_wait, self._sleep)
         started = self._clock()
         t0 = time.monotonic()
         try:

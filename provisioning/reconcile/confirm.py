@@ -30,7 +30,7 @@ from ..clock import iso, parse_iso
 from ..convert.bulk import Operation
 from ..graph.outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
 from ..graph.provisioning_logs import LogEntry
-from ..graph.sender import Outgoing, Sender
+from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
 from ..runs.claims import Results
@@ -370,18 +370,15 @@ class Confirmer:
             op = Operation(wire, record["id"], record["line"], data, record=_ordinal(record))
             items.append(Outgoing(op, worker.order, worker.feed, "retry", resend=True))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
-        sender = Sender(self.settings, self._poster, gate, sleep=self._sleep)
-        async for batch in sender.send(
-            items,
-            request_id=lambda index, part: client_request_id(f"retry-{pass_id}", index, part),
-        ):
-            keep_alive()
+        sender = Sender(self.settings, self._poster, gate, sleep=self._sleep, keep_alive=keep_alive)
+
+        def settle(batch: SentBatch) -> None:
             for item in batch.superseded:
                 run, bulk = owner[item.op.bulk_id]
                 run.records[bulk].update(state="superseded", reason="newer HR data was sent")
                 run.changed = True
             if batch.outcome is None:
-                continue
+                return
             result = batch.outcome
             report["requests"].append(
                 {
@@ -404,6 +401,12 @@ class Confirmer:
                     run.records[bulk].update(state="failure", reason=reason, transient=False)
                 else:
                     run.records[bulk]["last_retry_error"] = reason
+
+        await sender.deliver(
+            items,
+            request_id=lambda index, part: client_request_id(f"retry-{pass_id}", index, part),
+            on_batch=settle,
+        )
         return report
 
     def _track_retry(self, sent: list[tuple[RunOutcomes, str]], pass_id: str, index: int) -> None:

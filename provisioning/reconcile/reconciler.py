@@ -28,13 +28,13 @@ from ..convert.bulk import Operation
 from ..graph.client import GraphClient, GraphUnavailable
 from ..graph.outcomes import graph_reason
 from ..graph.provisioning_logs import LogEntry, provisioning_entries
-from ..graph.sender import Outgoing, Sender
+from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
 from ..runs.drop import DropProcessor
 from ..runs.release import Releaser
 from ..runs.sweep import Sweeper
-from ..runs.tracking import track
+from ..runs.tracking import track_accepted
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..storage import BlobStore, Lease, LeaseKeeper
 from .confirm import Confirmer
@@ -108,7 +108,12 @@ class Reconciler:
                 keeper.renew_if_due()
             if active:
                 released = await Releaser(
-                    self.settings, self.store, self.graph, sleep=keeper.sleep, clock=self._clock
+                    self.settings,
+                    self.store,
+                    self.graph,
+                    sleep=keeper.sleep,
+                    keep_alive=keeper.renew_if_due,
+                    clock=self._clock,
                 ).release()
                 report["release"] = {
                     k: released.get(k)
@@ -195,32 +200,32 @@ class Reconciler:
             # A worker whose last send is unanswered is left to that send's run.
             if op.external_id in known and known[op.external_id].fingerprint is not None
         ]
-        sent: dict[str, Any] = {
-            "records": len(ops),
-            "records_accepted": 0,
-            "records_superseded": 0,
-            "requests": 0,
-        }
         errors: list[str] = []
-        sender = Sender(self.settings, self.graph, gate, sleep=keeper.sleep)
-        async for batch in sender.send(
-            items, request_id=lambda index, part: client_request_id(run_id, index, part)
-        ):
-            keeper.renew_if_due()
-            sent["requests"] += batch.requests
-            sent["records_superseded"] += len(batch.superseded)
-            if batch.accepted:
-                sent["records_accepted"] += len(batch.accepted)
-                track(
-                    self.store,
-                    run_id=run_id,
-                    results_prefix=prefix,
-                    kind="drift-fix",
-                    batch=batch.index,
-                    operations=[item.op for item in batch.accepted],
-                    accepted_at=self._clock(),
-                    actions={item.op.bulk_id: item.action for item in batch.accepted},
-                )
+
+        def record(batch: SentBatch) -> None:
+            track_accepted(
+                self.store,
+                batch,
+                run_id=run_id,
+                results_prefix=prefix,
+                kind="drift-fix",
+                accepted_at=self._clock(),
+            )
             if batch.outcome is not None and not batch.outcome.accepted:
                 errors.append(graph_reason(batch.outcome, "answered"))
-        return {**sent, "errors": errors}
+
+        sender = Sender(
+            self.settings, self.graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due
+        )
+        delivery = await sender.deliver(
+            items,
+            request_id=lambda index, part: client_request_id(run_id, index, part),
+            on_batch=record,
+        )
+        return {
+            "records": len(ops),
+            "records_accepted": delivery.accepted,
+            "records_superseded": delivery.superseded,
+            "requests": delivery.requests,
+            "errors": errors,
+        }

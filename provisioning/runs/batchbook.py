@@ -17,7 +17,7 @@ from ..settings import RESULTS_CONTAINER
 from ..storage import BlobStore, StagedBlob
 from .claims import Results
 from .reports import csv_safe
-from .tracking import track
+from .tracking import track_accepted
 
 COUNTS = ("records_sent", "records_accepted", "records_rejected_by_graph", "records_superseded")
 
@@ -84,17 +84,14 @@ class BatchBook:
         self.counts["records_superseded"] += len(batch.superseded)
         self.results.write_json(self.results.batch_name(batch.index), record)
         self._rows(batch.index, record, entry)
-        if batch.accepted:
-            track(
-                self.store,
-                run_id=self.run_id,
-                results_prefix=self.results.prefix,
-                kind=self.kind,
-                batch=batch.index,
-                operations=[item.op for item in batch.accepted],
-                accepted_at=accepted_at,
-                actions={item.op.bulk_id: item.action for item in batch.accepted},
-            )
+        track_accepted(
+            self.store,
+            batch,
+            run_id=self.run_id,
+            results_prefix=self.results.prefix,
+            kind=self.kind,
+            accepted_at=accepted_at,
+        )
         return entry
 
     def _rows(self, index: int, record: dict[str, Any], entry: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from ..convert.readers import FileError
 from ..convert.validation import RowError
 from ..graph.client import GraphApi, GraphUnavailable
 from ..graph.outcomes import TextToBlob, job_stop_reason
-from ..graph.sender import Outgoing, Sender
+from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import ALL, GateBusy, SendGate
 from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
@@ -335,28 +335,31 @@ class DropProcessor:
             )
         )
         full = self.settings.feed_mode(send_plan.feed) == "full"
-        stop: tuple[str, str] | None = None
-        sender = Sender(self.settings, self.graph, gate, sleep=keeper.sleep)
-        async for batch in sender.send(
-            items,
-            request_id=lambda index, part: client_request_id(claim.content_hash, index, part),
-            first_index=first,
-            guard=(send_plan.feed, order) if full else None,
-        ):
-            keeper.renew_if_due()
-            stop = batch.stop
+
+        def record(batch: SentBatch) -> None:
             resent = bool(in_flight & {item.op.external_id for item in batch.sent})
             book.record(batch, resent=resent, accepted_at=self._clock())
-            if stop is None:
+            if batch.stop is None:
                 # A stopped batch keeps its number: its next attempt sends it again.
                 claim.next_batch = batch.index + 1
                 self.claims.save(claim, keeper.lease)
+
+        sender = Sender(
+            self.settings, self.graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due
+        )
+        delivery = await sender.deliver(
+            items,
+            request_id=lambda index, part: client_request_id(claim.content_hash, index, part),
+            on_batch=record,
+            first_index=first,
+            guard=(send_plan.feed, order) if full else None,
+        )
         if conversions:
             summary.update(conversions[0].summary.as_dict())
         summary.update(book.summary())
         rejected_blob.commit("text/csv; charset=utf-8")
         book.close()
-        return stop
+        return delivery.stop
 
     async def _plan(
         self,

@@ -21,7 +21,7 @@ from ..clock import iso, utcnow
 from ..convert.bulk import Operation
 from ..graph.client import GraphUnavailable
 from ..graph.outcomes import job_stop_reason
-from ..graph.sender import Outgoing, Sender
+from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.lifecycle import Held, today_in
 from ..jml.ordering import SendGate
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class Releaser:
+    """Sends the held changes that are due and the leavers a person approved, oldest due first,
+    each with the order of its HR data, so a newer change sent meanwhile is never undone."""
+
     def __init__(
         self,
         settings: Settings,
@@ -43,6 +46,7 @@ class Releaser:
         graph: Any,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        keep_alive: Callable[[], None] = lambda: None,
         clock: Callable[[], Any] = utcnow,
     ) -> None:
         self.settings = settings
@@ -50,6 +54,7 @@ class Releaser:
         self.graph = graph
         self.state = WorkerState(store)
         self._sleep = sleep
+        self._keep_alive = keep_alive
         self._clock = clock
 
     async def release(self) -> dict[str, Any]:
@@ -110,12 +115,8 @@ class Releaser:
 
         book = BatchBook(self.store, results, run_id=run_id, kind="release")
         unsent_approvals: set[str] = set()
-        stop: tuple[str, str] | None = None
-        sender = Sender(self.settings, self.graph, gate, sleep=self._sleep)
-        async for batch in sender.send(
-            items(), request_id=lambda index, part: client_request_id(run_id, index, part)
-        ):
-            stop = batch.stop
+
+        def record(batch: SentBatch) -> None:
             book.record(batch, resent=False, accepted_at=self._clock())
             for item in batch.sent:
                 approval = settle[item.op.bulk_id][1]
@@ -126,6 +127,17 @@ class Releaser:
                 held = settle[item.op.bulk_id][0]
                 if held is not None:
                     self.state.drop_held(held)
+
+        sender = Sender(
+            self.settings, self.graph, gate, sleep=self._sleep, keep_alive=self._keep_alive
+        )
+        stop = (
+            await sender.deliver(
+                items(),
+                request_id=lambda index, part: client_request_id(run_id, index, part),
+                on_batch=record,
+            )
+        ).stop
         if stop is None:
             for approval_request in approved:
                 if approval_request["run_id"] not in unsent_approvals:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clock import iso
 from ..convert.bulk import Operation
+from ..graph.sender import SentBatch
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
 
@@ -77,6 +78,29 @@ def track(
             ],
         },
     )
+
+
+def track_accepted(
+    store: BlobStore,
+    batch: SentBatch,
+    *,
+    run_id: str,
+    results_prefix: str,
+    kind: str,
+    accepted_at: dt.datetime,
+) -> None:
+    """Remember what Graph accepted of ``batch`` (nothing when it accepted nothing)."""
+    if batch.accepted:
+        track(
+            store,
+            run_id=run_id,
+            results_prefix=results_prefix,
+            kind=kind,
+            batch=batch.index,
+            operations=[item.op for item in batch.accepted],
+            accepted_at=accepted_at,
+            actions={item.op.bulk_id: item.action for item in batch.accepted},
+        )
 
 
 def pending_runs(store: BlobStore) -> dict[str, list[str]]:
