@@ -327,3 +327,61 @@ def test_one_call_may_not_name_a_worker_twice_in_any_case(api: dict[str, str]) -
     assert reply.status_code == 400
     assert "the same externalId (ignoring case) as record 0" in reply.get_body().decode()
     assert outbox() == []
+
+
+def test_envelope_keys_read_as_before(api: dict[str, str]) -> None:
+    """The envelope as the request model reads it: other keys ignored, a numeric changeId is
+    the key as text, an empty changeId or mapping means none (the header, the default)."""
+    first = post({"records": [worker(1)], "changeId": 42, "note": "from ServiceNow"})
+    assert first.status_code == 202, first.get_body()
+    again = body(post({"records": [worker(1)], "changeId": "42"}))
+    assert again["duplicate"] is True and again["id"] == body(first)["id"]
+    key = {"Idempotency-Key": "k"}
+    keyed = body(post({"records": [worker(2)], "changeId": ""}, headers=key))
+    retried = body(post({"records": [worker(2)], "mapping": None}, headers=key))
+    assert retried["duplicate"] is True and retried["id"] == keyed["id"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "kind", "detail"),
+    [
+        (5, "invalid-shape", "send one HR record (a JSON object), an array of records"),
+        ("worker", "invalid-shape", "send one HR record (a JSON object), an array of records"),
+        ({"records": []}, "too-many-records", "send between 1 and 50 records per call, not 0"),
+        ([], "too-many-records", "send between 1 and 50 records per call, not 0"),
+        (
+            {"records": [worker(1)], "mapping": "workday"},
+            "unknown-mapping",
+            "mapping 'workday' is not one of microsoft-sample, hr-suite",
+        ),
+        (
+            {"records": [worker(n) for n in range(51)], "mapping": "workday"},
+            "too-many-records",
+            "send between 1 and 50 records per call, not 51",
+        ),
+    ],
+    ids=["number", "string", "empty-envelope", "empty-array", "unknown-mapping", "count-first"],
+)
+def test_calls_the_request_model_refuses(
+    api: dict[str, str], sent: Any, kind: str, detail: str
+) -> None:
+    response = post(sent)
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    problem = body(response)
+    assert problem["type"].endswith(f"/{kind}") and problem["detail"].startswith(detail)
+    assert "errors" not in problem
+    assert outbox() == []
+
+
+def test_a_stored_change_the_model_cannot_show_is_a_500_problem(
+    api: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    accepted = body(post(worker(1)))
+    name = f"changes/{accepted['id']}.json"
+    change, _ = store().read_json(STATE_CONTAINER, name) or ({}, None)
+    change["records"][0]["status"] = "mislaid"  # a status the document does not know
+    store().write_json(STATE_CONTAINER, name, change)
+    response = get(accepted["id"])
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    assert body(response)["type"].endswith("/unreadable-change")
+    assert "records.0.status: must be one of" in caplog.text

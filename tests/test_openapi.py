@@ -4,7 +4,8 @@ The handlers run in-process behind tests/wsgi_adapter.py (real func.HttpRequest 
 host builds them), against Azurite and the Graph emulator (the ``env`` fixture). Schemathesis
 generates requests from the document, positive and negative, for every operation and checks
 that no answer is a 5xx and that each one is documented: status code, content type, headers and
-body schema.
+body schema. The document's component schemas are checked against the pydantic models of the
+bodies (provisioning/changes/models.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import azure.functions as func
 import pytest
@@ -20,6 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
+from pydantic.json_schema import models_json_schema
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -30,6 +32,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import Client
 
+from provisioning.changes import models
+from provisioning.convert.mapping import BUILTIN, load_mapping
 from tests.wsgi_adapter import FunctionsWsgiApp
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "provisioning" / "changes" / "openapi.json"
@@ -99,6 +103,120 @@ def _nullable(node: Any) -> Any:
     if isinstance(node, list):
         return [_nullable(v) for v in node]
     return node
+
+
+# --- the document and the models ---------------------------------------------------------
+#
+# The document is checked against the models, not generated from them. It is written for the
+# people and tools that read it: prose on every schema, examples, the sample mapping's columns
+# listed on HrRecord, and OpenAPI 3.0's `nullable`, where pydantic writes JSON Schema 2020-12
+# (`anyOf` with `null`). Generating it would mean moving all of that into the models, or a
+# merge step that would need checking in turn. Checked, the document stays the one file edited
+# by hand, while each structural claim it makes (which components exist, required fields,
+# properties, types, enums, bounds) must be the models' own: a model and its documented schema
+# cannot change apart.
+
+# What each body is, as the handlers build them (requests as read, answers as written).
+BODY_MODELS = [
+    (models.ChangeRequest, "validation"),
+    (models.ChangeAccepted, "serialization"),
+    (models.Change, "serialization"),
+    (models.Problem, "serialization"),
+]
+# Keywords that document rather than constrain; every other keyword must be compared.
+PROSE = frozenset({"description", "title", "example", "examples", "default"})
+COMPARED = frozenset(
+    {"type", "enum", "format", "minimum", "maximum", "minLength", "maxLength", "minItems"}
+    | {"maxItems", "pattern"}
+)
+
+
+def model_schemas() -> dict[str, Any]:
+    _, schema = models_json_schema(BODY_MODELS, ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = schema["$defs"]
+    return defs
+
+
+def shape(node: dict[str, Any]) -> dict[str, Any]:
+    """What a schema requires, written one way for the document and pydantic: no prose;
+    `nullable` for OpenAPI 3.0's keyword and for an `anyOf` with `null`; `const` as a
+    one-value enum; references by component name; enums and alternatives in a set order."""
+    node = {k: v for k, v in node.items() if k not in PROSE}
+    nullable = bool(node.pop("nullable", False))
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for key in ("anyOf", "oneOf"):
+        if key not in node:
+            continue
+        given = node.pop(key)
+        options = [o for o in given if o != {"type": "null"}]
+        nullable = nullable or len(options) < len(given)
+        if key == "anyOf" and len(options) == 1 and not node:
+            single = shape(options[0])
+            return {**single, "nullable": True} if nullable else single
+        node[key] = options
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "$ref":
+            out[key] = value.rsplit("/", 1)[-1]
+        elif key == "properties":
+            out[key] = {name: shape(schema) for name, schema in value.items()}
+        elif key == "required":
+            out[key] = sorted(value)
+        elif key in ("items", "additionalProperties"):
+            out[key] = shape(value) if isinstance(value, dict) else value
+        elif key == "enum":
+            out[key] = sorted(value, key=_canonical)
+        elif key in ("anyOf", "oneOf"):
+            out[key] = sorted((shape(o) for o in value), key=_canonical)
+        else:
+            assert key in COMPARED, f"{key}: a keyword this check does not compare yet"
+            out[key] = value
+    if nullable:
+        out["nullable"] = True
+    return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def test_document_schemas_are_the_models() -> None:
+    documented = json.loads(DOCUMENT.read_text(encoding="utf-8"))["components"]["schemas"]
+    modelled = model_schemas()
+    assert set(documented) == set(modelled), "components without a model, or models undocumented"
+    record = dict(documented["HrRecord"])
+    # HrRecord lists the sample mapping's columns for the reader; the API takes any mapping's
+    # columns, so these are checked against that mapping, the rest against the model.
+    columns = record.pop("properties")
+    assert set(load_mapping("microsoft-sample").columns) <= set(columns)
+    assert all(shape(c) == {"type": "string"} for c in columns.values())
+    documented = {**documented, "HrRecord": record}
+    for name, schema in modelled.items():
+        assert shape(documented[name]) == shape(schema), name
+
+
+def test_operations_use_the_models() -> None:
+    """Each documented body is the component of the model the handler builds it with."""
+    document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
+
+    def component(content: dict[str, Any]) -> str:
+        (media,) = content.values()
+        ref: str = media["schema"]["$ref"]
+        return ref.rsplit("/", 1)[-1]
+
+    post = document["paths"]["/changes"]["post"]
+    get = document["paths"]["/changes/{id}"]["get"]
+    assert component(post["requestBody"]["content"]) == models.ChangeRequest.__name__
+    expected = {"202": models.ChangeAccepted.__name__, "200": models.Change.__name__}
+    for operation in (post, get):
+        for status, response in operation["responses"].items():
+            wanted = models.Problem.__name__ if int(status) >= 400 else expected[status]
+            assert component(response["content"]) == wanted, status
+
+
+def test_mapping_names_are_the_built_in_mappings() -> None:
+    assert get_args(models.MappingName.__value__) == BUILTIN
 
 
 def test_handlers_conform_to_the_document(env: dict[str, str], wsgi_app: Any) -> None:

@@ -1,5 +1,6 @@
 """HTTP changes for Logic Apps and other callers, and the queue-triggered flush that sends
-them coalesced. See provisioning/changes.py and provisioning/openapi.json."""
+them coalesced. See provisioning/changes/accept.py, its models (provisioning/changes/models.py)
+and their OpenAPI document, provisioning/changes/openapi.json."""
 
 from __future__ import annotations
 
