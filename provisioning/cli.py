@@ -1,11 +1,16 @@
 """Command line: ``python -m provisioning validate|convert|plan FILE``, and ``approve``,
 ``release`` and ``reconcile`` against the deployed storage and Graph.
 
-Exit codes (provisioning.runs.claims): 0 done (convert: even with rejected rows, unless --strict);
-1 rows were rejected (validate, or convert --strict; reconcile and release: a run ended
-partly-rejected or rejected); 2 a setting, an argument, the mapping or the file is unusable as
-a whole; 3 the work waits (reconcile, release: busy, interrupted, stopped...). An unusable
-setting or argument is one line on stderr, never a traceback.
+Exit codes (provisioning.runs.claims, provisioning.errors): 0 done (convert: even with rejected
+rows, unless --strict); 1 rows were rejected (validate, or convert --strict; reconcile and
+release: a run ended partly-rejected or rejected); 2 a setting, an argument, the mapping or the
+file is unusable as a whole (ConfigurationError, InputFileError, MappingError); 3 the work waits
+(reconcile, release: busy, interrupted, stopped...; GraphServiceError, StorageError); 4 an
+unexpected error (a bug); 130 Ctrl-C.
+
+Every error ends in :func:`main`: one line on stderr, ``<label>: <what>`` (the label of its
+ProvisioningError class), never a traceback unless ``--traceback`` asks for one, never the
+value of an HR attribute or a secret setting.
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ import asyncio
 import json
 import os
 import re
+import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
@@ -29,21 +42,28 @@ from .convert.bulk import MAX_OPERATIONS, BulkRequest
 from .convert.mapping import BUILTIN, Mapping, load_mapping
 from .convert.pipeline import Conversion, Source, Summary
 from .convert.readers import FORMATS, FileError
-from .convert.transforms import SpecError
 from .convert.validation import RowError
-from .errors import ConfigurationError
-from .functions.services import open_services, require_storage
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    InputFileError,
+    ProvisioningError,
+    StorageError,
+)
+from .functions.services import open_services, open_store, require_services
 from .jml.planning import make_plan, policy_for
 from .jml.state import WorkerState
 from .reconcile.reconciler import Reconciler, take_lock
-from .runs.claims import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
 from .runs.release import Releaser
 from .runs.reports import RejectedCsv, printable
-from .settings import STATE_CONTAINER, Settings, load_settings
-from .storage import BlobStore, LeaseKeeper
+from .settings import STATE_CONTAINER, STORAGE_CONNECTION, Settings, load_settings
+from .status import EXIT_OK, EXIT_REJECTED, EXIT_UNFINISHED, EXIT_UNUSABLE, exit_code
+from .storage import LeaseKeeper
 
 _PROGRESS_MIN_BYTES = 1 << 20
 _INVALID_CHOICE = re.compile(r"invalid choice: '(.*)' \(choose from (.*)\)$")
+_PACKAGE = Path(__file__).resolve().parent
+TRACEBACK_FLAG = "--traceback"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -104,14 +124,73 @@ def out_folder(text: str) -> Path:
 
 def fail(err: Console, message: str, label: str = "error") -> int:
     """Print one ``error: message`` line on stderr (never wrapped) and give EXIT_UNUSABLE."""
-    err.print(f"[bold red]{label}:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]{label}:[/] {escape(' '.join(message.split()))}", soft_wrap=True)
     return EXIT_UNUSABLE
+
+
+def report_error(err: Console, error: ProvisioningError) -> int:
+    """One ``<label>: <message>`` line on stderr for one of the app's errors; its exit code."""
+    fail(err, str(error) or type(error).__name__, error.label)
+    return error.exit_code
+
+
+def storage_failure(error: AzureError) -> StorageError:
+    """A StorageError for a failure of the storage SDK, the only Azure SDK whose errors are not
+    wrapped where they are raised (Graph's are: GraphUnavailable). Said from the status and
+    error code alone: the SDK's text can carry the account URL with a SAS token."""
+    settings = f"{STORAGE_CONNECTION} or {STORAGE_CONNECTION}__blobServiceUri"
+    status = getattr(error, "status_code", None)
+    code = getattr(error, "error_code", None)
+    code_text = str(getattr(code, "value", code) or "")
+    answered = f"HTTP {status}" + (f" {code_text}" if code_text else "")
+    if isinstance(status, int) and status in (401, 403):
+        return StorageError(
+            f"the storage account refused the app ({answered}): check the key in "
+            f"{STORAGE_CONNECTION} or the identity's Storage Blob Data Contributor role"
+        )
+    if isinstance(status, int):
+        return StorageError(f"the storage account answered {answered}")
+    if isinstance(error, ClientAuthenticationError):
+        return StorageError(
+            f"no token for the storage account ({type(error).__name__}); check "
+            f"{STORAGE_CONNECTION}__clientId or the managed identity"
+        )
+    if isinstance(error, ServiceRequestError):
+        return StorageError(f"could not connect to the storage account; check {settings}")
+    if isinstance(error, ServiceResponseError):
+        return StorageError("the storage account did not answer (connection lost or timed out)")
+    return StorageError(f"{type(error).__name__} from the storage account")
+
+
+def unexpected(err: Console, error: BaseException) -> int:
+    """One line for an error the app did not foresee (a bug): its type and where it was
+    raised, never its text (it could quote an HR value); EXIT_INTERNAL."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(_PACKAGE)]
+    where = ""
+    if ours or frames:
+        frame = (ours or frames)[-1]
+        path = Path(frame.filename).resolve()
+        shown = path.relative_to(_PACKAGE.parent) if ours else Path(path.name)
+        where = f" at {shown}:{frame.lineno}"
+    fail(
+        err,
+        f"{type(error).__name__}{where}, a bug: run python -m provisioning {TRACEBACK_FLAG} "
+        "COMMAND ... for the details (they may quote HR data) and report it",
+        "internal error",
+    )
+    return EXIT_INTERNAL
 
 
 def _parser(settings: Settings) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m provisioning",
         description="Turn HR exports into SCIM bulk requests for Entra ID inbound provisioning.",
+    )
+    parser.add_argument(
+        TRACEBACK_FLAG,
+        action="store_true",
+        help="on an error, print the Python traceback before its one line",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -179,34 +258,62 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    out = Console(highlight=False)
+    """Run one command; its exit code. The one place errors end: one of the app's own
+    (ProvisioningError, and storage SDK failures as StorageError) is its line and its class's
+    exit code; anything else is one ``internal error`` line and EXIT_INTERNAL."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     err = Console(stderr=True, highlight=False)
     try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        return fail(err, str(exc))
+        return _main(arguments, err)
+    except Exception as exc:
+        if TRACEBACK_FLAG in arguments:
+            traceback.print_exception(exc, file=sys.stderr)
+        if isinstance(exc, ProvisioningError):
+            return report_error(err, exc)
+        if isinstance(exc, AzureError):
+            return report_error(err, storage_failure(exc))
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:
+            # A file or folder the command reads or writes (--out full, not writable...).
+            return fail(err, f"{exc.filename}: {exc.strerror}")
+        return unexpected(err, exc)
+    except KeyboardInterrupt:
+        fail(err, "stopped (Ctrl-C); a run resumes where it stopped", "interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str], err: Console) -> int:
+    out = Console(highlight=False)
+    settings = load_settings()
     args = _parser(settings).parse_args(argv)
-    try:
-        return _command(settings, args, out, err)
-    except ConfigurationError as exc:
-        return fail(err, str(exc))
+    return _command(settings, args, out, err)
 
 
 def _command(settings: Settings, args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.command in ("approve", "release", "reconcile"):
         return _state_command(settings, args, out, err)
-    try:
-        mapping = load_mapping(args.mapping)
-    except SpecError as exc:
-        return fail(err, str(exc), "mapping error")
-    if not args.file.is_file():
-        return fail(err, f"no such file: {args.file}")
-    source = Source.from_path(args.file)
+    mapping = load_mapping(args.mapping)  # SpecError, a MappingError
+    source = _readable(args.file)
     if args.command == "validate":
         return _validate(source, mapping, args, out, err)
     if args.command == "plan":
         return _plan(settings, source, mapping, args, out, err)
     return _convert(source, mapping, args, out, err)
+
+
+def _readable(path: Path) -> Source:
+    """The input file, or InputFileError when it cannot be opened (missing, a folder, no
+    permission)."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise InputFileError(f"{path}: {reason or type(exc).__name__}") from None
+    return Source.from_path(path)
+
+
+def _rejected(source: Source, error: FileError) -> InputFileError:
+    return InputFileError(f"{source.name}: {error}")
 
 
 def _storage_configured(settings: Settings) -> bool:
@@ -224,11 +331,11 @@ def _plan(
     feed = args.feed or "default"
     overrides: dict[str, Any] = {"full_send": args.full_send or settings.full_send}
     if args.mode:
-        overrides["feed_modes"] = f"{feed}={args.mode}"
+        overrides["feed_modes"] = {feed: args.mode}
     settings = settings.model_copy(update=overrides)
     state = None
     if _storage_configured(settings):
-        state = WorkerState(BlobStore.from_settings(settings))
+        state = WorkerState(open_store(settings))
         state.fold()
     else:
         err.print("no storage configured (HRSTORAGE): planning against an empty state")
@@ -236,7 +343,7 @@ def _plan(
     try:
         made = make_plan(conversion, policy_for(settings, feed), state)
     except FileError as exc:
-        return fail(err, f"{source.name}: {exc}", "file rejected")
+        raise _rejected(source, exc) from exc
     report = made.report()
     if args.json:
         out.print_json(data=report)
@@ -289,9 +396,9 @@ def reconcile_exit_code(report: dict[str, Any]) -> int:
 
 
 def _state_command(settings: Settings, args: argparse.Namespace, out: Console, err: Console) -> int:
-    require_storage(settings)
+    require_services(settings, graph=args.command != "approve")
     if args.command == "approve":
-        state = WorkerState(BlobStore.from_settings(settings))
+        state = WorkerState(open_store(settings))
         refused = state.approve(args.run_id, args.by)
         if refused is not None:
             return fail(err, refused)
@@ -322,7 +429,9 @@ async def _release(settings: Settings) -> dict[str, Any]:
             return {"run_id": "-", "status": "busy", "reason": "a reconciliation pass is running"}
         keeper = LeaseKeeper(lease, settings.lease_seconds, asyncio.sleep)
         try:
-            return await Releaser(settings, store, graph, sleep=keeper.sleep).release()
+            return await Releaser(
+                settings, store, graph, sleep=keeper.sleep, keep_alive=keeper.renew_if_due
+            ).release()
         finally:
             lease.release()
 
@@ -345,17 +454,15 @@ def _progress(err: Console, path: Path) -> Iterator[Callable[[float], None] | No
 
 def _run(
     conversion: Conversion, path: Path, err: Console, each: Callable[[BulkRequest], None]
-) -> bool:
-    """Drive a conversion; False when the file was rejected as a whole."""
+) -> None:
+    """Drive a conversion; InputFileError when the file was rejected as a whole."""
     with _progress(err, path) as progress:
         conversion.on_progress = progress
         try:
             for request in conversion.requests():
                 each(request)
         except FileError as exc:
-            fail(err, f"{conversion.source.name}: {exc}", "file rejected")
-            return False
-    return True
+            raise _rejected(conversion.source, exc) from exc
 
 
 def _validate(
@@ -369,8 +476,7 @@ def _validate(
             errors.append(error)
 
     conversion = Conversion(source, mapping, fmt=args.format, on_reject=keep)
-    if not _run(conversion, args.file, err, lambda request: None):
-        return EXIT_UNUSABLE
+    _run(conversion, args.file, err, lambda request: None)
     summary = conversion.summary
     if errors:
         table = Table(title=f"Rejected rows in {source.name}")
@@ -415,15 +521,21 @@ def _convert(
             batch_size=args.batch_size,
             on_reject=RejectedCsv(rejected),
         )
-        ok = _run(conversion, args.file, err, write)
+        try:
+            _run(conversion, args.file, err, write)
+        except InputFileError:
+            _write_summary(folder, conversion.summary, written)  # its file_error says why
+            raise
     summary = conversion.summary
-    report = {**summary.as_dict(), "requests_written": written}
-    (folder / "summary.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if not ok:
-        return EXIT_UNUSABLE
+    _write_summary(folder, summary, written)
     _print_counts(out, summary)
     out.print(f"wrote {len(written)} bulk request(s), summary.json and rejected.csv to {folder}")
     return EXIT_REJECTED if args.strict and summary.rows_rejected else EXIT_OK
+
+
+def _write_summary(folder: Path, summary: Summary, written: list[str]) -> None:
+    report = {**summary.as_dict(), "requests_written": written}
+    (folder / "summary.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def _print_counts(out: Console, summary: Summary) -> None:

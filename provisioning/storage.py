@@ -42,6 +42,7 @@ from azure.storage.blob import (
 )
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from .errors import StorageError
 from .settings import FLUSH_QUEUE, STORAGE_CONNECTION, Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ COPY_TIMEOUT_SECONDS = 60.0
 COPY_POLL_SECONDS = 0.5
 
 
-class PreconditionFailed(Exception):
+class PreconditionFailed(StorageError):
     """An ETag, create-only or lease condition of a storage operation did not hold."""
 
 

@@ -1,16 +1,30 @@
-"""The command line, run in-process through provisioning.cli.main."""
+"""The command line, run in-process through provisioning.cli.main, and for its errors also as
+a user runs it (``python -m provisioning`` in a subprocess)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
+from devtools.azurite import Azurite
+from devtools.local_env import FAST_RETRIES, MSI_CONFLICTS, local_settings
+from graph_emulator import GraphEmulator
 from provisioning.cli import main
 from provisioning.convert.mapping import parse_mapping
+from provisioning.errors import EXIT_INTERNAL
+from provisioning.graph.client import GraphError, GraphUnavailable
+from provisioning.storage import PreconditionFailed
 from tests.columns import csv_bytes, worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,3 +362,326 @@ def test_reconcile_exits_1_when_a_swept_file_had_rejected_rows(
     assert main(["reconcile", "--no-drift", "--no-sweep"]) == 0
     assert main(["release"]) == 0
     assert "nothing-due" in capsys.readouterr().out
+
+
+# --- errors: one class each, one line on stderr, the class's exit code ----------------------
+# README, "Statuses and exit codes": ProvisioningError and its subclasses in provisioning.errors.
+
+
+def test_the_error_hierarchy_and_its_exit_codes() -> None:
+    from provisioning import errors
+    from provisioning.cli import exit_code
+    from provisioning.convert.readers import FileError
+    from provisioning.convert.transforms import SpecError
+    from provisioning.graph.client import GraphError, GraphUnavailable, TransportError
+    from provisioning.storage import PreconditionFailed
+
+    # The same numbers as the statuses': a file rejected whole, a run that waits.
+    assert exit_code("rejected", unusable=True) == errors.EXIT_UNUSABLE
+    assert exit_code("interrupted") == errors.EXIT_UNFINISHED
+    expected = {
+        errors.ConfigurationError: (2, "error"),
+        errors.InputFileError: (2, "file rejected"),
+        errors.MappingError: (2, "mapping error"),
+        errors.GraphServiceError: (3, "Graph error"),
+        errors.StorageError: (3, "storage error"),
+    }
+    for cls, (code, label) in expected.items():
+        assert issubclass(cls, errors.ProvisioningError)
+        assert (cls.exit_code, cls.label) == (code, label)
+    for subclass, base in [
+        (FileError, errors.InputFileError),
+        (SpecError, errors.MappingError),
+        (GraphUnavailable, errors.GraphServiceError),
+        (GraphError, errors.GraphServiceError),
+        (TransportError, errors.GraphServiceError),
+        (PreconditionFailed, errors.StorageError),
+    ]:
+        assert issubclass(subclass, base)
+    assert errors.EXIT_INTERNAL not in {0, 1, 2, 3}
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m provisioning`` as a user runs it, with only the settings given."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("PROVISIONING_", "HRSTORAGE"))
+        and k not in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", *MSI_CONFLICTS)
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "provisioning", *args],
+        cwd=ROOT,
+        env={**clean, "COLUMNS": "80", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_line(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    assert done.returncode == code, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SECRET_ROW = "Ada-Secret-Lovelace"
+
+
+ERROR_CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
+    (
+        "bad setting",
+        ["validate", "{sample}"],
+        {"PROVISIONING_BATCH_SIZE": "100"},
+        2,
+        "error: PROVISIONING_BATCH_SIZE=100: must be between 1 and 50",
+    ),
+    (
+        "storage not configured",
+        ["approve", "20260101T000000-abcdef12-123456"],
+        {},
+        2,
+        "error: HRSTORAGE__blobServiceUri: not set (the storage account's blob endpoint",
+    ),
+    (
+        "nothing configured to send",
+        ["release"],
+        {},
+        2,
+        "error: PROVISIONING_SERVICE_PRINCIPAL_ID: not set (needed to send",
+    ),
+    ("no such file", ["validate", "{tmp}/gone.csv"], {}, 2, "file rejected: {tmp}/gone.csv"),
+    ("a folder", ["convert", "{tmp}", "--out", "{tmp}/out"], {}, 2, "file rejected: {tmp}: "),
+    ("not UTF-8", ["validate", "{tmp}/latin1.csv"], {}, 2, "file rejected: latin1.csv: "),
+    (
+        "column missing",
+        ["convert", "{tmp}/short.csv", "--out", "{tmp}/out"],
+        {},
+        2,
+        "file rejected: short.csv: ",
+    ),
+    (
+        "bad mapping",
+        ["validate", "{sample}", "--mapping", "{tmp}/m.yaml"],
+        {},
+        2,
+        "mapping error: ",
+    ),
+    (
+        "no mapping",
+        ["plan", "{sample}", "--mapping", "{tmp}/none.yaml"],
+        {},
+        2,
+        "mapping error: cannot read mapping '{tmp}/none.yaml'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "env", "code", "line"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
+)
+def test_each_error_is_one_line_and_its_exit_code(
+    case: str, args: list[str], env: dict[str, str], code: int, line: str, tmp_path: Path
+) -> None:
+    (tmp_path / "latin1.csv").write_bytes(
+        "WorkerID,FirstName,LastName\n1,Zoë,Ünal\n".encode("latin-1")
+    )
+    (tmp_path / "short.csv").write_text(f"WorkerID,FirstName\n1,{SECRET_ROW}\n")
+    (tmp_path / "m.yaml").write_text("user:\n  externalId: WorkerID\n  userNme: UserID\n")
+
+    def fill(text: str) -> str:
+        return text.replace("{sample}", str(SAMPLE_2)).replace("{tmp}", str(tmp_path))
+
+    done = _cli(*[fill(a) for a in args], **env)
+    said = _one_line(done, code)
+    assert said.startswith(fill(line)), said
+    assert done.stdout == ""
+    assert SECRET_ROW not in said and "Zo" not in said
+    if case == "bad mapping":
+        assert "userNme" in said
+    if case == "nothing configured to send":  # every setting at fault, on the one line
+        assert "PROVISIONING_JOB_ID: not set" in said
+        assert "HRSTORAGE__blobServiceUri: not set" in said
+    if case == "column missing":
+        assert "LastName" in said
+        assert json.loads((tmp_path / "out" / "summary.json").read_text())["file_error"]
+
+
+def test_graph_unreachable_is_one_line_and_the_work_waits(
+    azurite: Azurite, clean_storage: Azurite, emulator: GraphEmulator
+) -> None:
+    settings = local_settings(azurite, emulator, **FAST_RETRIES)
+    settings["PROVISIONING_GRAPH_URL"] = f"http://127.0.0.1:{_closed_port()}/v1.0"
+    done = _cli("reconcile", "--no-drift", **settings)
+    _one_line(done, 3, "Graph unavailable", "ConnectError")
+    assert json.loads(done.stdout)["status"] == "interrupted"
+
+
+# In-process: failures a subprocess cannot reach quickly (the storage SDK retries for over a
+# minute) or at all (a bug), each raised where the real one would be.
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(("PROVISIONING_", "HRSTORAGE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HRSTORAGE", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("PROVISIONING_SERVICE_PRINCIPAL_ID", "sp")
+    monkeypatch.setenv("PROVISIONING_JOB_ID", "job")
+
+
+def _raising(error: BaseException) -> Callable[..., Any]:
+    def raise_it(*args: object, **kwargs: object) -> Any:
+        raise error
+
+    return raise_it
+
+
+@pytest.mark.parametrize(
+    ("args", "target", "error", "code", "line"),
+    [
+        (
+            ["reconcile"],
+            "_reconcile",
+            GraphUnavailable("token request failed: ManagedIdentityCredential"),
+            3,
+            "Graph error: token request failed: ManagedIdentityCredential",
+        ),
+        (
+            ["reconcile"],
+            "_reconcile",
+            GraphError(403, "Authorization_RequestDenied", "Insufficient privileges"),
+            3,
+            "Graph error: Graph answered HTTP 403: Authorization_RequestDenied Insufficient",
+        ),
+        (
+            ["approve", "run-1"],
+            "open_store",
+            ServiceRequestError("https://acct.blob.core.windows.net/?sv=1&sig=SECRET refused"),
+            3,
+            "storage error: could not connect to the storage account; check HRSTORAGE or "
+            "HRSTORAGE__blobServiceUri",
+        ),
+        (
+            ["release"],
+            "_release",
+            HttpResponseError(
+                message="sig=SECRET AuthorizationPermissionMismatch",
+                response=None,
+            ),
+            3,
+            "storage error: ",
+        ),
+        (
+            ["approve", "run-1"],
+            "open_store",
+            PreconditionFailed("state/approvals/run-1.json: ConditionNotMet"),
+            3,
+            "storage error: state/approvals/run-1.json: ConditionNotMet",
+        ),
+        (
+            ["validate", str(SAMPLE_2)],
+            "_validate",
+            KeyError(SECRET_ROW),
+            EXIT_INTERNAL,
+            "internal error: KeyError at provisioning/cli.py:",
+        ),
+    ],
+    ids=[
+        "graph-unavailable",
+        "graph-403",
+        "storage-unreachable",
+        "storage-http",
+        "precondition",
+        "unexpected",
+    ],
+)
+def test_failures_in_process_are_one_line_and_their_exit_code(
+    args: list[str],
+    target: str,
+    error: BaseException,
+    code: int,
+    line: str,
+    configured: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import provisioning.cli
+
+    monkeypatch.setattr(provisioning.cli, target, _raising(error))
+    assert main(args) == code
+    captured = capsys.readouterr()
+    (said,) = captured.err.splitlines()
+    assert said.startswith(line), said
+    assert "SECRET" not in said and SECRET_ROW not in said
+    assert "Traceback" not in captured.err
+
+
+def test_storage_refusal_names_the_setting_and_role(
+    configured: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import provisioning.cli
+
+    refused = ClientAuthenticationError(message="sig=SECRET")
+    refused.status_code = 403
+    refused.error_code = "AuthorizationPermissionMismatch"  # type: ignore[attr-defined]
+    monkeypatch.setattr(provisioning.cli, "open_store", _raising(refused))
+    assert main(["approve", "run-1"]) == 3
+    (said,) = capsys.readouterr().err.splitlines()
+    assert said == (
+        "storage error: the storage account refused the app (HTTP 403 "
+        "AuthorizationPermissionMismatch): check the key in HRSTORAGE or the identity's "
+        "Storage Blob Data Contributor role"
+    )
+
+
+def test_traceback_flag_shows_the_traceback_and_keeps_the_exit_code(
+    configured: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import provisioning.cli
+
+    monkeypatch.setattr(provisioning.cli, "_validate", _raising(KeyError("boom")))
+    assert main(["--traceback", "validate", str(SAMPLE_2)]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback")
+    assert err.splitlines()[-1].startswith("internal error: KeyError at provisioning/cli.py:")
+
+
+def test_ctrl_c_is_one_line_exit_130(
+    configured: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import provisioning.cli
+
+    monkeypatch.setattr(provisioning.cli, "_reconcile", _raising(KeyboardInterrupt()))
+    assert main(["reconcile"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: stopped (Ctrl-C); a run resumes where it stopped"
+    ]
+
+
+def test_readme_documents_each_error_class_and_its_exit_code() -> None:
+    from provisioning import errors
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Statuses and exit codes", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)`[^|]*\| `([^`]+)` \|[^\n]*\| (\d+) \|$", section, re.MULTILINE)
+    documented = {name: (label, int(code)) for name, label, code in rows}
+    for cls in (
+        errors.ConfigurationError,
+        errors.InputFileError,
+        errors.MappingError,
+        errors.GraphServiceError,
+        errors.StorageError,
+    ):
+        assert documented[cls.__name__] == (cls.label, cls.exit_code)

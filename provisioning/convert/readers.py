@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import IO, Any
 
-from ..errors import ProvisioningError
+from ..errors import InputFileError
 
 FORMATS = ("csv", "json", "jsonl", "xlsx")
 _SUFFIXES = {
@@ -46,7 +46,7 @@ _JSON_MAX_RECORD = 4 * 1024 * 1024
 csv.field_size_limit(4 * 1024 * 1024)
 
 
-class FileError(ProvisioningError):
+class FileError(InputFileError):
     """The file as a whole cannot be read; no row of it may be used."""
 
     def __init__(self, reason: str, line: int | None = None) -> None:

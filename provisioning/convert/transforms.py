@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProvisioningError
+from ..errors import MappingError
 
 Value = Any  # str | bool | int | None once transformed
 Transform = Callable[[Value], Value]
@@ -21,7 +21,7 @@ class ValueProblem(Exception):
     """A single value cannot be used; the message says why without quoting the value."""
 
 
-class SpecError(ProvisioningError):
+class SpecError(MappingError):
     """The mapping itself is wrong; raised while compiling, before any row is read."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ..clock import utcnow
@@ -15,7 +15,9 @@ from ..storage import BlobStore
 __all__ = [
     "ConfigurationError",
     "open_services",
+    "open_store",
     "require_graph",
+    "require_services",
     "require_storage",
     "sender_settings",
 ]
@@ -55,21 +57,42 @@ def require_graph(settings: Settings) -> None:
         raise ConfigurationError("; ".join(missing))
 
 
+def require_services(settings: Settings, *, graph: bool = True, queue: bool = False) -> None:
+    """require_graph (when ``graph``) and require_storage at once: one ConfigurationError
+    naming every setting at fault, not only the first."""
+    checks: list[Callable[[], None]] = [lambda: require_storage(settings, queue=queue)]
+    if graph:
+        checks.insert(0, lambda: require_graph(settings))
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except ConfigurationError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
 def sender_settings() -> Settings:
     """The settings of a function that sends (file drop, timer, flush): load_settings, with
     storage and Graph configured; else ConfigurationError naming every setting at fault."""
     settings = load_settings()
-    require_graph(settings)
-    require_storage(settings)
+    require_services(settings)
     return settings
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """The blob storage; ConfigurationError naming the storage settings when none is set
+    (BlobStore.from_settings alone would raise a ValueError)."""
+    require_storage(settings)
+    return BlobStore.from_settings(settings)
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[tuple[BlobStore, GraphClient]]:
-    """Storage and Graph; ConfigurationError (before anything is opened) when either is not
-    configured."""
-    require_graph(settings)
-    require_storage(settings)
+    """Storage and Graph; ConfigurationError naming every setting at fault (before anything
+    is opened) when either is not configured."""
+    require_services(settings)
     store = BlobStore.from_settings(settings)
     graph = GraphClient.from_settings(settings)
     counter = CallCounter(store)

@@ -52,6 +52,7 @@ from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from ..convert.bulk import CONTENT_TYPE
+from ..errors import GraphServiceError
 from ..settings import Settings
 from .pacing import RETRYABLE_STATUSES
 
@@ -72,7 +73,7 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
-class TransportError(Exception):
+class TransportError(GraphServiceError):
     """A bulkUpload call that got no HTTP response: timeout, refused or dropped connection, or
     no token (the credential failed, so nothing was sent).
 
@@ -90,7 +91,7 @@ class TransportError(Exception):
         self.sent = sent
 
 
-class GraphUnavailable(Exception):
+class GraphUnavailable(GraphServiceError):
     """A Graph read (``GraphClient.job_status``) that could not be answered now: no token (the
     managed-identity endpoint down or failing), no connection, a timeout or dropped connection,
     or Graph answered 408, 429 or 5xx after the SDK's own retries. Transient: try again later.
@@ -202,7 +203,7 @@ def _credential_reason(exc: AzureError) -> str:
     return f"token request failed: {kind}: {detail}" if detail else f"token request failed: {kind}"
 
 
-class GraphError(Exception):
+class GraphError(GraphServiceError):
     """Graph answered a read with an error status (after the SDK's own retries of GETs)."""
 
     def __init__(self, status: int, code: str | None, message: str | None) -> None:
