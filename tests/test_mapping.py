@@ -1,4 +1,4 @@
-"""The declarative attribute mapping (provisioning/mapping.py, provisioning/validation.py)."""
+"""The declarative attribute mapping (provisioning/convert/ mapping, document, compile, bind)."""
 
 from __future__ import annotations
 

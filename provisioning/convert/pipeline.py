@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .bind import BoundMapping
 from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
-from .mapping import BoundMapping, Mapping
+from .compile import Mapping
 from .readers import FileError, Row, Table, detect_format, open_table
 from .validation import (
     DuplicateFinder,
