@@ -156,7 +156,7 @@ def test_feed_of_a_blob(blob: str, feed: str) -> None:
 
 
 segment = st.text(
-    alphabet=st.characters(exclude_characters="/", exclude_categories=("Cs",)), min_size=1
+    alphabet=st.characters(exclude_characters="/", exclude_categories=["Cs"]), min_size=1
 ).filter(lambda s: s != "hr-inbound")
 
 
@@ -203,7 +203,7 @@ def test_policy_follows_the_settings_from_the_environment(monkeypatch: pytest.Mo
 
 
 def test_policy_defaults() -> None:
-    made = policy_for(Settings(feed_modes="", default_feed_mode="delta"), "x", NOW)
+    made = policy_for(app_settings(feed_modes="", default_feed_mode="delta"), "x", NOW)
     assert (made.mode, made.today, made.order, dict(made.watermarks)) == ("delta", TODAY, "", {})
     assert (made.lookahead_days, made.full_send, made.create_inactive_joiners) == (14, False, False)
     assert (made.threshold_percent, made.threshold_count) == (5.0, 50)
@@ -711,13 +711,13 @@ def test_plan_and_send_pass_agree_and_a_second_pass_sends_nothing(
     waves = [send_plan.sends[ext][2] for ext in ids if ext in send_plan.sends]
     assert waves == sorted(waves)
     for op, action, owner in ops:
-        decision = plan.decisions.get(op.external_id)
-        if decision is None:  # an absent leaver, after every wave
+        planned = plan.decisions.get(op.external_id)
+        if planned is None:  # an absent leaver, after every wave
             assert action == "leaver" and op.data["active"] is False
             continue
-        assert action == decision.action and owner == (decision.feed or FULL)
-        if decision.active is not None:
-            assert op.data["active"] is decision.active
+        assert action == planned.action and owner == (planned.feed or FULL)
+        if planned.active is not None:
+            assert op.data["active"] is planned.active
         if action == "leaver":
             assert op.data["active"] is False
         if action == "rehire":
@@ -729,8 +729,9 @@ def test_plan_and_send_pass_agree_and_a_second_pass_sends_nothing(
         manager = plan.decisions[ext].manager
         if manager not in joiners:
             continue
-        ring, cursor = set(), manager
-        while cursor in joiners and cursor not in ring:
+        ring: set[str] = set()
+        cursor: str | None = manager
+        while cursor is not None and cursor in joiners and cursor not in ring:
             ring.add(cursor)
             cursor = plan.decisions[cursor].manager
         assert position[manager] < position[ext] or ext in ring

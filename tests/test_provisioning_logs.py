@@ -265,7 +265,7 @@ def test_microsofts_sample_entries_read_over_http(emu: GraphEmulator) -> None:
         assert entry.status == raw["provisioningStatusInfo"]["status"] == "success"
         assert entry.at == dt.datetime.fromisoformat(raw["activityDateTime"].replace("Z", "+00:00"))
     # One record sent once made two entries in one cycle (create, then the manager update).
-    changes = {}
+    changes: dict[str, list[str]] = {}
     for entry in entries:
         changes.setdefault(by_id[entry.id]["changeId"], []).append(entry.action)
     assert ["create", "update"] in changes.values()
