@@ -10,7 +10,7 @@ now holds.
 
 Every setting in the environment (README, Settings) applies as in Azure, checked the same way;
 only the ones that point at Azure are replaced by Azurite and the emulator (devtools/local_env).
-The exit code is the run's (provisioning.runs.claims.exit_code); a bad setting or argument
+The exit code is the run's (provisioning.status.exit_code); a bad setting or argument
 is one line on stderr and exit code 2.
 """
 
@@ -31,8 +31,8 @@ from provisioning.cli import OneLineParser, out_folder
 from provisioning.convert.mapping import BUILTIN, load_mapping
 from provisioning.convert.transforms import SpecError
 from provisioning.errors import ConfigurationError
-from provisioning.runs.claims import EXIT_UNUSABLE, exit_code
 from provisioning.settings import load_settings
+from provisioning.status import EXIT_UNUSABLE, exit_code
 
 from .azurite import ROOT, running_azurite
 from .local_env import MSI_CONFLICTS, local_settings

@@ -14,13 +14,13 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .convert.bulk import MAX_OPERATIONS
 from .errors import ConfigurationError, plain_reason
@@ -36,6 +36,56 @@ FEED_MODES = ("full", "delta")
 # Settings whose value is never shown in an error (a connection string carries the account key).
 SECRET_SETTINGS = frozenset({"storage_connection_string"})
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+FeedMode = Literal["full", "delta"]
+
+
+def parse_feed_modes(text: str) -> dict[str, FeedMode]:
+    """``employees=full,contractors=delta`` by feed name; ValueError naming a bad entry."""
+    modes: dict[str, FeedMode] = {}
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        name, equals, mode = (part.strip() for part in entry.partition("="))
+        shape = "entries are feed=full or feed=delta, comma-separated"
+        if not equals:
+            raise ValueError(f'entry "{_shown(entry)}" has no "=" ({shape})')
+        if not name:
+            raise ValueError(f'entry "{_shown(entry)}" names no feed ({shape})')
+        if mode not in FEED_MODES:
+            raise ValueError(f'entry "{_shown(entry)}": the mode must be full or delta')
+        if name in modes and modes[name] != mode:
+            raise ValueError(f'feed "{_shown(name)}" is listed twice, with different modes')
+        modes[name] = mode  # type: ignore[assignment]
+    return modes
+
+
+def _comma_separated(value: Any) -> Any:
+    """A comma-separated app setting as a set of its non-empty entries (values given from code,
+    already a collection, pass as they are)."""
+    if isinstance(value, str):
+        return frozenset(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _feed_modes(value: Any) -> Any:
+    # Kept as sorted (feed, mode) pairs: settings are hashable (frozen), a dict is not.
+    if isinstance(value, str):
+        value = parse_feed_modes(value)
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
+def _lower_ids(value: Any) -> Any:
+    # Client ids are GUIDs, whose case carries no meaning.
+    value = _comma_separated(value)
+    return frozenset(str(item).lower() for item in value) if isinstance(value, frozenset) else value
+
+
+# Comma-separated settings are parsed once, here, into typed values (NoDecode: not as JSON).
+FeedModes = Annotated[tuple[tuple[str, FeedMode], ...], NoDecode, BeforeValidator(_feed_modes)]
+CommaSeparated = Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_separated)]
+ClientIds = Annotated[frozenset[str], NoDecode, BeforeValidator(_lower_ids)]
 
 
 class Settings(BaseSettings):
@@ -53,9 +103,9 @@ class Settings(BaseSettings):
 
     # --- joiners, movers, leavers ---
     # Feed modes by feed (sub-folder of hr-inbound), e.g. "employees=full,contractors=delta".
-    feed_modes: str = ""
+    feed_modes: FeedModes = ()
     # Mode of feeds not listed: full (the file is the whole workforce) or delta (changes only).
-    default_feed_mode: Literal["full", "delta"] = "delta"
+    default_feed_mode: FeedMode = "delta"
     # Send every valid record, changed or not (e.g. after changing the mapping).
     full_send: bool = False
     # A worker never provisioned whose first record is already inactive (a leaver, or a
@@ -73,7 +123,7 @@ class Settings(BaseSettings):
 
     # --- HTTP changes (Logic Apps) ---
     # Client ids (app ids) allowed to call when Easy Auth identifies the caller; comma-separated.
-    allowed_client_ids: str = ""
+    allowed_client_ids: ClientIds = frozenset()
     # Calls arriving within this many seconds are sent together in full bulk requests.
     coalesce_seconds: float = Field(default=2.0, ge=0)
 
@@ -114,7 +164,7 @@ class Settings(BaseSettings):
     # Sends of one record in all (first send included) when Entra reports a transient failure.
     max_record_attempts: int = Field(default=3, ge=1)
     # Extra provisioning-log error codes to treat as transient (comma-separated).
-    transient_error_codes: str = ""
+    transient_error_codes: CommaSeparated = frozenset()
     # Attempts at one dropped file before it is moved to hr-inbound/failed/.
     max_file_attempts: int = Field(default=5, ge=1)
     # Hours between drift reports; 0 turns the drift report off.
@@ -158,12 +208,6 @@ class Settings(BaseSettings):
             raise ValueError("not a known IANA time zone (e.g. UTC, Europe/Paris)") from None
         return value
 
-    @field_validator("feed_modes")
-    @classmethod
-    def _parsed_feed_modes(cls, value: str) -> str:
-        parse_feed_modes(value)
-        return value
-
     @field_validator("graph_url")
     @classmethod
     def _graph_root(cls, value: str) -> str:
@@ -179,37 +223,12 @@ class Settings(BaseSettings):
             "(plain http only on a loopback address, for the emulator)"
         )
 
-    def feed_mode(self, feed: str) -> Literal["full", "delta"]:
-        for item in self.feed_modes.split(","):
-            name, _, mode = item.partition("=")
-            if name.strip() == feed and mode.strip() in ("full", "delta"):
-                return mode.strip()  # type: ignore[return-value]
-        return self.default_feed_mode
+    def feed_mode(self, feed: str) -> FeedMode:
+        return dict(self.feed_modes).get(feed, self.default_feed_mode)
 
     @property
     def graph_configured(self) -> bool:
         return bool(self.service_principal_id and self.job_id)
-
-
-def parse_feed_modes(text: str) -> dict[str, Literal["full", "delta"]]:
-    """``employees=full,contractors=delta`` by feed name; ValueError naming a bad entry."""
-    modes: dict[str, Literal["full", "delta"]] = {}
-    for item in text.split(","):
-        entry = item.strip()
-        if not entry:
-            continue
-        name, equals, mode = (part.strip() for part in entry.partition("="))
-        shape = "entries are feed=full or feed=delta, comma-separated"
-        if not equals:
-            raise ValueError(f'entry "{_shown(entry)}" has no "=" ({shape})')
-        if not name:
-            raise ValueError(f'entry "{_shown(entry)}" names no feed ({shape})')
-        if mode not in FEED_MODES:
-            raise ValueError(f'entry "{_shown(entry)}": the mode must be full or delta')
-        if name in modes and modes[name] != mode:
-            raise ValueError(f'feed "{_shown(name)}" is listed twice, with different modes')
-        modes[name] = mode  # type: ignore[assignment]
-    return modes
 
 
 def env_name(field: str) -> str:

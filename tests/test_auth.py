@@ -18,6 +18,12 @@ from provisioning.storage import FlushQueue
 from tests.columns import worker
 from tests.e2e import functions, store
 
+
+def allowed(setting: str) -> frozenset[str]:
+    """PROVISIONING_ALLOWED_CLIENT_IDS as the settings parse it."""
+    return Settings(allowed_client_ids=setting).allowed_client_ids
+
+
 LOGIC_APP = "11111111-1111-1111-1111-111111111111"
 OTHER_APP = "22222222-2222-2222-2222-222222222222"
 HEADER = "X-MS-CLIENT-PRINCIPAL"
@@ -75,12 +81,12 @@ MALFORMED = {
 def test_empty_allow_list_lets_every_call_through() -> None:
     # The function key alone protects the API; the header is not even read.
     for header in (None, principal(("appid", OTHER_APP)), *MALFORMED.values()):
-        assert refusal(header, "") is None
-        assert refusal(header, " , ") is None
+        assert refusal(header, allowed("")) is None
+        assert refusal(header, allowed(" , ")) is None
 
 
 def test_allow_list_without_principal_fails_closed() -> None:
-    reply = refusal(None, LOGIC_APP)
+    reply = refusal(None, allowed(LOGIC_APP))
     assert reply is not None and reply.status == 401
     assert "Easy Auth" in reply.body["detail"] and HEADER in reply.body["detail"]
     assert reply.headers["WWW-Authenticate"] == "Bearer"
@@ -90,7 +96,7 @@ def test_allow_list_without_principal_fails_closed() -> None:
 @pytest.mark.parametrize("header", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_malformed_principal_is_401(header: str) -> None:
     assert parse_principal(header) is None
-    reply = refusal(header, LOGIC_APP)
+    reply = refusal(header, allowed(LOGIC_APP))
     assert reply is not None and reply.status == 401
     assert reply.body["detail"].startswith(f"the {HEADER} header is not an Easy Auth principal")
 
@@ -109,7 +115,9 @@ def test_malformed_principal_is_401(header: str) -> None:
     ids=["appid", "azp", "upper-case", "other", "appid-first", "no-client-claim", "no-claims"],
 )
 def test_client_id_decides(claims: tuple[tuple[str, str], ...], status: int | None) -> None:
-    reply = refusal(principal(*claims), f" {LOGIC_APP.lower()} , 33333333-0000-0000-0000-0000 ")
+    reply = refusal(
+        principal(*claims), allowed(f" {LOGIC_APP.lower()} , 33333333-0000-0000-0000-0000 ")
+    )
     assert (reply.status if reply else None) == status
     if reply:
         assert reply.body["type"].endswith("/forbidden")
@@ -124,7 +132,7 @@ def test_principal_model_reads_easy_auth_shape() -> None:
 def test_documented_401_examples_are_what_the_code_answers() -> None:
     """The problem details in provisioning/changes/openapi.json are the function's own words."""
     document = json.loads(DOCUMENT.read_text(encoding="utf-8"))
-    answered = [refusal(None, LOGIC_APP), refusal("%%%", LOGIC_APP)]
+    answered = [refusal(None, allowed(LOGIC_APP)), refusal("%%%", allowed(LOGIC_APP))]
     for path, method in (("/changes", "post"), ("/changes/{id}", "get")):
         examples = document["paths"][path][method]["responses"]["401"]["content"][
             "application/problem+json"

@@ -12,7 +12,7 @@ import pytest
 
 from graph_emulator import GraphEmulator
 from provisioning import cli
-from provisioning.runs.claims import exit_code
+from provisioning.status import exit_code
 from tests.e2e import drop, result_text, runs
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"

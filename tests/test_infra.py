@@ -535,7 +535,7 @@ def test_the_alerts_see_the_runs_that_need_a_person() -> None:
     import logging
     import re
 
-    from provisioning.runs.drop import _LOG_LEVELS
+    from provisioning.status import log_level
 
     text = (INFRA / "modules" / "alerts.bicep").read_text(encoding="utf-8")
     queries = {
@@ -547,6 +547,6 @@ def test_the_alerts_see_the_runs_that_need_a_person() -> None:
     }
     for status in ("complete", "superseded", "held-for-approval", "partly-rejected", "rejected"):
         line = f"run 20261202T001500-0123abcd-9f8e7d {status}: rows_read=3, records_sent=2"
-        level = _LOG_LEVELS.get(status, logging.INFO)
+        level = log_level(status)
         seen = any(p.search(line) for p in queries.get(level, []))
         assert seen == (status in ("partly-rejected", "rejected")), status

@@ -125,6 +125,23 @@ def test_valid_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(settings, Settings)
 
 
+def test_comma_separated_settings_are_parsed_once_into_typed_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROVISIONING_FEED_MODES", "employees=full, contractors=delta")
+    monkeypatch.setenv("PROVISIONING_ALLOWED_CLIENT_IDS", " AbC-1 ,def-2,, abc-1 ")
+    monkeypatch.setenv("PROVISIONING_TRANSIENT_ERROR_CODES", "SystemForCrossDomain,Timeout ")
+    settings = load_settings()
+    assert settings.feed_modes == (("contractors", "delta"), ("employees", "full"))
+    assert settings.allowed_client_ids == frozenset({"abc-1", "def-2"})
+    assert settings.transient_error_codes == frozenset({"SystemForCrossDomain", "Timeout"})
+    # Given from code as typed values, they are taken as they are; an override is checked too.
+    assert load_settings(feed_modes={"hr": "full"}).feed_mode("hr") == "full"
+    with pytest.raises(ConfigurationError, match=r"^PROVISIONING_FEED_MODES.*full or delta"):
+        load_settings(feed_modes="hr=fulll")
+    hash(settings)  # settings stay hashable: the functions cache what they build from them
+
+
 def test_an_override_that_is_no_setting_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"^batchsize: not a setting$"):
         load_settings(batchsize=3)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Collection
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -55,12 +56,6 @@ class Principal(BaseModel):
     claims: list[Claim]
 
 
-def allowed_ids(allowed_client_ids: str) -> frozenset[str]:
-    """``PROVISIONING_ALLOWED_CLIENT_IDS`` as lower-cased ids (client ids are GUIDs, whose
-    case carries no meaning)."""
-    return frozenset(c.strip().lower() for c in allowed_client_ids.split(",") if c.strip())
-
-
 def parse_principal(header: str) -> Principal | None:
     """The principal in the header, or None when the header cannot be read as one."""
     try:
@@ -84,9 +79,9 @@ def client_id(principal: Principal) -> str | None:
     return None
 
 
-def refusal(principal_header: str | None, allowed_client_ids: str) -> Reply | None:
-    """None when the call may proceed, else the ``401`` or ``403`` problem to answer."""
-    allowed = allowed_ids(allowed_client_ids)
+def refusal(principal_header: str | None, allowed: Collection[str]) -> Reply | None:
+    """None when the call may proceed, else the ``401`` or ``403`` problem to answer.
+    ``allowed``: PROVISIONING_ALLOWED_CLIENT_IDS, lower-cased (Settings)."""
     if not allowed:
         return None
     if principal_header is None:

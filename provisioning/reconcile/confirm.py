@@ -37,16 +37,13 @@ from ..runs.claims import Results
 from ..runs.reports import csv_safe, render_run_html
 from ..runs.tracking import pending_runs, read_batch, track
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..status import FINAL_OUTCOMES, RESUMABLE
 from ..storage import BlobStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = "outcomes/"
 CONSUMED = "outcomes-consumed.json"
-# ``superseded``: not sent again, because newer HR data of the worker was sent since.
-FINAL_STATES = frozenset({"success", "warning", "skipped", "failure", "unconfirmed", "superseded"})
-# File-run statuses after which the run may still send more batches (see runs.RunStatus).
-RESUMABLE = frozenset({"running", "stopped", "interrupted", "failed"})
 # Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
 # arrived: an entry up to this much older than the send can still be the send's.
 TOLERANCE = dt.timedelta(minutes=2)
@@ -107,11 +104,11 @@ class RunOutcomes:
         return f"{OUTCOMES}{self.run_id}.json"
 
     def open_records(self) -> Iterable[dict[str, Any]]:
-        return (r for r in self.records.values() if r["state"] not in FINAL_STATES)
+        return (r for r in self.records.values() if r["state"] not in FINAL_OUTCOMES)
 
     @property
     def all_final(self) -> bool:
-        return all(r["state"] in FINAL_STATES for r in self.records.values())
+        return all(r["state"] in FINAL_OUTCOMES for r in self.records.values())
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -139,9 +136,7 @@ class Confirmer:
         self._poster = poster
         self._sleep = sleep
         self._clock = clock
-        self._extra_codes = frozenset(
-            c.strip() for c in settings.transient_error_codes.split(",") if c.strip()
-        )
+        self._extra_codes = settings.transient_error_codes
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
@@ -312,7 +307,7 @@ class Confirmer:
             recommended_action=entry.recommended_action,
         )
         if entry.status != "failure":
-            record["state"] = entry.status if entry.status in FINAL_STATES else "success"
+            record["state"] = entry.status if entry.status in FINAL_OUTCOMES else "success"
             return
         transient = is_transient(entry, self._extra_codes)
         if transient and record["sends"] < self.settings.max_record_attempts:
@@ -512,7 +507,7 @@ class Confirmer:
                 "sends": record["sends"],
             }
         for change_id, outcomes in by_change.items():
-            record_entra_outcomes(self.store, change_id, outcomes, FINAL_STATES)
+            record_entra_outcomes(self.store, change_id, outcomes, FINAL_OUTCOMES)
 
     def _write_ledger(self, run: RunOutcomes, results: Results) -> None:
         """Rewrite the run's ledger with each record's outcome, streaming the old one."""

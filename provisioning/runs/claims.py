@@ -15,47 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from ..clock import iso, parse_iso
 from ..jml.ordering import new_order
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER
+from ..status import RunStatus
 from ..storage import BlobStore, Lease, PreconditionFailed
-
-RunStatus = Literal[
-    "running",  # claimed; batches may be in progress (or the process died: resumable)
-    "complete",  # every valid record was accepted by Graph (or needed no send), none rejected
-    "partly-rejected",  # some records were rejected (by validation or refused by Graph)
-    "rejected",  # nothing got in: the file was unusable as a whole, or every record was refused
-    "held-for-approval",  # the leavers exceed the safety threshold and wait for an approval
-    "stopped",  # the provisioning job is paused/quarantined/not started; resumable
-    "interrupted",  # Graph kept failing (outage, throttling); resumable
-    "failed",  # Graph refused us (401/403): fix permissions, then resumable
-    "superseded",  # a newer run of the same full feed was accepted: nothing more is sent
-]
-FINAL = frozenset({"complete", "partly-rejected", "rejected", "superseded"})
-
-# Exit codes of the command line and of scripts/run-local (README, "Statuses and exit codes").
-EXIT_OK = 0  # complete, superseded, duplicate, nothing-due
-EXIT_REJECTED = 1  # rows or records were rejected: partly-rejected, rejected (not the file)
-EXIT_UNUSABLE = 2  # a setting, an argument, the mapping or the file as a whole is unusable
-EXIT_UNFINISHED = 3  # the work waits: held-for-approval, stopped, interrupted, failed, busy
-_EXIT_BY_STATUS = {
-    "complete": EXIT_OK,
-    "superseded": EXIT_OK,
-    "duplicate": EXIT_OK,
-    "nothing-due": EXIT_OK,
-    "partly-rejected": EXIT_REJECTED,
-    "rejected": EXIT_REJECTED,
-}
-
-
-def exit_code(status: str, *, unusable: bool = False) -> int:
-    """The documented exit code of a run that ended ``status``; ``unusable``: the run was
-    rejected because its file (or mapping) could not be used at all."""
-    if status == "rejected" and unusable:
-        return EXIT_UNUSABLE
-    return _EXIT_BY_STATUS.get(status, EXIT_UNFINISHED)
 
 
 def new_run_id(moment: dt.datetime, content_hash: str) -> str:
@@ -70,7 +36,7 @@ class Claim:
     blob: str
     created: str
     results_prefix: str
-    status: RunStatus = "running"
+    status: str = RunStatus.RUNNING
     attempts: int = 0
     next_batch: int = 1
     reason: str | None = None

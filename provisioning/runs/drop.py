@@ -31,25 +31,15 @@ from ..graph.submit import client_request_id
 from ..jml.ordering import ALL, GateBusy, SendGate
 from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..status import FAILING, FINAL, log_level
 from ..storage import BlobStore, LeaseKeeper, PreconditionFailed
 from .batchbook import BatchBook
-from .claims import FINAL, Claim, ClaimStore, Results
+from .claims import Claim, ClaimStore, Results
 from .reports import RejectedCsv, render_run_html
-from .seen import FAILING, seen_name
+from .seen import seen_name
 from .spool import Readable, spool, sweep_stale
 
 log = logging.getLogger(__name__)
-
-
-# The level of a run's closing log line (README, "Statuses and exit codes"): the alerts in
-# infra/modules/alerts.bicep match these lines by level and text.
-_LOG_LEVELS = {
-    "partly-rejected": logging.WARNING,
-    "rejected": logging.ERROR,
-    "failed": logging.ERROR,
-    "stopped": logging.ERROR,
-    "interrupted": logging.ERROR,
-}
 
 
 def sent_status(summary: dict[str, Any]) -> tuple[str, str | None]:
@@ -473,7 +463,7 @@ class DropProcessor:
         keeper: LeaseKeeper,
         begun: float,
     ) -> RunOutcome:
-        claim.status, claim.reason = status, reason  # type: ignore[assignment]
+        claim.status, claim.reason = status, reason
         self.claims.save(claim, keeper.lease)
         summary.update(
             status=status,
@@ -489,7 +479,8 @@ class DropProcessor:
         }
         # Rejections are what a person must act on: a warning (some) or an error (all), which
         # the alerts in infra/ pick up.
-        level = _LOG_LEVELS.get(status, logging.INFO)
+        # The alerts in infra/modules/alerts.bicep match these lines by level and text.
+        level = log_level(status)
         log.log(
             level,
             "run %s %s: %s",

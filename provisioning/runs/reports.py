@@ -11,6 +11,7 @@ import html
 from typing import Any, Protocol
 
 from ..convert.validation import RowError
+from ..status import colour as status_colour
 
 REJECTED_COLUMNS = ("file", "record", "line", "column", "attribute", "reason", "value")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -57,19 +58,8 @@ def printable(text: str, limit: int = 40) -> str:
     return clean if len(clean) <= limit else clean[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
-_STATUS_COLOURS = {
-    "complete": "#107c10",
-    "accepted": "#107c10",
-    "duplicate": "#5c2d91",
-    "running": "#0078d4",
-    "rejected": "#a4262c",
-    # Amber, dark enough for white text: part of the file did not get in.
-    "partly-rejected": "#8a6100",
-    "held-for-approval": "#8a6100",
-    "failed": "#a4262c",
-    "stopped": "#ca5010",
-    "interrupted": "#ca5010",
-}
+# Batch statuses that are not a run's: a batch accepted looks like a run complete.
+_BATCH_STATUS = {"accepted": "complete"}
 
 
 # The look of every report page (runs, drift).
@@ -84,7 +74,7 @@ def render_run_html(summary: dict[str, Any]) -> str:
     status = str(summary.get("status", ""))
 
     def badge(value: Any) -> str:
-        colour = _STATUS_COLOURS.get(str(value), "#605e5c")
+        colour = status_colour(_BATCH_STATUS.get(str(value), str(value))) or "#605e5c"
         return f'<span class="b" style="background:{colour}">{esc(str(value))}</span>'
 
     facts = [

@@ -1,5 +1,4 @@
-"""Seen markers: what became of each blob name in hr-inbound, for the sweep, and which outcomes
-count as a failed attempt of a file."""
+"""Seen markers: what became of each blob name in hr-inbound, for the sweep."""
 
 from __future__ import annotations
 
@@ -7,12 +6,6 @@ import hashlib
 
 # In ``state``: one marker per blob name saying what became of it, for the sweep of hr-inbound.
 SEEN_PREFIX = "seen/"
-
-
-# Outcomes that count towards max_file_attempts. Not the file's fault, so not counted: a stopped
-# job, a busy claim, and an interrupted run (Graph, the token endpoint or the network failing
-# for a while); the other outcomes are final.
-FAILING = frozenset({"failed", "error"})
 
 
 def seen_name(blob: str) -> str:

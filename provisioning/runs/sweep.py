@@ -34,17 +34,15 @@ from typing import Any, Literal
 
 from ..clock import iso, utcnow
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..status import FAILING, FINAL, SETTLED
 from ..storage import BlobInfo, BlobStore, PreconditionFailed
-from .claims import FINAL
 from .drop import DropProcessor
-from .seen import FAILING, SEEN_PREFIX, seen_name
+from .seen import SEEN_PREFIX, seen_name
 from .spool import spool, sweep_stale
 
 log = logging.getLogger(__name__)
 
 FAILED_PREFIX = "failed/"
-# Marker statuses after which a file is left where it is, never run again.
-SETTLED = frozenset({"complete", "partly-rejected", "duplicate", "held-for-approval", "superseded"})
 
 Verdict = Literal["skip", "move", "retry"]
 
