@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from . import transforms as tf
 from .bind import BoundMapping
-from .document import LIFECYCLE, LIFECYCLE_DATES, LeafSpec, _pydantic_reason
+from .document import LIFECYCLE, LIFECYCLE_DATES, LeafSpec, MappingFile, pydantic_reason
 from .readers import FileError
 from .transforms import SpecError
 from .validation import (
@@ -30,6 +30,9 @@ from .validation import (
 
 @dataclass(frozen=True)
 class Leaf:
+    """One compiled attribute: where it goes in the user, its spec, its transform chain and the
+    check of its SCIM type and length."""
+
     path: str  # e.g. "name.givenName" or "urn:…:enterprise:2.0:User:manager.value"
     spec: LeafSpec
     transform: tf.Transform | None
@@ -57,6 +60,9 @@ class Node:
 
 @dataclass
 class Mapping:
+    """A compiled mapping: the user tree (``root``), the lifecycle dates and the extension URNs
+    it can fill. :meth:`bind` resolves its columns against one file's header."""
+
     name: str
     source: str
     trim: bool
@@ -91,6 +97,20 @@ def _walk(node: Node) -> list[Leaf]:
         for entry in entries:
             out.extend(_walk(entry))
     return out
+
+
+def compile_mapping(spec: MappingFile, *, name: str, source: str) -> Mapping:
+    """Compile a validated document; a path that is not a SCIM attribute is a SpecError."""
+    root, extensions = _compile_user(spec.user)
+    lifecycle = _compile_object(spec.lifecycle, LIFECYCLE, "", "lifecycle")
+    return Mapping(
+        name=name,
+        source=source,
+        trim=spec.trim,
+        root=root,
+        extensions=extensions,
+        lifecycle=lifecycle,
+    )
 
 
 def _compile_user(user: dict[str, Any]) -> tuple[Node, list[str]]:
@@ -165,7 +185,7 @@ def _compile_leaf(raw: Any, namespace: str, path: str, where: str) -> Leaf:
     try:
         spec = LeafSpec(column=raw) if isinstance(raw, str) else LeafSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"{where}: {_pydantic_reason(exc)}") from None
+        raise SpecError(f"{where}: {pydantic_reason(exc)}") from None
     known = attribute_type(namespace, path)
     if known is None:
         if namespace == LIFECYCLE:

@@ -1,6 +1,7 @@
 """The mapping document: its pydantic models and how its YAML/JSON text is read.
 
-:class:`MappingFile` is the whole file, :class:`LeafSpec` one leaf of it. Validation here covers
+:func:`read_document` parses the text (YAML 1.2 booleans, no duplicate keys) into a
+:class:`MappingFile`, the whole file; :class:`LeafSpec` is one leaf of it. Validation here covers
 the document's shape (one source per leaf, known keys, version); whether a path is a SCIM
 attribute is checked when the document is compiled (:mod:`.compile`).
 """
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import plain_reason
+from .transforms import SpecError
 from .validation import TYPES
 
 LIFECYCLE = "lifecycle"
@@ -22,6 +24,9 @@ _SOURCES = ("column", "constant", "template", "coalesce")
 
 
 class LeafSpec(BaseModel):
+    """One leaf of the mapping: exactly one source (column, constant, template or coalesce)
+    and the options that shape its value (transforms, default, required, type, max_length)."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     column: str | None = None
@@ -49,6 +54,9 @@ class LeafSpec(BaseModel):
 
 
 class MappingFile(BaseModel):
+    """A whole mapping document as written: the ``user`` tree, still raw (its leaves become
+    :class:`LeafSpec` when compiled), the ``lifecycle`` dates and the file-wide options."""
+
     model_config = ConfigDict(extra="forbid")
 
     version: int = 1
@@ -70,6 +78,18 @@ class MappingFile(BaseModel):
                 f"lifecycle: unknown key(s) {sorted(unknown)}; known: {', '.join(LIFECYCLE_DATES)}"
             )
         return self
+
+
+def read_document(text: str, *, name: str) -> MappingFile:
+    """Parse and validate a mapping document; every fault is a :class:`SpecError` naming it."""
+    try:
+        data = yaml.load(text, Loader=_MappingLoader)  # a SafeLoader subclass: no objects
+    except yaml.YAMLError as exc:
+        raise SpecError(f"mapping '{name}' is not valid YAML/JSON: {exc}") from None
+    try:
+        return MappingFile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"mapping '{name}': {pydantic_reason(exc)}") from None
 
 
 class _MappingLoader(yaml.SafeLoader):
@@ -99,7 +119,7 @@ _MappingLoader.add_implicit_resolver(
 )
 
 
-def _pydantic_reason(exc: ValidationError) -> str:
+def pydantic_reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])

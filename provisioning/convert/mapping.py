@@ -20,11 +20,8 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from .compile import Mapping, _compile_object, _compile_user
-from .document import LIFECYCLE, MappingFile, _MappingLoader, _pydantic_reason
+from .compile import Mapping, compile_mapping
+from .document import read_document
 from .transforms import SpecError
 
 __all__ = ["BUILTIN", "Mapping", "load_mapping", "parse_mapping"]
@@ -57,21 +54,5 @@ def _builtin(name: str) -> Mapping:
 
 
 def parse_mapping(text: str, *, name: str, source: str) -> Mapping:
-    try:
-        data = yaml.load(text, Loader=_MappingLoader)  # a SafeLoader subclass: no objects
-    except yaml.YAMLError as exc:
-        raise SpecError(f"mapping '{name}' is not valid YAML/JSON: {exc}") from None
-    try:
-        spec = MappingFile.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(f"mapping '{name}': {_pydantic_reason(exc)}") from None
-    root, extensions = _compile_user(spec.user)
-    lifecycle = _compile_object(spec.lifecycle, LIFECYCLE, "", "lifecycle")
-    return Mapping(
-        name=name,
-        source=source,
-        trim=spec.trim,
-        root=root,
-        extensions=extensions,
-        lifecycle=lifecycle,
-    )
+    """Read, validate and compile mapping text (YAML or JSON) named ``name`` from ``source``."""
+    return compile_mapping(read_document(text, name=name), name=name, source=source)
