@@ -19,18 +19,11 @@ from graph_emulator import GraphEmulator
 from provisioning.convert.bulk import serialize
 from provisioning.convert.validation import ENTERPRISE
 from provisioning.functions.services import open_services
+from provisioning.graph.users import entra_users
 from provisioning.jml.lifecycle import Known
 from provisioning.jml.state import WorkerState, id_hash
-from provisioning.reconcile.drift import (
-    LATEST,
-    SELECT,
-    DriftReport,
-    compare,
-    drift_report,
-    entra_users,
-    fix_operations,
-    render_drift_html,
-)
+from provisioning.reconcile.drift import SELECT, DriftReport, compare, fix_operations
+from provisioning.reconcile.drift_report import LATEST, drift_report, render_drift_html
 from provisioning.settings import RESULTS_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
 from tests.e2e import drop, store

@@ -1,4 +1,4 @@
-"""The drift report: what Entra holds now against what HR last got accepted, per worker.
+"""Drift, the comparison (pure): what Entra holds now against what HR last got accepted.
 
 Entra accounts change outside HR (an admin re-enables a leaver, deletes an account, edits a
 title), and a provisioning failure can leave an account behind its record. The report compares
@@ -9,40 +9,20 @@ the state (the last record Entra accepted for each worker) with the users Graph 
 - mismatches: an attribute the HR record sets differs in Entra (names only, never values).
 
 Workers whose records were sent but whose outcome is not known yet are skipped. The report
-carries HR ids and attribute names only, goes to ``results/drift/<date>/<report-id>/`` (and
-``results/drift/latest.json``), and the log gets counts only.
+carries HR ids and attribute names only; ``drift_report`` reads Entra and writes it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import html
-import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph import GraphServiceClient
-from msgraph.generated.users.users_request_builder import UsersRequestBuilder
-
-from ..clock import iso, utcnow
 from ..convert.bulk import Operation
 from ..convert.validation import ENTERPRISE, MULTI_VALUED
-from ..graph.client import GraphClient, json_pages
 from ..jml.lifecycle import Known
-from ..jml.state import WorkerState, id_hash, shard_of
-from ..runs.claims import Results, new_run_id
-from ..runs.reports import bar_chart_svg, html_page
-from ..settings import RESULTS_CONTAINER, Settings
-from ..storage import BlobStore
+from ..jml.state import id_hash
 
-log = logging.getLogger(__name__)
-
-PAGE_SIZE = 999  # the most Graph returns in one page of /users
-HTML_LIST_LIMIT = 1000
-DRIFT_PREFIX = "drift/"
-LATEST = f"{DRIFT_PREFIX}latest.json"
 ACCOUNT_ENABLED = "accountEnabled"
 
 
@@ -161,24 +141,10 @@ class DriftReport:
 # --- reading Entra ------------------------------------------------------------------------
 
 
-async def entra_users(
-    graph_sdk: GraphServiceClient, select: Sequence[str], *, page_size: int = PAGE_SIZE
-) -> AsyncIterator[dict[str, Any]]:
-    """Every user of the tenant as a plain dict of the ``select``ed properties (Graph names),
-    following ``@odata.nextLink``; one page is alive at a time."""
-    query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
-        select=list(select), top=page_size
-    )
-    config = RequestConfiguration(query_parameters=query)
-    async for page in json_pages(graph_sdk.request_adapter, graph_sdk.users, config):
-        for user in page:
-            yield {name: user.get(name) for name in select}
-
-
 # --- comparing ----------------------------------------------------------------------------
 
 
-def _managed_id(
+def managed_id(
     user: dict[str, Any], known: Collection[str], pending: Collection[str]
 ) -> str | None:
     """The employeeId of a user this service provisions, None for anyone else's account."""
@@ -244,7 +210,7 @@ def compare(
     report = DriftReport(workers=len(known))
     for user in users:
         report.entra_users += 1
-        employee_id = _managed_id(user, known, pending)
+        employee_id = managed_id(user, known, pending)
         if employee_id is None:
             report.unmanaged_users += 1
             continue
@@ -299,158 +265,4 @@ def fix_operations(report: DriftReport, records: dict[str, dict[str, Any]]) -> l
 # --- writing ------------------------------------------------------------------------------
 
 
-def write_drift_report(store: BlobStore, report: DriftReport, moment: dt.datetime) -> str:
-    """Write drift.json and drift.html under ``drift/<date>/<report-id>/`` of the results
-    container, then ``drift/latest.json`` (the same JSON); returns the report's prefix."""
-    report_id = new_run_id(moment, "drift000")
-    prefix = f"{DRIFT_PREFIX}{moment:%Y-%m-%d}/{report_id}/"
-    payload = {
-        "report_id": report_id,
-        "generated": iso(moment),
-        "results_prefix": prefix,
-        **report.to_json(),
-    }
-    results = Results(store, prefix)
-    results.write_json("drift.json", payload)
-    results.write_text("drift.html", render_drift_html(payload), "text/html; charset=utf-8")
-    # Last, so latest.json only ever names a complete report.
-    store.write_json(RESULTS_CONTAINER, LATEST, payload)
-    return prefix
-
-
-def render_drift_html(payload: dict[str, Any], limit: int = HTML_LIST_LIMIT) -> str:
-    """The report for a person: counts, then each kind's HR ids (at most ``limit`` each)."""
-    esc = html.escape
-    counts = payload["counts"]
-
-    def more(total: int) -> str:
-        if total <= limit:
-            return ""
-        return f"<p>and {total - limit} more (all in <code>drift.json</code>)</p>"
-
-    def ids(title: str, values: list[str]) -> str:
-        items = "".join(f"<li><code>{esc(v)}</code></li>" for v in values[:limit])
-        return f"<h2>{esc(title)} ({len(values)})</h2><ul>{items}</ul>{more(len(values))}"
-
-    labels = [
-        ("Workers known to the state", "workers"),
-        ("Entra users read", "entra_users"),
-        ("Enabled leavers", "enabled_leavers"),
-        ("Missing accounts", "missing_accounts"),
-        ("Accounts differing from HR", "mismatches"),
-        ("Skipped: outcome of the last send not known yet", "skipped_pending"),
-        ("Entra users not provisioned from HR", "unmanaged_users"),
-    ]
-    count_rows = "".join(
-        f"<tr><th>{esc(label)}</th><td class=n>{counts[key]}</td></tr>" for label, key in labels
-    )
-    attribute_rows = "".join(
-        f"<tr><td>{esc(name)}</td><td class=n>{n}</td></tr>"
-        for name, n in payload["mismatches_by_attribute"].items()
-    )
-    mismatches = payload["mismatches"]
-    mismatch_rows = "".join(
-        f"<tr><td><code>{esc(m['externalId'])}</code></td>"
-        f"<td>{esc(', '.join(m['attributes']))}</td></tr>"
-        for m in mismatches[:limit]
-    )
-    chart = bar_chart_svg(
-        {
-            "enabled leavers": counts["enabled_leavers"],
-            "missing accounts": counts["missing_accounts"],
-            "mismatches": counts["mismatches"],
-        }
-    )
-    body = f"""<h1>Drift between HR and Entra</h1>
-<table><tr><th>Report</th><td>{esc(payload["report_id"])}</td></tr>
-<tr><th>Generated</th><td>{esc(payload["generated"])}</td></tr></table>
-<h2>Counts</h2><table>{count_rows}</table>
-{chart}
-<p>HR ids and attribute names only: the values are in HR and in Entra.</p>
-{ids("Enabled leavers", payload["enabled_leavers"])}
-{ids("Missing accounts", payload["missing_accounts"])}
-<h2>Accounts differing from HR ({len(mismatches)})</h2>
-<table><tr><th>attribute</th><th>workers</th></tr>{attribute_rows}</table>
-<table><tr><th>externalId</th><th>attributes</th></tr>{mismatch_rows}</table>
-{more(len(mismatches))}"""
-    return html_page(f"Drift report {payload['report_id']}", body)
-
-
 # --- the whole report ---------------------------------------------------------------------
-
-
-async def drift_report(
-    settings: Settings,
-    store: BlobStore,
-    graph: GraphClient,
-    *,
-    pending: Collection[str] = frozenset(),
-    clock: Callable[[], dt.datetime] = utcnow,
-    page_size: int = PAGE_SIZE,
-) -> dict[str, Any]:
-    """Compare the state with Entra's users, write the report, send nothing.
-
-    ``pending``: HR ids sent whose outcome is not known yet (skipped). Records are read one
-    state shard at a time; of each Entra user only the compared properties are kept.
-
-    Returns ``{"results_prefix": str (drift/<date>/<report-id>/ in the results container),
-    "generated": ISO time, "counts": DriftReport.counts(), "report": DriftReport,
-    "operations": list[Operation]}``;
-    ``operations`` are the fixes (``fix_operations``) when ``settings.drift_auto_fix``, else
-    empty."""
-    moment = clock()
-    state = WorkerState(store)
-    state.fold()
-    known = state.index()
-    by_shard: dict[str, list[tuple[Any, ...]]] = {}
-    outside = DriftReport()
-    async for user in entra_users(graph.sdk, SELECT, page_size=page_size):
-        employee_id = _managed_id(user, known, pending)
-        if employee_id is None:
-            outside.entra_users += 1
-            outside.unmanaged_users += 1
-            continue
-        by_shard.setdefault(shard_of(employee_id), []).append(tuple(user[p] for p in COMPARED))
-    known_by_shard: dict[str, dict[str, Known]] = {}
-    for external_id, worker in known.items():
-        known_by_shard.setdefault(shard_of(external_id), {})[external_id] = worker
-    parts = [outside]
-    operations: list[Operation] = []
-    for shard in sorted(known_by_shard.keys() | by_shard.keys()):
-        shard_known = known_by_shard.get(shard, {})
-        projections = by_shard.pop(shard, [])
-        # Records of those compared (with an account) or possibly missing one (active).
-        with_account = {p[0] for p in projections}
-        needed = [
-            external_id
-            for external_id, worker in shard_known.items()
-            if external_id not in pending and (worker.active or external_id in with_account)
-        ]
-        records = state.records(needed)
-        users = (dict(zip(COMPARED, p, strict=True)) for p in projections)
-        part = compare(shard_known, records, users, pending=pending)
-        if settings.drift_auto_fix:
-            operations += fix_operations(part, records)
-        parts.append(part)
-    report = DriftReport.combine(parts)
-    prefix = write_drift_report(store, report, moment)
-    counts = report.counts()
-    log.info(
-        "drift: %d workers, %d Entra users: %d enabled leavers, %d missing accounts, "
-        "%d mismatches, %d skipped (pending), %d unmanaged users; %d fixes prepared",
-        counts["workers"],
-        counts["entra_users"],
-        counts["enabled_leavers"],
-        counts["missing_accounts"],
-        counts["mismatches"],
-        counts["skipped_pending"],
-        counts["unmanaged_users"],
-        len(operations),
-    )
-    return {
-        "results_prefix": prefix,
-        "generated": iso(moment),
-        "counts": counts,
-        "report": report,
-        "operations": operations,
-    }

@@ -38,7 +38,7 @@ from ..runs.tracking import track_accepted
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..storage import BlobStore, Lease, LeaseKeeper
 from .confirm import Confirmer
-from .drift import drift_report
+from .drift_report import drift_report
 from .health import record_health
 
 log = logging.getLogger(__name__)

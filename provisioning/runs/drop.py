@@ -31,12 +31,12 @@ from ..graph.submit import client_request_id
 from ..jml.ordering import ALL, GateBusy, SendGate
 from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
-from ..status import FAILING, FINAL, log_level
+from ..status import FINAL, log_level
 from ..storage import BlobStore, LeaseKeeper, PreconditionFailed
 from .batchbook import BatchBook
 from .claims import Claim, ClaimStore, Results
 from .reports import RejectedCsv, render_run_html
-from .seen import seen_name
+from .seen import write_marker
 from .spool import Readable, spool, sweep_stale
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,10 @@ class RunOutcome:
 
 
 class DropProcessor:
+    """One run of a dropped HR file: claim its content (exactly once, whatever the path that
+    found it), spool it, plan it against the worker state, send what the plan sends through
+    the one sender, and write the results; a run that stopped resumes from its checkpoint."""
+
     def __init__(
         self,
         settings: Settings,
@@ -130,30 +134,9 @@ class DropProcessor:
 
         Best effort: without its marker, the sweep reads the file again and finds its claim.
         """
-        name = seen_name(blob)
         try:
-            claim = self.claims.load(content_hash)
-            if status == "duplicate" and claim is not None and claim.blob == blob:
-                # An event delivered twice: what became of this blob is what its run did.
-                status, reason = claim.status, claim.reason
-            found = self.store.read_json(STATE_CONTAINER, name)
-            earlier = found[0] if found and found[0].get("content_hash") == content_hash else {}
-            failed_attempts = earlier.get("failed_attempts", 0) + (1 if status in FAILING else 0)
-            self.store.write_json(
-                STATE_CONTAINER,
-                name,
-                {
-                    "blob": blob,
-                    "size": size,
-                    "content_hash": content_hash,
-                    "status": status,
-                    "reason": reason,
-                    "run_id": claim.run_id if claim else None,
-                    "results": claim.results_prefix if claim else None,
-                    "attempts": claim.attempts if claim else None,
-                    "failed_attempts": failed_attempts,
-                    "at": iso(self._clock()),
-                },
+            write_marker(
+                self.store, self.claims, blob, size, content_hash, status, reason, self._clock()
             )
         except Exception:
             log.warning("could not mark %s as seen (%s)", blob, status, exc_info=True)
@@ -214,15 +197,21 @@ class DropProcessor:
     async def _run(
         self, claim: Claim, blob: str, path: Path, size: int, keeper: LeaseKeeper
     ) -> RunOutcome:
-        started = self._clock()
         begun = time.monotonic()
         results = Results(self.store, claim.results_prefix)
+        summary = self._begin(claim, blob, size, keeper)
+        results.write_json("summary.json", summary)
+        status, reason = await self._convert_plan_send(claim, blob, path, results, summary, keeper)
+        return self._finish(claim, results, summary, status, reason, keeper, begun)
+
+    def _begin(self, claim: Claim, blob: str, size: int, keeper: LeaseKeeper) -> dict[str, Any]:
+        """Count the attempt on the claim (now ``running``) and start the run's summary."""
         claim.attempts += 1
         resumed_from = claim.next_batch if claim.attempts > 1 else None
         claim.status, claim.reason = "running", None
         self.claims.save(claim, keeper.lease)
         feed = feed_of(blob)
-        summary: dict[str, Any] = {
+        return {
             "run_id": claim.run_id,
             "status": "running",
             "source_blob": blob,
@@ -234,19 +223,29 @@ class DropProcessor:
             "order": claim.data_order,
             "attempt": claim.attempts,
             "resumed_from_batch": resumed_from,
-            "started": iso(started),
+            "started": iso(self._clock()),
             "first_started": claim.created,
         }
-        results.write_json("summary.json", summary)
 
+    async def _convert_plan_send(
+        self,
+        claim: Claim,
+        blob: str,
+        path: Path,
+        results: Results,
+        summary: dict[str, Any],
+        keeper: LeaseKeeper,
+    ) -> tuple[str, str | None]:
+        """The run itself, once the job is known to be active: plan the file against the
+        state, send what the plan sends; (status, reason) of how it ended."""
         try:
             job = await self.graph.job_status()
         except GraphUnavailable as exc:
-            return self._finish(claim, results, summary, "interrupted", exc.reason, keeper, begun)
+            return "interrupted", exc.reason
         if job.code != "Active":
             reason = job_stop_reason(job)
             log.error("run %s stopped before sending: %s", claim.run_id, reason)
-            return self._finish(claim, results, summary, "stopped", reason, keeper, begun)
+            return "stopped", reason
 
         source = Source(Path(blob).name, lambda: path.open("rb"))
 
@@ -262,28 +261,27 @@ class DropProcessor:
 
         gate = SendGate.from_settings(self.store, self.settings, sleep=keeper.sleep)
         try:
-            planned = await self._plan(claim, gate, feed, conversion, results, summary)
+            planned = await self._plan(claim, gate, summary["feed"], conversion, results, summary)
         except FileError as exc:
             summary["file_error"] = str(exc)
-            return self._finish(claim, results, summary, "rejected", str(exc), keeper, begun)
+            return "rejected", str(exc)
         except (GateBusy, PreconditionFailed) as exc:
             # The gate stayed taken, or its lease lapsed under slow storage: try again later.
-            return self._finish(claim, results, summary, "interrupted", str(exc), keeper, begun)
+            return "interrupted", str(exc)
         if isinstance(planned, str):
-            return self._finish(claim, results, summary, "superseded", planned, keeper, begun)
+            return "superseded", planned
         send_plan, in_flight = planned
         stop = await self._send(
             claim, gate, send_plan, conversion, results, summary, keeper, in_flight
         )
         if stop:
-            return self._finish(claim, results, summary, stop[0], stop[1], keeper, begun)
+            return stop
         if summary.get("plan", {}).get("held_for_approval"):
-            held = (
+            return "held-for-approval", (
                 f"{summary['plan']['counts']['leaver']} leavers exceed the threshold of "
                 f"{summary['plan']['leaver_threshold']}; approve run {claim.run_id} to send them"
             )
-            return self._finish(claim, results, summary, "held-for-approval", held, keeper, begun)
-        return self._finish(claim, results, summary, *sent_status(summary), keeper, begun)
+        return sent_status(summary)
 
     async def _send(
         self,
