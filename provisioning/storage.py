@@ -310,7 +310,11 @@ class BlobStore:
         """
         if etag is not None and create_only:
             raise ValueError("etag and create_only exclude each other")
-        body = json.dumps(data, indent=indent, ensure_ascii=False).encode("utf-8")
+        # A lone surrogate (a JSON key written \ud800, quoted in an error) cannot be UTF-8: it is
+        # written as the JSON escape it came from, which reads back as the same string.
+        body = json.dumps(data, indent=indent, ensure_ascii=False).encode(
+            "utf-8", "backslashreplace"
+        )
         conditions: dict[str, Any] = {}
         if etag is not None:
             conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified}

@@ -38,8 +38,9 @@ COUNTS = ("records_sent", "records_accepted", "records_rejected_by_graph")
 
 # The HTTP statuses by the rule the README gives them. 0: no answer (connection dropped).
 ACCEPTED = (202,)
-REFUSED_DATA = (400, 404, 409)  # permanent, the batch's own: reported, the run goes on
-REFUSED_APP = (401, 403)  # permanent, the app's: the run stops "failed"
+REFUSED_DATA = (400, 409)  # permanent, the batch's own: reported, the run goes on
+# Permanent, the app's (404: the service principal or job does not exist): stops "failed".
+REFUSED_APP = (401, 403, 404)
 TRANSIENT = (0, 408, 429, 500, 502, 503, 504)  # retried; outlasting the retries interrupts
 
 
@@ -231,7 +232,7 @@ def test_stop_rule_and_counts_agree(status: str, http_status: int, records: int)
         None, {"status": status, "http_status": http_status}, resent=False, earlier=False
     )
     counts = counted(entry, records)
-    app_refused = status == "rejected" and http_status in (401, 403)
+    app_refused = status == "rejected" and http_status in REFUSED_APP
     # Exactly one of: goes on, interrupted (resumable), failed (the app refused).
     if status == "failed":
         assert stop is not None and stop[0] == "interrupted"
@@ -277,7 +278,11 @@ def test_graph_reason_joins_what_graph_said() -> None:
     )
     only_message = outcome("failed", 0, error_message="timeout (ReadTimeout)")
     assert graph_reason(only_message, "kept failing") == (
-        "Graph kept failing (HTTP 0, request-id None) timeout (ReadTimeout)"
+        "Graph kept failing (HTTP 0) timeout (ReadTimeout)"  # no request-id: none is named
+    )
+    nothing_said = outcome("rejected", 409, request_id="r")
+    assert graph_reason(nothing_said, "refused the batch") == (
+        "Graph refused the batch (HTTP 409, request-id r)"  # no trailing space
     )
     only_code = outcome("rejected", 401, request_id="r", error_code="InvalidAuthenticationToken")
     assert graph_reason(only_code, "refused the app").endswith(") InvalidAuthenticationToken")

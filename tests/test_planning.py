@@ -417,12 +417,6 @@ def test_an_id_differing_only_in_case_is_a_conflict_and_keeps_the_known_worker(
     assert [op.external_id for op, _, _ in sent(rows, result, state.records(["ef3"]))] == ["ef3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: make_plan marks a rejected row's externalId present only as spelled, so a known "
-    "worker whose id differs only in case becomes an absent leaver of a full feed (a valid "
-    "row with that spelling is a conflict and keeps it)",
-)
 def test_a_rejected_row_in_other_case_keeps_the_known_worker(state: WorkerState) -> None:
     accept(state, [worker("ab1"), worker("cd2")])
     rows = [worker("AB1", WorkerStatus="Maybe"), worker("cd2")]  # AB1's row is rejected
@@ -494,11 +488,6 @@ MULTI_PHONE_MAPPING = parse_mapping(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: changed_attributes flattens every entry of a list onto the same names, so a "
-    "change in any entry but the last of a multi-valued attribute is not listed",
-)
 def test_a_change_in_the_first_of_two_phone_numbers_is_listed(state: WorkerState) -> None:
     def convert(rows: list[dict[str, str]]) -> Conversion:
         data = csv_bytes(rows)
@@ -524,11 +513,6 @@ def test_a_change_in_the_first_of_two_phone_numbers_is_listed(state: WorkerState
     assert result.changed["1"] == ["phoneNumbers.value"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: make_plan compares a mover's record as mapped, not as sent: a mover whose "
-    "termination date has passed is sent with active false, yet 'active' is listed as changed",
-)
 def test_a_mover_sent_disabled_does_not_list_active_as_changed(state: WorkerState) -> None:
     accept(state, [worker(1, WorkerStatus="Inactive")])
     rows = [worker(1, JobTitle="Lead", Custom02=day(-3))]  # HR: Active, but left 3 days ago

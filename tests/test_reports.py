@@ -421,13 +421,6 @@ def test_values_never_change_the_page_structure(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="bug: Results.write_text (and BlobStore.write_json) encode strictly as UTF-8, so a "
-    "lone surrogate in the summary (a FileError quoting a JSON key written \\ud800) cannot be "
-    "written",
-)
 def test_a_page_with_a_lone_surrogate_can_be_written(store: BlobStore) -> None:
     results = Results(store, "runs/2025-01-31/x/")
     page = render_run_html(summary(reason="line 1: key '\ud800' appears twice in the first record"))

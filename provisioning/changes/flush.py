@@ -17,7 +17,7 @@ from typing import Any
 from ..clock import utcnow
 from ..convert.bulk import MAX_OPERATIONS, Operation
 from ..graph.client import GraphApi, GraphUnavailable
-from ..graph.outcomes import graph_reason, job_stop_reason
+from ..graph.outcomes import graph_reason, job_stop_reason, refuses_the_app
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
@@ -179,7 +179,7 @@ def _settle(outcome_of: dict[str, dict[str, Any]], batch: SentBatch) -> None:
         outcome_of[item.op.bulk_id] = {"status": "superseded", "request_id": None, "error": None}
     for item, outcome in batch.rejected:
         # Refused for its data: final. Anything else (throttling, outage): sent again later.
-        final = outcome.status == "rejected" and outcome.http_status not in (401, 403)
+        final = outcome.status == "rejected" and not refuses_the_app(outcome)
         outcome_of[item.op.bulk_id] = {
             "status": "rejected" if final else "retrying",
             "request_id": outcome.request_id,

@@ -179,12 +179,23 @@ def _sniff_delimiter(sample: bytes, encoding: str) -> str:
     return max(DELIMITERS, key=width)
 
 
+def named(name: str) -> str:
+    """A column name or JSON key fit for a message: a character that cannot be printed (a
+    control character, a lone surrogate written \\ud800 in JSON) is shown as its escape."""
+    if name.isprintable():
+        return name
+    return "".join(
+        c if c.isprintable() else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        for c in name
+    )
+
+
 def _clean_header(raw: list[str], line: int) -> list[str]:
     header = [name.strip() for name in raw]
     seen: set[str] = set()
     for name in header:
         if name and name in seen:
-            raise FileError(f"column '{name}' appears twice in the header", line)
+            raise FileError(f"column '{named(name)}' appears twice in the header", line)
         seen.add(name)
     return header
 
@@ -293,7 +304,7 @@ def record_row(obj: Any, header: list[str], line: int) -> Row:
     problem = None
     if isinstance(obj, _Repeated):
         # Only top-level keys: a nested object is never mapped as a value.
-        problem = obj.key.strip(), f"key '{obj.key}' appears twice in this record"
+        problem = obj.key.strip(), f"key '{named(obj.key)}' appears twice in this record"
     return Row(line, values, problem, tuple(nested))
 
 
@@ -301,7 +312,7 @@ def _header_from(obj: Any, line: int) -> list[str]:
     if not isinstance(obj, dict):
         raise FileError("the first record is not a JSON object", line)
     if isinstance(obj, _Repeated):
-        raise FileError(f"key '{obj.key}' appears twice in the first record", line)
+        raise FileError(f"key '{named(obj.key)}' appears twice in the first record", line)
     return _clean_header([str(k) for k in obj], line)
 
 

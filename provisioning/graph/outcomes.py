@@ -46,7 +46,9 @@ def job_stop_reason(job: JobStatus) -> str:
 
 def graph_reason(result: BatchOutcome, what: str) -> str:
     detail = ": ".join(p for p in (result.error_code, result.error_message) if p)
-    return f"Graph {what} (HTTP {result.http_status}, request-id {result.request_id}) {detail}"
+    request = f", request-id {result.request_id}" if result.request_id else ""
+    said = f" {detail}" if detail else ""
+    return f"Graph {what} (HTTP {result.http_status}{request}){said}"
 
 
 def outcome_record(request: BulkRequest, result: BatchOutcome, resent: bool) -> dict[str, Any]:
@@ -86,24 +88,34 @@ def batch_entry(
     return entry
 
 
+# Answers that refuse the app, not the records: 401/403 (no token, no permission) and 404 (the
+# service principal or job named in PROVISIONING_SERVICE_PRINCIPAL_ID/JOB_ID does not exist, a
+# configuration error). Every further request would be refused too: the run stops, resumable,
+# and its records are sent again once the app is fixed, never counted as refused.
+REFUSES_THE_APP = frozenset({401, 403, 404})
+
+
+def refuses_the_app(result: BatchOutcome) -> bool:
+    return result.status == "rejected" and result.http_status in REFUSES_THE_APP
+
+
 def count_batch(counts: dict[str, int], records: int, entry: dict[str, Any]) -> None:
     counts["records_sent"] += records
     if entry["status"] == "accepted":
         counts["records_accepted"] += records
-    elif entry["status"] == "rejected" and entry.get("http_status") not in (401, 403):
-        # Refused for their data. A 401/403 refuses the app, not the records: the run stops
-        # and its next attempt sends them again.
+    elif entry["status"] == "rejected" and entry.get("http_status") not in REFUSES_THE_APP:
+        # Refused for their data; an answer that refuses the app refuses no record.
         counts["records_rejected_by_graph"] += records
 
 
 def stop_reason(result: BatchOutcome) -> tuple[str, str] | None:
     """(run status, reason) when a batch's outcome ends the run, else None.
 
-    Transient errors that outlasted the retries interrupt it (resumable); 401/403 mean the app
-    is refused and every further batch would be too. A 400 does not stop it: that batch's data
-    is reported and the others go on."""
+    Transient errors that outlasted the retries interrupt it (resumable); an answer that refuses
+    the app (``REFUSES_THE_APP``) fails it, resumable too. A 400 does not stop it: that batch's
+    data is reported and the others go on."""
     if result.status == "failed":
         return "interrupted", graph_reason(result, "kept failing")
-    if result.status == "rejected" and result.http_status in (401, 403):
+    if refuses_the_app(result):
         return "failed", graph_reason(result, "refused the app")
     return None

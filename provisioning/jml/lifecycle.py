@@ -256,8 +256,12 @@ class Planner:
         return other if other != external_id else None
 
     def present(self, external_id: str) -> None:
-        """The worker is in the file but its row was rejected: not a leaver, nothing sent."""
+        """The worker is in the file but its row was rejected: not a leaver, nothing sent. A
+        rejected row in other case also keeps the known worker it may be (as a valid row in
+        other case does): a row that could not be read must never disable anyone."""
         self._present.add(external_id)
+        if external_id not in self.known and (other := self._other_spelling(external_id)):
+            self._present.add(other)
 
     def newer(self, known: Known) -> bool:
         """Whether Entra got HR data for this worker newer than this plan's: the worker's own

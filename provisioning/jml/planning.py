@@ -9,6 +9,7 @@ are deterministic for a file and a plan, which is what makes a run resumable.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +143,9 @@ def make_plan(
         if decision.action == "leaver":
             leaver_records[op.external_id] = {**op.data, "active": False}
         elif decision.action == "mover" and len(new_records) < MOVER_DETAIL_LIMIT:
-            new_records[op.external_id] = op.data
+            # Compared as it will be sent (a mover past their termination date goes disabled).
+            sent = op.data if decision.active is None else {**op.data, "active": decision.active}
+            new_records[op.external_id] = sent
     for external_id in conversion.rejected_ids:
         planner.present(external_id)
     plan = planner.finish()
@@ -162,10 +165,16 @@ def make_plan(
     return PlanResult(plan, conversion.summary, leaver_records, changed)
 
 
+_ENTRY = re.compile(r"\[\d+\]")
+
+
 def changed_attributes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Names (SCIM paths) of the attributes whose values differ; no values."""
     before, after = _flatten(old), _flatten(new)
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    # Entries of a list are compared one by one, and named by the attribute they belong to.
+    return sorted(
+        {_ENTRY.sub("", k) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -177,8 +186,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         return out
     if isinstance(value, list):
         out = {}
-        for item in value:
-            out.update(_flatten(item, prefix))
+        for index, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix[:-1]}[{index}]."))
         return out
     return {prefix[:-1]: value}
 

@@ -129,7 +129,11 @@ class Results:
 
     def write_text(self, name: str, text: str, content_type: str) -> None:
         self.store.write_bytes(
-            RESULTS_CONTAINER, self.path(name), text.encode("utf-8"), content_type
+            # A lone surrogate cannot be UTF-8: shown escaped (\ud800) rather than crash the run.
+            RESULTS_CONTAINER,
+            self.path(name),
+            text.encode("utf-8", "backslashreplace"),
+            content_type,
         )
 
     def batch_name(self, index: int) -> str:

@@ -85,6 +85,13 @@ def _duplicate_keys() -> str:
     return f"[{first},\n{second},\n{third}]"
 
 
+def _surrogate_key() -> str:
+    # A key written as a lone surrogate escape, twice in the first record: the file is refused,
+    # and the message quoting the key must still be writable (it cannot be UTF-8 as it is).
+    first = json.dumps(good(1)[0])
+    return "[" + first[:-1] + ', "\\ud800": "a", "\\ud800": "b"}]'
+
+
 def _broken_jsonl() -> str:
     lines = [json.dumps(row) for row in good(3)]
     lines[1] = lines[1][:40]  # cut short
@@ -103,6 +110,7 @@ FILES: dict[str, Callable[[Path], None]] = {
     "json-object.json": _text(json.dumps(worker(1))),
     "broken-line.jsonl": _text(_broken_jsonl()),
     "duplicate-keys.json": _text(_duplicate_keys()),
+    "surrogate-key.json": _text(_surrogate_key()),
     "nul-bytes.csv": _text(csv_text([*good(2), worker(3, FirstName="Giv\x00en3")])),
     "oversize-cell.csv": _text(csv_text([*good(2), worker(3, Custom01="x" * (5 << 20))])),
     "long-value.csv": _text(csv_text([*good(2), worker(3, FullName="x" * 300)])),
