@@ -42,7 +42,7 @@ from azure.storage.blob import (
 )
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from .errors import StorageError
+from .errors import ConfigurationError, StorageError
 from .settings import FLUSH_QUEUE, STORAGE_CONNECTION, Settings
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class BlobStore:
         if settings.storage_connection_string:
             return cls(BlobServiceClient.from_connection_string(settings.storage_connection_string))
         if not settings.storage_blob_service_uri:
-            raise ValueError(
+            raise ConfigurationError(
                 "blob storage is not configured: set "
                 f"{STORAGE_CONNECTION}__blobServiceUri (storage_blob_service_uri, with "
                 f"{STORAGE_CONNECTION}__clientId for a user-assigned managed identity) or "
@@ -533,7 +533,7 @@ class FlushQueue:
                 message_encode_policy=encode,
             )
         else:
-            raise ValueError(
+            raise ConfigurationError(
                 f"queue storage is not configured: set {STORAGE_CONNECTION}__queueServiceUri "
                 f"or {STORAGE_CONNECTION}"
             )

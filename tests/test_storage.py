@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from provisioning.errors import ConfigurationError
 from provisioning.settings import Settings
 from provisioning.storage import (
     BLOCK_SIZE,
     BlobInfo,
     BlobStore,
+    FlushQueue,
     PreconditionFailed,
 )
 
@@ -284,8 +286,10 @@ def test_from_settings_identity_based(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_from_settings_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HRSTORAGE", "HRSTORAGE__blobServiceUri", "HRSTORAGE__clientId"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ConfigurationError) as raised:
         BlobStore.from_settings(Settings())
     message = str(raised.value)
+    with pytest.raises(ConfigurationError, match="queue storage is not configured"):
+        FlushQueue.from_settings(Settings())
     assert "HRSTORAGE__blobServiceUri" in message and "HRSTORAGE" in message
     assert "storage_blob_service_uri" in message and "storage_connection_string" in message

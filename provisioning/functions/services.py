@@ -82,8 +82,7 @@ def sender_settings() -> Settings:
 
 
 def open_store(settings: Settings) -> BlobStore:
-    """The blob storage; ConfigurationError naming the storage settings when none is set
-    (BlobStore.from_settings alone would raise a ValueError)."""
+    """The blob storage; ConfigurationError naming the storage settings when none is set."""
     require_storage(settings)
     return BlobStore.from_settings(settings)
 
