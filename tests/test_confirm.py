@@ -21,7 +21,8 @@ from graph_emulator import GraphEmulator
 from provisioning.clock import utcnow
 from provisioning.graph.client import GraphClient
 from provisioning.graph.provisioning_logs import LogEntry, provisioning_entries
-from provisioning.reconcile.confirm import CONSUMED, OUTCOMES, Confirmer
+from provisioning.reconcile.confirm import CONSUMED, Confirmer
+from provisioning.reconcile.run_outcomes import OUTCOMES
 from provisioning.runs.tracking import PENDING
 from provisioning.settings import STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker

@@ -17,32 +17,28 @@ kept in ``state/outcomes-consumed.json`` for as long as it can still be in the q
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
-from ..changes.records import record_entra_outcomes
 from ..clock import iso, parse_iso
 from ..convert.bulk import Operation
-from ..graph.outcomes import LEDGER_COLUMNS, TextToBlob, graph_reason
+from ..graph.outcomes import graph_reason
 from ..graph.provisioning_logs import LogEntry
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import SendGate
 from ..runs.claims import Results
-from ..runs.reports import csv_safe, render_run_html
 from ..runs.tracking import pending_runs, read_batch, track
-from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
+from ..settings import STATE_CONTAINER, Settings
 from ..status import FINAL_OUTCOMES, RESUMABLE
 from ..storage import BlobStore, PreconditionFailed
+from .outcome_results import write_results
+from .run_outcomes import OUTCOMES, RunOutcomes, ordinal
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = "outcomes/"
 CONSUMED = "outcomes-consumed.json"
 # Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
 # arrived: an entry up to this much older than the send can still be the send's.
@@ -59,62 +55,12 @@ TRANSIENT_CODES = frozenset(
         "SystemForCrossDomainIdentityManagementServiceUnavailable",
     }
 )
-LEDGER_OUTCOME_COLUMNS = (
-    "entra_status",
-    "entra_action",
-    "error_code",
-    "error_reason",
-    "recommended_action",
-    "target_id",
-    "log_time",
-    "sends",
-)
-FAILURE_COLUMNS = (
-    "externalId",
-    "record",
-    "line",
-    "batch",
-    "error_code",
-    "error_category",
-    "reason",
-    "recommended_action",
-    "sends",
-)
 
 
 def is_transient(entry: LogEntry, extra_codes: frozenset[str]) -> bool:
     return entry.error_category == "failure" or (entry.error_code or "") in (
         TRANSIENT_CODES | extra_codes
     )
-
-
-@dataclass
-class RunOutcomes:
-    """The outcome file of one run."""
-
-    run_id: str
-    results_prefix: str
-    kind: str
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    etag: str | None = None
-    changed: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{OUTCOMES}{self.run_id}.json"
-
-    def open_records(self) -> Iterable[dict[str, Any]]:
-        return (r for r in self.records.values() if r["state"] not in FINAL_OUTCOMES)
-
-    @property
-    def all_final(self) -> bool:
-        return all(r["state"] in FINAL_OUTCOMES for r in self.records.values())
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for record in self.records.values():
-            out[record["state"]] = out.get(record["state"], 0) + 1
-        return out
 
 
 class Confirmer:
@@ -171,7 +117,7 @@ class Confirmer:
             done = run.all_final and self._sending_done(run)
             if run.changed or done:
                 self._save(run)
-                self._write_results(run, done)
+                write_results(self.store, run, done, self._clock())
                 keep_alive()
             if done:
                 self.store.delete(STATE_CONTAINER, run.name)
@@ -362,7 +308,7 @@ class Confirmer:
             # bulkIds only need to be unique within one request.
             wire = f"retry-{len(items):06d}"
             owner[wire] = (run, bulk)
-            op = Operation(wire, record["id"], record["line"], data, record=_ordinal(record))
+            op = Operation(wire, record["id"], record["line"], data, record=ordinal(record))
             items.append(Outgoing(op, worker.order, worker.feed, "retry", resend=True))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
         sender = Sender(self.settings, self._poster, gate, sleep=self._sleep, keep_alive=keep_alive)
@@ -413,7 +359,7 @@ class Confirmer:
             run.changed = True
             # Tracked under the record's own bulkId, so its next log entry lands on it.
             by_run.setdefault(run.run_id, (run, []))[1].append(
-                Operation(bulk, record["id"], record["line"], {}, record=_ordinal(record))
+                Operation(bulk, record["id"], record["line"], {}, record=ordinal(record))
             )
         for run, ops in by_run.values():
             track(
@@ -436,131 +382,3 @@ class Confirmer:
             return True  # releases, flushes, retries and fixes are never resumed
         summary = Results(self.store, run.results_prefix).read_json("summary.json")
         return summary is not None and summary.get("status") not in RESUMABLE
-
-    def _write_results(self, run: RunOutcomes, done: bool) -> None:
-        results = Results(self.store, run.results_prefix)
-        if run.kind == "changes":
-            self._write_change_outcomes(run)
-        self._write_ledger(run, results)
-        failures = [(bulk, r) for bulk, r in run.records.items() if r["state"] in ("failure",)]
-        failures_blob = self.store.staged(RESULTS_CONTAINER, results.path("failures.csv"))
-        writer = csv.writer(TextToBlob(failures_blob))
-        writer.writerow(FAILURE_COLUMNS)
-        failures.sort(key=lambda item: (str(item[1]["batch"]), _ordinal(item[1]), item[1]["line"]))
-        for _bulk, r in failures:
-            writer.writerow(
-                [
-                    csv_safe(r["id"]),
-                    r.get("record", ""),
-                    r["line"],
-                    r["batch"],
-                    r.get("error_code") or "",
-                    r.get("error_category") or "",
-                    csv_safe(r.get("reason") or ""),
-                    csv_safe(r.get("recommended_action") or ""),
-                    r["sends"],
-                ]
-            )
-        failures_blob.commit("text/csv; charset=utf-8")
-        summary = results.read_json("summary.json") or {
-            "run_id": run.run_id,
-            "kind": run.kind,
-            "status": "complete",
-        }
-        summary["outcomes"] = {
-            "status": "complete" if done else "pending",
-            "updated": iso(self._clock()),
-            "records": len(run.records),
-            "counts": run.counts(),
-            "retried_records": sum(1 for r in run.records.values() if r["sends"] > 1),
-            "permanent_failures": len(failures),
-            # For a person: the first failures with Entra's advice; all are in failures.csv.
-            "failures": [
-                {
-                    "externalId": r["id"],
-                    "record": r.get("record", ""),
-                    "line": r["line"],
-                    "error_code": r.get("error_code"),
-                    "reason": r.get("reason"),
-                    "recommended_action": r.get("recommended_action"),
-                }
-                for _bulk, r in failures[:50]
-            ],
-        }
-        results.write_json("summary.json", summary)
-        results.write_text("report.html", render_run_html(summary), "text/html; charset=utf-8")
-
-    def _write_change_outcomes(self, run: RunOutcomes) -> None:
-        """HTTP changes: each change's records get their outcome (the flush tracked them with
-        the action ``change <id>`` and the record's index as its line)."""
-        by_change: dict[str, dict[int, dict[str, Any]]] = {}
-        for record in run.records.values():
-            change_id = record["action"].removeprefix("change ")
-            by_change.setdefault(change_id, {})[record["line"]] = {
-                "status": record["state"],
-                "action": record.get("entra_action"),
-                "error_code": record.get("error_code"),
-                "reason": record.get("reason"),
-                "recommended_action": record.get("recommended_action"),
-                "target_id": record.get("target_id"),
-                "log_time": record.get("log_time"),
-                "sends": record["sends"],
-            }
-        for change_id, outcomes in by_change.items():
-            record_entra_outcomes(self.store, change_id, outcomes, FINAL_OUTCOMES)
-
-    def _write_ledger(self, run: RunOutcomes, results: Results) -> None:
-        """Rewrite the run's ledger with each record's outcome, streaming the old one."""
-        name = results.path("ledger.csv")
-        out = self.store.staged(RESULTS_CONTAINER, name)
-        writer = csv.writer(TextToBlob(out))
-        writer.writerow((*LEDGER_COLUMNS, *LEDGER_OUTCOME_COLUMNS))
-        written: set[str] = set()
-        bulk_column = LEDGER_COLUMNS.index("bulkId")
-        old = self.store.open_read(RESULTS_CONTAINER, name)
-        if old is not None:
-            with io.TextIOWrapper(old, encoding="utf-8", newline="") as text:
-                rows = csv.reader(text)
-                next(rows, None)
-                for row in rows:
-                    base = row[: len(LEDGER_COLUMNS)]
-                    record = run.records.get(base[bulk_column])
-                    writer.writerow((*base, *_outcome_cells(record)))
-                    written.add(base[bulk_column])
-        for bulk, record in run.records.items():
-            if bulk not in written:
-                writer.writerow(
-                    (
-                        record["batch"],
-                        record.get("record", ""),
-                        record["line"],
-                        csv_safe(record["id"]),
-                        bulk,
-                        record["action"],
-                        "accepted",
-                        202,
-                        "",
-                        *_outcome_cells(record),
-                    )
-                )
-        out.commit("text/csv; charset=utf-8")
-
-
-def _outcome_cells(record: dict[str, Any] | None) -> tuple[Any, ...]:
-    if record is None:
-        return ("",) * len(LEDGER_OUTCOME_COLUMNS)
-    return (
-        record["state"],
-        record.get("entra_action") or "",
-        record.get("error_code") or "",
-        csv_safe(record.get("reason") or ""),
-        csv_safe(record.get("recommended_action") or ""),
-        record.get("target_id") or "",
-        record.get("log_time") or "",
-        record["sends"],
-    )
-
-
-def _ordinal(record: dict[str, Any]) -> int:
-    """The record's ordinal in its file; 0 when unknown (HTTP changes, older trackings)."""
-    return int(record.get("record") or 0)
