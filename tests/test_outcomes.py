@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graph_emulator import GraphEmulator
-from provisioning.convert.bulk import BulkRequest, Operation, serialize
+from provisioning.convert.bulk import BulkRequest, serialize
 from provisioning.graph.client import GraphClient, JobStatus
 from provisioning.graph.outcomes import (
     batch_entry,
@@ -32,6 +32,7 @@ from provisioning.graph.outcomes import (
 from provisioning.graph.pacing import RateLimiter, retry_policy_for
 from provisioning.graph.submit import Attempt, BatchOutcome, Submitter
 from provisioning.settings import Settings
+from tests.graphs import emulator_settings, scim_operations
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 COUNTS = ("records_sent", "records_accepted", "records_rejected_by_graph")
@@ -45,35 +46,11 @@ TRANSIENT = (0, 408, 429, 500, 502, 503, 504)  # retried; outlasting the retries
 
 
 def request(count: int = 3, prefix: str = "E") -> BulkRequest:
-    ops = []
-    for i in range(count):
-        external_id = f"{prefix}{i:04d}"
-        data = {
-            "schemas": [CORE],
-            "externalId": external_id,
-            "userName": f"{external_id.lower()}@contoso.test",
-            "displayName": f"User {external_id}",
-            "active": True,
-        }
-        ops.append(Operation(f"{prefix}-{i}", external_id, i + 2, data))
-    return BulkRequest(7, ops)
+    return BulkRequest(7, scim_operations(count, prefix, first_line=2, digits=4))
 
 
 def graph_settings(emu: GraphEmulator, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "graph_url": emu.graph_url,
-        "service_principal_id": emu.sp_id,
-        "job_id": emu.job_id,
-        "credential": "auto",
-        "request_timeout_seconds": 5.0,
-        "max_attempts": 2,
-        "retry_base_seconds": 0.01,
-        "retry_max_seconds": 0.02,
-        "rate_limit_requests": 1000,
-        "rate_limit_window_seconds": 1.0,
-    }
-    values.update(changes)
-    return Settings(**values)
+    return emulator_settings(emu, **{"max_attempts": 2, "retry_max_seconds": 0.02, **changes})
 
 
 def submit(emu: GraphEmulator, bulk: BulkRequest, **changes: Any) -> BatchOutcome:

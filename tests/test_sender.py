@@ -13,13 +13,13 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from graph_emulator import GraphEmulator
-from provisioning.convert.bulk import Operation
 from provisioning.graph.client import GraphClient
 from provisioning.graph.pacing import process_limiter
 from provisioning.graph.sender import Outgoing, Sender, SentBatch
 from provisioning.jml.ordering import SendGate, new_order
 from provisioning.settings import STATE_CONTAINER, Settings
 from provisioning.storage import BlobStore
+from tests.graphs import emulator_settings, scim_operations
 
 if TYPE_CHECKING:
     from tests.conftest import Azurite
@@ -40,30 +40,11 @@ def store(clean_storage: Azurite) -> Iterator[BlobStore]:
 
 
 def settings_for(emu: GraphEmulator, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "graph_url": emu.graph_url,
-        "service_principal_id": emu.sp_id,
-        "job_id": emu.job_id,
-        "credential": "auto",
-        "request_timeout_seconds": 5.0,
-        "max_attempts": 4,
-        "retry_base_seconds": 0.01,
-        "retry_max_seconds": 0.05,
-        "lease_seconds": 15,
-        "batch_size": 1,
-    }
-    values.update(changes)
-    return Settings(**values)
+    return emulator_settings(emu, **{"lease_seconds": 15, "batch_size": 1, **changes})
 
 
 def outgoing(prefix: str, count: int) -> list[Outgoing]:
-    items = []
-    for i in range(count):
-        ext = f"{prefix}{i:04d}"
-        data = {"schemas": [CORE], "externalId": ext, "userName": f"{ext.lower()}@contoso.test"}
-        op = Operation(f"{prefix}-{i}", ext, i + 1, data)
-        items.append(Outgoing(op, ORDER, "hr", "joiner"))
-    return items
+    return [Outgoing(op, ORDER, "hr", "joiner") for op in scim_operations(count, prefix, digits=4)]
 
 
 def test_every_sender_of_a_process_draws_from_one_pace(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
-from provisioning.convert.bulk import CONTENT_TYPE, Operation, serialize
+from provisioning.convert.bulk import CONTENT_TYPE, serialize
 from provisioning.graph.client import (
     GraphClient,
     HttpResult,
@@ -39,6 +39,7 @@ from provisioning.graph.pacing import (
 )
 from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
+from tests.graphs import emulator_settings, scim_operations
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 # raised by kiota when msgraph's generated request builders are imported
@@ -50,40 +51,8 @@ pytestmark = pytest.mark.filterwarnings(
 # ---------------------------------------------------------------- helpers
 
 
-def operations(count: int, prefix: str = "E") -> list[Operation]:
-    ops = []
-    for i in range(count):
-        external_id = f"{prefix}{i:05d}"
-        data = {
-            "schemas": [CORE],
-            "externalId": external_id,
-            "userName": f"{external_id.lower()}@contoso.test",
-            "displayName": f"User {external_id}",
-            "active": True,
-        }
-        ops.append(Operation(f"{prefix}-{i}", external_id, i + 1, data))
-    return ops
-
-
 def body(count: int = 2, prefix: str = "E") -> bytes:
-    return serialize(operations(count, prefix))
-
-
-def settings_for(emu: GraphEmulator, graph_url: str | None = None, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "graph_url": graph_url or emu.graph_url,
-        "service_principal_id": emu.sp_id,
-        "job_id": emu.job_id,
-        "credential": "auto",
-        "request_timeout_seconds": 5.0,
-        "max_attempts": 4,
-        "retry_base_seconds": 0.01,
-        "retry_max_seconds": 0.05,
-        "rate_limit_requests": 1000,
-        "rate_limit_window_seconds": 1.0,
-    }
-    values.update(changes)
-    return Settings(**values)
+    return serialize(scim_operations(count, prefix))
 
 
 Scenario = Callable[[GraphClient, Submitter, list[float]], Awaitable[Any]]
@@ -193,7 +162,7 @@ class RecordingProxy:
 def test_accepted_with_ids_and_exact_scim_content_type(emu: GraphEmulator) -> None:
     proxy = RecordingProxy(emu.url)
     try:
-        settings = settings_for(emu, graph_url=f"{proxy.url}/v1.0")
+        settings = emulator_settings(emu, graph_url=f"{proxy.url}/v1.0")
         outcome = submit_one(settings, body(3), "crid-accepted")
         content_types = proxy.header_values("Content-Type")
         authorization = proxy.header_values("Authorization")
@@ -233,7 +202,7 @@ def test_accepted_with_ids_and_exact_scim_content_type(emu: GraphEmulator) -> No
 
 
 def test_51_operations_rejected_with_graph_message_not_retried(emu: GraphEmulator) -> None:
-    outcome = submit_one(settings_for(emu), body(51), "crid-51")
+    outcome = submit_one(emulator_settings(emu), body(51), "crid-51")
     assert outcome.status == "rejected"
     assert outcome.http_status == 400
     assert outcome.error_code == "BadRequest"
@@ -248,7 +217,7 @@ def test_51_operations_rejected_with_graph_message_not_retried(emu: GraphEmulato
 @pytest.mark.parametrize("status", [400, 401, 403])
 def test_permanent_fault_statuses_are_not_retried(emu: GraphEmulator, status: int) -> None:
     emu.set_faults(status_sequence=[status])
-    outcome = submit_one(settings_for(emu), body(), f"crid-{status}")
+    outcome = submit_one(emulator_settings(emu), body(), f"crid-{status}")
     assert outcome.status == "rejected"
     assert outcome.http_status == status
     assert outcome.error_code and outcome.error_message
@@ -258,7 +227,7 @@ def test_permanent_fault_statuses_are_not_retried(emu: GraphEmulator, status: in
 
 
 def test_unknown_job_is_rejected_with_404(emu: GraphEmulator) -> None:
-    outcome = submit_one(settings_for(emu, job_id="API2AAD.0.unknown"), body())
+    outcome = submit_one(emulator_settings(emu, job_id="API2AAD.0.unknown"), body())
     assert (outcome.status, outcome.http_status, outcome.error_code) == (
         "rejected",
         404,
@@ -271,7 +240,7 @@ def test_429_storm_paced_and_all_accepted(emu: GraphEmulator) -> None:
     """The emulator allows 3 per second; our limiter (misconfigured at 10 per second) lets bursts
     through, gets 429 + Retry-After, and the shared penalty box then holds every sender."""
     emu.set_faults(rate_limit=(3, 1.0))
-    settings = settings_for(
+    settings = emulator_settings(
         emu, rate_limit_requests=10, rate_limit_window_seconds=1.0, max_attempts=20
     )
 
@@ -298,7 +267,7 @@ def test_429_storm_paced_and_all_accepted(emu: GraphEmulator) -> None:
 def test_pacing_at_the_limit_gets_no_429(emu: GraphEmulator) -> None:
     """Limiter and service agree (5 per 0.5 s): 15 requests, no 429, sliding window respected."""
     emu.set_faults(rate_limit=(5, 0.5))
-    settings = settings_for(emu, rate_limit_requests=5, rate_limit_window_seconds=0.5)
+    settings = emulator_settings(emu, rate_limit_requests=5, rate_limit_window_seconds=0.5)
 
     async def scenario(_: GraphClient, submitter: Submitter, __: list[float]) -> Any:
         return [await submitter.submit(body(1, f"P{i}-"), f"crid-pace-{i}") for i in range(15)]
@@ -315,7 +284,7 @@ def test_pacing_at_the_limit_gets_no_429(emu: GraphEmulator) -> None:
 
 def test_500_500_then_accepted_with_backoff(emu: GraphEmulator) -> None:
     emu.set_faults(status_sequence=[500, 500])
-    settings = settings_for(emu, retry_base_seconds=0.01, retry_max_seconds=1.0)
+    settings = emulator_settings(emu, retry_base_seconds=0.01, retry_max_seconds=1.0)
 
     async def scenario(_: GraphClient, submitter: Submitter, sleeps: list[float]) -> Any:
         return await submitter.submit(body(), "crid-500"), sleeps
@@ -331,7 +300,7 @@ def test_500_500_then_accepted_with_backoff(emu: GraphEmulator) -> None:
 
 def test_dropped_connection_is_retried(emu: GraphEmulator) -> None:
     emu.set_faults(drop_connections=1)
-    outcome = submit_one(settings_for(emu), body(), "crid-drop")
+    outcome = submit_one(emulator_settings(emu), body(), "crid-drop")
     assert outcome.status == "accepted"
     assert statuses(outcome) == [0, 202]
     assert outcome.attempts[0].error and outcome.attempts[0].request_id is None
@@ -340,7 +309,7 @@ def test_dropped_connection_is_retried(emu: GraphEmulator) -> None:
 
 def test_timeout_is_a_transport_error_then_success(emu: GraphEmulator) -> None:
     emu.set_faults(latency_ms=600)
-    settings = settings_for(emu, request_timeout_seconds=0.2)
+    settings = emulator_settings(emu, request_timeout_seconds=0.2)
 
     async def heal_then_sleep(seconds: float) -> None:
         emu.set_faults(latency_ms=0)  # the service recovers while we back off
@@ -372,7 +341,7 @@ def test_timeout_is_a_transport_error_then_success(emu: GraphEmulator) -> None:
 
 def test_max_attempts_exhausted_is_failed(emu: GraphEmulator) -> None:
     emu.set_faults(status_sequence=[503, 503, 503], retry_after=False)
-    outcome = submit_one(settings_for(emu, max_attempts=3), body(), "crid-503")
+    outcome = submit_one(emulator_settings(emu, max_attempts=3), body(), "crid-503")
     assert outcome.status == "failed"
     assert outcome.http_status == 503
     assert outcome.error_code and outcome.error_message
@@ -385,7 +354,7 @@ def test_max_attempts_exhausted_is_failed(emu: GraphEmulator) -> None:
 
 def test_transport_errors_until_exhausted_is_failed(emu: GraphEmulator) -> None:
     emu.set_faults(drop_connections=2)
-    outcome = submit_one(settings_for(emu, max_attempts=2), body(), "crid-drops")
+    outcome = submit_one(emulator_settings(emu, max_attempts=2), body(), "crid-drops")
     assert (outcome.status, outcome.http_status, outcome.error_code) == (
         "failed",
         0,
@@ -403,7 +372,7 @@ def test_job_status_active_paused_quarantine(emu: GraphEmulator) -> None:
         seen.append(await client.job_status())
         return seen
 
-    seen = run(settings_for(emu), scenario)
+    seen = run(emulator_settings(emu), scenario)
     assert seen == [
         JobStatus("Active"),
         JobStatus("Paused"),
