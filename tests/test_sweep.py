@@ -132,6 +132,7 @@ def test_a_file_the_trigger_processed_is_not_sent_again(
     (summary,) = runs()
     uploads = len(emulator.uploads())
     assert marker("workers.csv") == {
+        "schema_version": 1,
         "blob": "hr-inbound/workers.csv",
         "size": len(data),
         "content_hash": summary["content_hash"],

@@ -16,7 +16,6 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -25,17 +24,30 @@ from pydantic import ValidationError
 from ..clock import iso, utcnow
 from ..convert.bulk import MAX_OPERATIONS, Operation
 from ..convert.mapping import BUILTIN, Mapping, load_mapping
-from ..convert.readers import json_object, record_row
+from ..convert.read_json import json_object, record_row
 from ..convert.transforms import SpecError
 from ..convert.validation import id_key
+from ..documents import DocumentError, read_document, update_document
 from ..errors import plain_reason
-from ..jml.lifecycle import Held, Planner, Policy, today_in
+from ..jml.lifecycle import Planner, Policy, today_in
 from ..jml.ordering import new_order
-from ..jml.state import WorkerState
+from ..jml.state import HeldChange, WorkerState
 from ..settings import STATE_CONTAINER, Settings
 from ..storage import BlobStore, FlushQueue, PreconditionFailed
 from .models import Change, ChangeAccepted, ChangeRequest, RecordError
-from .records import API_FEED, CHANGES_PREFIX, FLUSH_SCHEDULED, MAX_CONFLICTS, OUTBOX_PREFIX
+from .records import (
+    API_FEED,
+    FLUSH_SCHEDULED,
+    MAX_CONFLICTS,
+    OUTBOX_PREFIX,
+    ChangeOperation,
+    ChangeRecord,
+    FlushScheduled,
+    OutboxEntry,
+    RecordState,
+    StoredChangeStatus,
+    change_name,
+)
 from .replies import Reply, problem
 
 log = logging.getLogger(__name__)
@@ -98,75 +110,102 @@ class ChangeService:
         key = request.change_id or idempotency_key  # the body's changeId wins, as documented
         change_id = _change_id(caller, key) if key else uuid.uuid4().hex
         digest = _body_hash(records, mapping.source)
-        existing = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
-        if existing is not None:
-            return self._repeat(existing[0], digest)
-        users, errors = _validate(records, mapping)
-        if errors:
-            return problem(
-                400,
-                "invalid-records",
-                "Invalid records",
-                f"{len({e.index for e in errors})} of {len(records)} records are invalid; "
-                "nothing was applied",
-                errors=errors,
-            )
-        change = self._plan(change_id, users, mapping, digest)
-        # The change record first, created once: whoever creates it owns the change; a retry
-        # or a concurrent call with the same key finds it and completes what is missing.
+        # A document this version cannot use (written by a newer version of the app, or not
+        # what it should be) stops the call with a 500, said in the log, and is left as it is:
+        # the change record of this key (whether this call repeats it is not known; it is only
+        # ever created create-only and updated ETag-conditionally), or a held change of one of
+        # its workers (the plan depends on it: provisioning.jml.state). Nothing of the call is
+        # sent; the caller tries again later.
         try:
-            self.store.write_json(
-                STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json", change, create_only=True
+            existing = read_document(
+                self.store, STATE_CONTAINER, change_name(change_id), ChangeRecord
             )
-        except PreconditionFailed:
-            found = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
-            assert found is not None
-            return self._repeat(found[0], digest)
-        change = self._complete(change)
+            if existing is not None:
+                return self._repeat(existing[0], digest)
+            users, errors = _validate(records, mapping)
+            if errors:
+                return problem(
+                    400,
+                    "invalid-records",
+                    "Invalid records",
+                    f"{len({e.index for e in errors})} of {len(records)} records are invalid; "
+                    "nothing was applied",
+                    errors=errors,
+                )
+            change = self._plan(change_id, users, mapping, digest)
+            # The change record first, created once: whoever creates it owns the change; a
+            # retry or a concurrent call with the same key finds it and completes what is
+            # missing.
+            try:
+                self.store.write_json(
+                    STATE_CONTAINER, change_name(change_id), change.dump(), create_only=True
+                )
+            except PreconditionFailed:
+                found = read_document(
+                    self.store, STATE_CONTAINER, change_name(change_id), ChangeRecord
+                )
+                assert found is not None
+                return self._repeat(found[0], digest)
+            change = self._complete(change)
+        except DocumentError as exc:
+            log.error("change %s not accepted: %s", change_id, exc)
+            return problem(
+                500,
+                "unreadable-change",
+                "Change not accepted",
+                f"change {change_id} could not be accepted: the app's state holds a document "
+                "this version cannot read; nothing of it is sent; the host log has the details",
+            )
         log.info("change %s accepted: %d records", change_id, len(users))
         return self._accepted(change, duplicate=False)
 
-    def _repeat(self, change: dict[str, Any], digest: str) -> Reply:
+    def _repeat(self, change: ChangeRecord, digest: str) -> Reply:
         """The same key again: the same body is a duplicate (finished if a crash interrupted
         it), another body is a conflict."""
-        if change.get("body_hash") not in (None, digest):
+        if change.body_hash not in (None, digest):
             return problem(
                 409,
                 "idempotency-key-reused",
                 "Idempotency key reused",
-                f"change {change['id']} was accepted with this key and another body; "
+                f"change {change.id} was accepted with this key and another body; "
                 "use a new key for a new change",
             )
         return self._accepted(self._complete(change), duplicate=True)
 
-    def _complete(self, change: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, change: ChangeRecord) -> ChangeRecord:
         """Apply a change still ``accepting``: its held changes, its outbox entry (named by
         the change, so doing this twice writes the same entry), the flush; then ``queued``.
         Idempotent, so the call that created the change and any retry may both run it."""
-        if change["status"] != "accepting":
+        if change.status != "accepting":
             return change
-        for item in change["cancel"]:
-            self.state.drop_held(Held(**item))
-        for item in change["hold"]:
-            self.state.hold(Held(**item))
-        if change["ops"]:
+        for item in change.cancel:
+            self.state.drop_held(item.held())
+        for item in change.hold:
+            self.state.hold(item.held())
+        if change.ops:
             self.store.write_json(
                 STATE_CONTAINER,
-                f"{OUTBOX_PREFIX}{change['id']}.json",
-                {"change": change["id"], "order": change["order"]},
+                f"{OUTBOX_PREFIX}{change.id}.json",
+                OutboxEntry(change=change.id, order=change.order).dump(),
             )
             self._schedule_flush()
-        final = "queued" if change["ops"] else "done"
+        final: StoredChangeStatus = "queued" if change.ops else "done"
 
-        def settled(current: dict[str, Any] | None) -> dict[str, Any] | None:
-            if current is None or current["status"] != "accepting":
+        def settled(current: ChangeRecord | None) -> ChangeRecord | None:
+            if current is None or current.status != "accepting":
                 return None  # a flush already moved it on
-            return {**current, "status": final}
+            current.status = final
+            return current
 
-        self.store.update_json(
-            STATE_CONTAINER, f"{CHANGES_PREFIX}{change['id']}.json", settled, attempts=MAX_CONFLICTS
+        update_document(
+            self.store,
+            STATE_CONTAINER,
+            change_name(change.id),
+            ChangeRecord,
+            settled,
+            attempts=MAX_CONFLICTS,
         )
-        return {**change, "status": final}
+        return change.model_copy(update={"status": final})
 
     def _mapping(self, name: str | None) -> Mapping:
         if name and name not in BUILTIN:
@@ -175,7 +214,7 @@ class ChangeService:
 
     def _plan(
         self, change_id: str, users: list[Operation], mapping: Mapping, digest: str
-    ) -> dict[str, Any]:
+    ) -> ChangeRecord:
         """The change record: the planned action per record and the operations to send. Pure
         planning; nothing is written here."""
         received = self._clock()
@@ -206,51 +245,52 @@ class ChangeService:
             # even if an older file run is still sending this worker.
             sent = plan.sends(op.external_id) is not None or decision.action == "unchanged"
             records.append(
-                {
-                    "index": index,
-                    "externalId": op.external_id,
-                    "action": decision.action,
-                    "status": "queued" if sent else "not-sent",
-                    "request_id": None,
-                }
+                RecordState(
+                    index=index,
+                    externalId=op.external_id,
+                    action=decision.action,
+                    status="queued" if sent else "not-sent",
+                    request_id=None,
+                )
             )
             if sent:
                 data = (
                     op.data if decision.active is None else {**op.data, "active": decision.active}
                 )
                 ops.append(
-                    {
-                        "index": index,
-                        "externalId": op.external_id,
-                        "bulkId": f"chg-{change_id[:16]}-{index}",
-                        "feed": decision.feed,
-                        "data": data,
-                    }
+                    ChangeOperation(
+                        index=index,
+                        externalId=op.external_id,
+                        bulkId=f"chg-{change_id[:16]}-{index}",
+                        feed=decision.feed,
+                        data=data,
+                    )
                 )
-        return {
-            "id": change_id,
-            "status": "accepting",
-            "received": iso(received),
-            "order": order,
-            "body_hash": digest,
-            "mapping": mapping.source,
-            "records": records,
-            "errors": [],
-            "ops": ops,
-            "hold": [asdict(h) for h in plan.hold],
-            "cancel": [asdict(h) for h in plan.cancel],
-        }
+        return ChangeRecord(
+            id=change_id,
+            status="accepting",
+            received=iso(received),
+            order=order,
+            body_hash=digest,
+            mapping=mapping.source,
+            records=records,
+            errors=[],
+            ops=ops,
+            hold=[HeldChange.of(h) for h in plan.hold],
+            cancel=[HeldChange.of(h) for h in plan.cancel],
+        )
 
-    def _accepted(self, change: dict[str, Any], *, duplicate: bool) -> Reply:
+    def _accepted(self, change: ChangeRecord, *, duplicate: bool) -> Reply:
         body = ChangeAccepted.model_validate(
             {
-                "id": change["id"],
-                "status": _shown(change["status"]),
-                "records": change["records"],  # index, externalId and action of each
+                "id": change.id,
+                "status": _shown(change.status),
+                # index, externalId and action of each
+                "records": [r.model_dump() for r in change.records],
                 "duplicate": duplicate,
             }
         )
-        return Reply(202, body, {"Location": f"/api/changes/{change['id']}"})
+        return Reply(202, body, {"Location": f"/api/changes/{change.id}"})
 
     def _schedule_flush(self) -> None:
         """One queue message per coalescing window: the first call of a burst schedules it."""
@@ -258,7 +298,10 @@ class ChangeService:
             return
         try:
             self.store.write_json(
-                STATE_CONTAINER, FLUSH_SCHEDULED, {"at": iso(self._clock())}, create_only=True
+                STATE_CONTAINER,
+                FLUSH_SCHEDULED,
+                FlushScheduled(at=iso(self._clock())).dump(),
+                create_only=True,
             )
         except PreconditionFailed:
             return  # a flush is already scheduled and will pick this change up
@@ -269,26 +312,37 @@ class ChangeService:
     def status(self, change_id: str) -> Reply:
         if not change_id.isalnum() or len(change_id) > 64:
             return problem(404, "not-found", "Not found", "no such change")
-        found = self.store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{change_id}.json")
+        try:
+            found = read_document(self.store, STATE_CONTAINER, change_name(change_id), ChangeRecord)
+        except DocumentError as exc:
+            # Said plainly to the caller, in full in the log; the record is left as it is.
+            log.error("change %s cannot be read: %s", change_id, exc)
+            return _unreadable(change_id)
         if found is None:
             return problem(404, "not-found", "Not found", f"no change {change_id}")
         change = found[0]
         try:
             # Only what the model names is shown: the change record's own fields (its
-            # operations, held changes, body hash, order) are the app's business.
-            shown = Change.model_validate({**change, "status": _shown(change["status"])})
+            # operations, held changes, body hash, order) are the app's business. The keys the
+            # record has, as it has them: one written before outcomes existed has none.
+            shown = Change.model_validate({**change.stored(), "status": _shown(change.status)})
         except ValidationError as exc:
             # Whatever wrote the record wrote something the document does not describe: a
             # bug. Said plainly to the caller, in full in the log; never an undocumented body.
             log.error("change %s does not fit its model: %s", change_id, _reasons(exc))
-            return problem(
-                500,
-                "unreadable-change",
-                "Change not readable",
-                f"change {change_id} is stored in a form this version cannot show; "
-                "the host log has the details",
-            )
+            return _unreadable(change_id)
         return Reply(200, shown)
+
+
+def _unreadable(change_id: str) -> Reply:
+    """The 500 for a change record this version cannot read or show."""
+    return problem(
+        500,
+        "unreadable-change",
+        "Change not readable",
+        f"change {change_id} is stored in a form this version cannot show; "
+        "the host log has the details",
+    )
 
 
 def _shown(status: str) -> str:

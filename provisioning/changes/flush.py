@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clock import utcnow
 from ..convert.bulk import MAX_OPERATIONS, Operation
+from ..documents import DocumentError, read_document, update_document
 from ..graph.client import GraphApi, GraphUnavailable
 from ..graph.outcomes import graph_reason, job_stop_reason, refuses_the_app
 from ..graph.sender import Outgoing, Sender, SentBatch
@@ -25,7 +26,16 @@ from ..jml.state import WorkerState
 from ..runs.tracking import track_accepted
 from ..settings import STATE_CONTAINER, Settings
 from ..storage import BlobStore, LeaseKeeper
-from .records import CHANGES_PREFIX, FLUSH_SCHEDULED, MAX_CONFLICTS, OUTBOX_LOCK, OUTBOX_PREFIX
+from .records import (
+    FLUSH_SCHEDULED,
+    MAX_CONFLICTS,
+    OUTBOX_LOCK,
+    OUTBOX_PREFIX,
+    ChangeRecord,
+    OutboxEntry,
+    RecordFault,
+    change_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +133,7 @@ async def flush(
             settled = _update_change(store, change, outcome_of)
             totals["changes"] += 1
             if settled:
-                store.delete(STATE_CONTAINER, f"{OUTBOX_PREFIX}{change['id']}.json")
+                store.delete(STATE_CONTAINER, f"{OUTBOX_PREFIX}{change.id}.json")
         # Fold now, so the next call's plan sees what this flush sent.
         WorkerState(store).fold()
         if stop:
@@ -134,36 +144,48 @@ async def flush(
         lease.release()
 
 
-def _waiting_changes(store: BlobStore, names: list[str]) -> list[dict[str, Any]]:
+def _waiting_changes(store: BlobStore, names: list[str]) -> list[ChangeRecord]:
     """The change records the outbox points at, oldest HR data first; an entry whose change
-    record is gone is dropped."""
+    record is gone is dropped.
+
+    An outbox entry or a change record this version cannot use (written by a newer version of
+    the app, or not what it should be) is skipped with a warning, and both are left as they
+    are: its records are not sent by this version (it cannot tell what they are), the other
+    changes are. The entry stays in the outbox, so every flush (and the timer, for entries
+    left waiting) says so again until a person fixes it or the version that wrote it runs."""
     changes = []
     for name in names:
-        pointer = store.read_json(STATE_CONTAINER, name)
-        if pointer is None:
+        try:
+            pointer = read_document(store, STATE_CONTAINER, name, OutboxEntry)
+            if pointer is None:
+                continue
+            found = read_document(
+                store, STATE_CONTAINER, change_name(pointer[0].change), ChangeRecord
+            )
+        except DocumentError as exc:
+            log.warning("%s; skipped: its change waits in the outbox", exc)
             continue
-        found = store.read_json(STATE_CONTAINER, f"{CHANGES_PREFIX}{pointer[0]['change']}.json")
         if found is None:
             store.delete(STATE_CONTAINER, name)
             continue
         changes.append(found[0])
-    return sorted(changes, key=lambda c: c.get("order", ""))
+    return sorted(changes, key=lambda c: c.order)
 
 
 def _newest_per_worker(
-    changes: list[dict[str, Any]],
+    changes: list[ChangeRecord],
 ) -> tuple[list[Outgoing], list[Outgoing]]:
     """(records to send, older records of the same workers): one operation per worker and
     per request, the newest change's; every bulkId once."""
     newest: dict[str, Outgoing] = {}
     older: list[Outgoing] = []
     for change in changes:  # oldest first
-        waiting = {r["index"] for r in change["records"] if r["status"] in ("queued", "retrying")}
-        for item in change["ops"]:
-            if item["index"] not in waiting:
+        waiting = {r.index for r in change.records if r.status in ("queued", "retrying")}
+        for item in change.ops:
+            if item.index not in waiting:
                 continue
-            op = Operation(item["bulkId"], item["externalId"], item["index"], item["data"])
-            outgoing = Outgoing(op, change.get("order", ""), item["feed"], f"change {change['id']}")
+            op = Operation(item.bulkId, item.externalId, item.index, item.data)
+            outgoing = Outgoing(op, change.order, item.feed, f"change {change.id}")
             before = newest.get(op.external_id)
             if before is not None:
                 older.append(before)
@@ -188,39 +210,48 @@ def _settle(outcome_of: dict[str, dict[str, Any]], batch: SentBatch) -> None:
 
 
 def _update_change(
-    store: BlobStore, change: dict[str, Any], outcome_of: dict[str, dict[str, Any]]
+    store: BlobStore, change: ChangeRecord, outcome_of: dict[str, dict[str, Any]]
 ) -> bool:
     """Put the flush's outcome on the change record (ETag-conditional: the timer may write
-    Entra's outcomes at the same moment); True when nothing of it waits any more."""
-    by_index = {item["index"]: item["bulkId"] for item in change["ops"]}
+    Entra's outcomes at the same moment); True when nothing of it waits any more.
 
-    def updated(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    A record that became unusable since it was read (a newer version of the app wrote it) is
+    not written over: a warning, and False, so its outbox entry stays."""
+    by_index = {item.index: item.bulkId for item in change.ops}
+
+    def updated(current: ChangeRecord | None) -> ChangeRecord | None:
         if current is None:
             return None
-        for record in current["records"]:
-            result = outcome_of.get(by_index.get(record["index"], ""))
+        for record in current.records:
+            result = outcome_of.get(by_index.get(record.index, ""))
             if result is None:
                 continue
-            record["status"] = result["status"]
-            record["request_id"] = result["request_id"]
+            record.status = result["status"]
+            record.request_id = result["request_id"]
             if result["error"]:
-                current["errors"].append({"index": record["index"], "reason": result["error"]})
-        statuses = {r["status"] for r in current["records"] if r["status"] != "not-sent"}
+                current.errors.append(RecordFault(index=record.index, reason=result["error"]))
+        statuses = {r.status for r in current.records if r.status != "not-sent"}
         if statuses & {"queued", "retrying"}:
-            current["status"] = "retrying" if "retrying" in statuses else current["status"]
+            current.status = "retrying" if "retrying" in statuses else current.status
         elif statuses <= {"superseded"}:
-            current["status"] = "superseded"
+            current.status = "superseded"
         elif statuses <= {"sent", "superseded"}:
-            current["status"] = "sent"
+            current.status = "sent"
         else:
-            current["status"] = "partly-rejected"
+            current.status = "partly-rejected"
         return current
 
-    name = f"{CHANGES_PREFIX}{change['id']}.json"
-    if not store.update_json(STATE_CONTAINER, name, updated, attempts=MAX_CONFLICTS):
-        log.warning("change %s kept changing; its flush outcome is written next time", change["id"])
+    name = change_name(change.id)
+    try:
+        if not update_document(
+            store, STATE_CONTAINER, name, ChangeRecord, updated, attempts=MAX_CONFLICTS
+        ):
+            log.warning(
+                "change %s kept changing; its flush outcome is written next time", change.id
+            )
+            return False
+        found = read_document(store, STATE_CONTAINER, name, ChangeRecord)
+    except DocumentError as exc:
+        log.warning("%s; the flush's outcome is not put on it, it stays in the outbox", exc)
         return False
-    found = store.read_json(STATE_CONTAINER, name)
-    return found is None or not any(
-        r["status"] in ("queued", "retrying") for r in found[0]["records"]
-    )
+    return found is None or not any(r.status in ("queued", "retrying") for r in found[0].records)

@@ -19,6 +19,10 @@ Layout in the ``state`` container:
 - ``approvals/requests/<run-id>.json``: leavers held by the safety threshold;
   ``approvals/<run-id>``: the approval marker a person (or ``python -m provisioning approve``)
   writes to release them. A newer run of the same full feed supersedes an open request.
+
+Held changes, approval requests and approvals are versioned documents
+(``provisioning.documents``: ``HeldDocument``, ``ApprovalRequest``, ``Approval``); what a
+reader does with one this version cannot use is said where it reads it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
+from pydantic import Field
+
+from ..documents import Document, DocumentError, Part, none, read_document
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
 from .lifecycle import Held, Known
@@ -53,6 +59,59 @@ DeltaStatus = Literal["sending", "accepted", "void", "restated"]
 # One change of one worker: (externalId, fingerprint, active, feed, order, record). For a
 # ``sending`` delta the fingerprint and record are None (not known yet whether Entra got it).
 Change = tuple[str, str | None, bool, str, str, dict[str, Any] | None]
+
+
+class HeldChange(Part):
+    """A held change (:class:`~provisioning.jml.lifecycle.Held`) as JSON: the document of
+    ``held/`` without its version, and the ``hold`` and ``cancel`` lists of a change record."""
+
+    external_id: str
+    kind: Literal["joiner", "leaver"]
+    due: str  # ISO day in the HR time zone
+    feed: str
+    record: dict[str, Any] | None = None
+    order: str = ""
+
+    @classmethod
+    def of(cls, held: Held) -> Self:
+        return cls(
+            external_id=held.external_id,
+            kind=held.kind,
+            due=held.due,
+            feed=held.feed,
+            record=held.record,
+            order=held.order,
+        )
+
+    def held(self) -> Held:
+        return Held(self.external_id, self.kind, self.due, self.feed, self.record, self.order)
+
+
+class HeldDocument(HeldChange, Document):
+    """``held/<id-hash>-<kind>.json``: a future-dated joiner or leaver with the record to send."""
+
+    WHAT: ClassVar[str] = "held change"
+
+
+class ApprovalRequest(Document):
+    """``approvals/requests/<run-id>.json``: leavers of a run held by the safety threshold."""
+
+    WHAT: ClassVar[str] = "approval request"
+
+    run_id: str
+    feed: str
+    order: str = ""
+    leavers: dict[str, dict[str, Any]]
+    # Written once a newer run of the feed restated every worker: the leavers are stale.
+    superseded_by: str | None = Field(default=None, exclude_if=none)
+
+
+class Approval(Document):
+    """``approvals/<run-id>``: the approval of a request, by a person or the command line."""
+
+    WHAT: ClassVar[str] = "approval"
+
+    approved_by: str
 
 
 def shard_of(external_id: str) -> str:
@@ -231,12 +290,19 @@ class WorkerState:
 
     # --- held changes --------------------------------------------------------------------
 
+    # A held change this version cannot use (written by a newer version of the app, or not a
+    # held change) raises DocumentError naming it, and the caller stops: the plan of a worker
+    # depends on its held change (a returning worker cancels a held leaver, a new date replaces
+    # a held joiner), so planning without it could leave a stale leaver to be sent later, or
+    # write over it. The release stops too rather than send some and not others. Nothing is
+    # written or dropped; a person fixes or removes the blob named in the error.
+
     def held(self) -> list[Held]:
         out = []
         for blob in self.store.list(STATE_CONTAINER, _HELD):
-            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            found = read_document(self.store, STATE_CONTAINER, blob.name, HeldDocument)
             if found is not None:
-                out.append(Held(**found[0]))
+                out.append(found[0].held())
         return out
 
     def held_for(self, external_ids: Iterable[str]) -> list[Held]:
@@ -245,68 +311,104 @@ class WorkerState:
         for external_id in set(external_ids):
             for kind in ("joiner", "leaver"):
                 name = f"{_HELD}{id_hash(external_id)}-{kind}.json"
-                found = self.store.read_json(STATE_CONTAINER, name)
+                found = read_document(self.store, STATE_CONTAINER, name, HeldDocument)
                 if found is not None:
-                    out.append(Held(**found[0]))
+                    out.append(found[0].held())
         return out
 
     def hold(self, held: Held) -> None:
-        self.store.write_json(STATE_CONTAINER, _held_name(held), asdict(held))
+        self.store.write_json(STATE_CONTAINER, _held_name(held), HeldDocument.of(held).dump())
 
     def drop_held(self, held: Held) -> None:
         self.store.delete(STATE_CONTAINER, _held_name(held))
 
     # --- approvals -----------------------------------------------------------------------
 
+    # An approval request only holds leavers back. One this version cannot use is left as it
+    # is and said in the log, and the others go on: its leavers stay held (never sent by this
+    # version: approve() refuses it, so it is never approved here), and a newer run of its feed
+    # cannot mark it superseded (the warning says so; a person decides).
+
     def request_approval(
         self, run_id: str, feed: str, leavers: dict[str, dict[str, Any]], order: str = ""
     ) -> None:
-        self.store.write_json(
-            STATE_CONTAINER,
-            f"{_REQUESTS}{run_id}.json",
-            {"run_id": run_id, "feed": feed, "order": order, "leavers": leavers},
-        )
+        request = ApprovalRequest(run_id=run_id, feed=feed, order=order, leavers=leavers)
+        self.store.write_json(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json", request.dump())
 
-    def approval_requests(self) -> list[dict[str, Any]]:
+    def _requests(self, skipped: str) -> list[ApprovalRequest]:
         out = []
         for blob in self.store.list(STATE_CONTAINER, _REQUESTS):
-            found = self.store.read_json(STATE_CONTAINER, blob.name)
+            try:
+                found = read_document(self.store, STATE_CONTAINER, blob.name, ApprovalRequest)
+            except DocumentError as exc:
+                log.warning("%s; %s", exc, skipped)
+                continue
             if found is not None:
                 out.append(found[0])
         return out
+
+    def approval_requests(self) -> list[dict[str, Any]]:
+        """The open approval requests, each with the keys its blob has (``run_id``, ``feed``,
+        ``order``, ``leavers``, ``superseded_by``), without the version."""
+        return [
+            request.stored()
+            for request in self._requests("skipped: its leavers stay held, not released")
+        ]
 
     def supersede_requests(self, feed: str, order: str, run_id: str) -> list[str]:
         """Mark the open approval requests of ``feed`` older than ``order`` superseded by run
         ``run_id``: the newer run restated the whole feed, so the old leavers are stale."""
         superseded = []
-        for request in self.approval_requests():
+        for request in self._requests(
+            f"skipped: not marked superseded by run {run_id}; its leavers stay held"
+        ):
             if (
-                request.get("feed") != feed
-                or request.get("superseded_by")
-                or request["run_id"] == run_id
-                or request.get("order", "") >= order
+                request.feed != feed
+                or request.superseded_by
+                or request.run_id == run_id
+                or request.order >= order
             ):
                 continue
-            request["superseded_by"] = run_id
-            self.store.write_json(STATE_CONTAINER, f"{_REQUESTS}{request['run_id']}.json", request)
-            superseded.append(request["run_id"])
+            request.superseded_by = run_id
+            self.store.write_json(
+                STATE_CONTAINER, f"{_REQUESTS}{request.run_id}.json", request.dump()
+            )
+            superseded.append(request.run_id)
         return superseded
 
     def approve(self, run_id: str, by: str) -> str | None:
-        """Write the approval marker; None when done, else why it cannot be approved."""
-        found = self.store.read_json(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")
+        """Write the approval marker; None when done, else why it cannot be approved.
+
+        A request (or an earlier approval) this version cannot use raises DocumentError naming
+        it: what the person would approve is not known, so nothing is written."""
+        found = read_document(
+            self.store, STATE_CONTAINER, f"{_REQUESTS}{run_id}.json", ApprovalRequest
+        )
         if found is None:
             return f"no approval request for run {run_id} is waiting"
-        if found[0].get("superseded_by"):
+        request = found[0]
+        if request.superseded_by:
             return (
-                f"run {run_id} was superseded by the newer run {found[0]['superseded_by']} of "
-                f"feed {found[0].get('feed')}; its leavers are stale and will not be sent"
+                f"run {run_id} was superseded by the newer run {request.superseded_by} of "
+                f"feed {request.feed}; its leavers are stale and will not be sent"
             )
-        self.store.write_json(STATE_CONTAINER, f"{_APPROVALS}{run_id}", {"approved_by": by})
+        # An earlier approval is replaced (approved again), one this version cannot use is not.
+        read_document(self.store, STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval)
+        self.store.write_json(
+            STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval(approved_by=by).dump()
+        )
         return None
 
     def is_approved(self, run_id: str) -> bool:
-        return self.store.exists(STATE_CONTAINER, f"{_APPROVALS}{run_id}")
+        """Whether the run's leavers were approved. An approval this version cannot use counts
+        as none, said in the log and left as it is: the leavers stay held, nobody is disabled
+        on an approval that cannot be read."""
+        try:
+            found = read_document(self.store, STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval)
+        except DocumentError as exc:
+            log.warning("%s; run %s counts as not approved: its leavers stay held", exc, run_id)
+            return False
+        return found is not None
 
     def close_request(self, run_id: str) -> None:
         self.store.delete(STATE_CONTAINER, f"{_REQUESTS}{run_id}.json")

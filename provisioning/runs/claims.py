@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field
 
 from ..clock import iso, parse_iso
+from ..documents import Document, read_document
 from ..jml.ordering import new_order
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER
 from ..status import RunStatus
@@ -29,8 +31,13 @@ def new_run_id(moment: dt.datetime, content_hash: str) -> str:
     return f"{moment:%Y%m%dT%H%M%S}-{content_hash[:8]}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass
-class Claim:
+class Claim(Document):
+    """The claim of one file content, as kept in ``state/files/<sha256>.json``."""
+
+    # Keys of earlier versions (such as in_flight) are left out, as they always were.
+    model_config = ConfigDict(extra="ignore")
+    WHAT: ClassVar[str] = "claim"
+
     content_hash: str
     run_id: str
     blob: str
@@ -40,14 +47,21 @@ class Claim:
     attempts: int = 0
     next_batch: int = 1
     reason: str | None = None
-    duplicates: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = Field(default_factory=list)
     order: str = ""
 
     @classmethod
     def new(cls, content_hash: str, blob: str, moment: dt.datetime) -> Claim:
         run_id = new_run_id(moment, content_hash)
         prefix = f"runs/{moment:%Y-%m-%d}/{run_id}/"
-        return cls(content_hash, run_id, blob, iso(moment), prefix, order=new_order(moment, run_id))
+        return cls(
+            content_hash=content_hash,
+            run_id=run_id,
+            blob=blob,
+            created=iso(moment),
+            results_prefix=prefix,
+            order=new_order(moment, run_id),
+        )
 
     @property
     def data_order(self) -> str:
@@ -57,9 +71,6 @@ class Claim:
     @property
     def name(self) -> str:
         return claim_name(self.content_hash)
-
-
-_CLAIM_FIELDS = frozenset(f.name for f in fields(Claim))
 
 
 def claim_name(content_hash: str) -> str:
@@ -74,19 +85,28 @@ class ClaimStore:
         self._etags: dict[str, str] = {}
 
     def load(self, content_hash: str) -> Claim | None:
-        found = self.store.read_json(STATE_CONTAINER, claim_name(content_hash))
+        """The claim of this content, None if there is none.
+
+        A claim this version cannot use (written by a newer version of the app, or not a
+        claim) raises :class:`~provisioning.documents.DocumentError` naming it: whoever loads
+        it stops. The claim is the content's exactly-once record and the run's checkpoint:
+        running the file without it could send it twice or resume at the wrong batch, and it
+        is never written over (``create`` is create-only, ``save`` needs the ETag read here).
+        The run ends in an error (its seen marker says so; the sweep retries the file and
+        sets it aside after ``max_file_attempts``), the claim stays as it is for a person.
+        """
+        found = read_document(self.store, STATE_CONTAINER, claim_name(content_hash), Claim)
         if found is None:
             return None
-        data, etag = found
+        claim, etag = found
         self._etags[content_hash] = etag
-        # Keys of earlier versions (such as in_flight) are left out.
-        return Claim(**{k: v for k, v in data.items() if k in _CLAIM_FIELDS})
+        return claim
 
     def create(self, claim: Claim) -> bool:
         """Create the claim; False if another run claimed this content first."""
         try:
             etag = self.store.write_json(
-                STATE_CONTAINER, claim.name, asdict(claim), create_only=True
+                STATE_CONTAINER, claim.name, claim.dump(), create_only=True
             )
         except PreconditionFailed:
             return False
@@ -97,7 +117,7 @@ class ClaimStore:
         etag = self.store.write_json(
             STATE_CONTAINER,
             claim.name,
-            asdict(claim),
+            claim.dump(),
             etag=self._etags.get(claim.content_hash),
             lease=lease,
         )

@@ -33,11 +33,12 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..clock import iso, utcnow
+from ..documents import DocumentError
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..status import FAILING, FINAL, SETTLED
 from ..storage import BlobInfo, BlobStore, PreconditionFailed
 from .drop import DropProcessor
-from .seen import SEEN_PREFIX, seen_name
+from .seen import SEEN_PREFIX, SeenMarker, read_marker, seen_name
 from .spool import spool, sweep_stale
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,11 @@ class Sweeper:
         processed: Counter[str],
     ) -> None:
         blob = f"{INBOUND_CONTAINER}/{info.name}"
-        marker = self._marker(info, markers.get(seen_name(blob)))
+        try:
+            marker = self._marker(info, markers.get(seen_name(blob)))
+        except DocumentError as exc:
+            self._unusable(exc, blob, counts)
+            return
         if marker is not None and self._verdict(marker) == "skip":
             counts["seen"] += 1
             return
@@ -134,34 +139,43 @@ class Sweeper:
             else:
                 processed[status] += 1
             # What this attempt recorded decides whether the file is now set aside.
-            found = self.store.read_json(STATE_CONTAINER, seen_name(blob))
-            marker = None if found is None else found[0]
+            try:
+                marker = read_marker(self.store, seen_name(blob))
+            except DocumentError as exc:
+                self._unusable(exc, blob, counts)
+                return
             if marker is None or self._verdict(marker) != "move":
                 return
         if self._move(info, marker):
             counts["moved_to_failed"] += 1
 
-    def _marker(self, info: BlobInfo, listed: BlobInfo | None) -> dict[str, Any] | None:
+    @staticmethod
+    def _unusable(exc: DocumentError, blob: str, counts: Counter[str]) -> None:
+        # A marker this version cannot use (a newer version of the app wrote it, or it is not
+        # a marker): what became of the file is not known, so the file is left where it is,
+        # neither run again nor set aside, and the marker is not written over (mark_seen leaves
+        # it too); said, and counted as an error, at every sweep until a person removes the
+        # marker or the version that wrote it runs again. The file's claim keeps it exactly once.
+        log.warning("%s; the sweep leaves %s alone", exc, blob)
+        counts["errors"] += 1
+
+    def _marker(self, info: BlobInfo, listed: BlobInfo | None) -> SeenMarker | None:
         """The blob's marker if it tells about this version of the blob: written after the
         blob's last change (times of one storage account) and for the same size."""
         if listed is None or listed.last_modified < info.last_modified:
             return None
-        found = self.store.read_json(STATE_CONTAINER, listed.name)
-        if found is None or found[0].get("size") != info.size:
+        marker = read_marker(self.store, listed.name)
+        if marker is None or marker.size != info.size:
             return None
-        marker: dict[str, Any] = found[0]
         return marker
 
-    def _verdict(self, marker: dict[str, Any]) -> Verdict:
-        status = marker.get("status")
+    def _verdict(self, marker: SeenMarker) -> Verdict:
+        status = marker.status
         if status == "rejected":
             return "move"
         if status in SETTLED:
             return "skip"
-        if (
-            status in FAILING
-            and marker.get("failed_attempts", 0) >= self.settings.max_file_attempts
-        ):
+        if status in FAILING and marker.failed_attempts >= self.settings.max_file_attempts:
             return "move"
         return "retry"
 
@@ -184,7 +198,7 @@ class Sweeper:
             outcome = await self.processor.process_file(blob, spooled.path, content_hash, size)
             return outcome.status
 
-    def _move(self, info: BlobInfo, marker: dict[str, Any]) -> bool:
+    def _move(self, info: BlobInfo, marker: SeenMarker) -> bool:
         """Set the blob aside under ``failed/`` with a record of why; False if it changed."""
         failed_name = f"{FAILED_PREFIX}{info.name}"
         try:
@@ -206,13 +220,13 @@ class Sweeper:
                 "blob": f"{INBOUND_CONTAINER}/{info.name}",
                 "failed_blob": f"{INBOUND_CONTAINER}/{failed_name}",
                 "moved": iso(moment),
-                "status": marker.get("status"),
-                "reason": marker.get("reason"),
-                "attempts": marker.get("attempts"),
-                "failed_attempts": marker.get("failed_attempts"),
-                "run_id": marker.get("run_id"),
-                "results": marker.get("results"),
-                "content_hash": marker.get("content_hash"),
+                "status": marker.status,
+                "reason": marker.reason,
+                "attempts": marker.attempts,
+                "failed_attempts": marker.failed_attempts,
+                "run_id": marker.run_id,
+                "results": marker.results,
+                "content_hash": marker.content_hash,
             },
         )
         log.error(
@@ -220,8 +234,8 @@ class Sweeper:
             INBOUND_CONTAINER,
             info.name,
             failed_name,
-            marker.get("status"),
-            marker.get("attempts"),
+            marker.status,
+            marker.attempts,
             RESULTS_CONTAINER,
             record_name,
         )

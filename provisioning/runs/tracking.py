@@ -10,15 +10,21 @@ names carry run ids and batch numbers only, never HR ids.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BeforeValidator
 
 from ..clock import iso
 from ..convert.bulk import Operation
+from ..documents import Document, DocumentError, read_document
 from ..graph.sender import SentBatch
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
+
+log = logging.getLogger(__name__)
 
 PENDING = "pending/"
 
@@ -32,6 +38,30 @@ class Sent:
     line: int
     action: str
     record: int | str = ""  # ordinal in the file; absent from batches tracked before it was kept
+
+
+def _with_ordinal(value: Any) -> Any:
+    # Batches tracked before ordinals were kept have four items: the ordinal is "" (unknown).
+    return [*value, ""] if isinstance(value, list) and len(value) == 4 else value
+
+
+# [bulkId, externalId, line, action, ordinal in the file] of one record (a list: 50 of them
+# per blob, read once).
+SentRecord = Annotated[tuple[str, str, int, str, int | str], BeforeValidator(_with_ordinal)]
+
+
+class PendingBatch(Document):
+    """``pending/<run-id>/<batch>.json``: the records of one accepted bulk request."""
+
+    WHAT: ClassVar[str] = "pending batch"
+
+    run_id: str
+    results_prefix: str
+    kind: str
+    batch: str
+    accepted_at: str
+    attempt: int = 1  # absent from batches tracked before resends were counted
+    records: list[SentRecord]
 
 
 def batch_name(run_id: str, batch: str) -> str:
@@ -56,28 +86,27 @@ def track(
     acceptance time wins, which is the one whose log entries count. ``attempt`` counts the
     sends of these records (retries of failed records send them again)."""
     label = f"{batch:06d}" if isinstance(batch, int) else batch
-    store.write_json(
-        STATE_CONTAINER,
-        batch_name(run_id, label),
-        {
-            "run_id": run_id,
-            "results_prefix": results_prefix,
-            "kind": kind,
-            "batch": label,
-            "accepted_at": iso(accepted_at),
-            "attempt": attempt,
-            "records": [
-                [
-                    op.bulk_id,
-                    op.external_id,
-                    op.line,
-                    (actions or {}).get(op.bulk_id, ""),
-                    op.record or "",
-                ]
-                for op in operations
-            ],
-        },
+    # One blob per accepted request, written without reading anything; the model is built
+    # from the app's own values, so it is not validated again (model_construct).
+    document = PendingBatch.model_construct(
+        run_id=run_id,
+        results_prefix=results_prefix,
+        kind=kind,
+        batch=label,
+        accepted_at=iso(accepted_at),
+        attempt=attempt,
+        records=[
+            (
+                op.bulk_id,
+                op.external_id,
+                op.line,
+                (actions or {}).get(op.bulk_id, ""),
+                op.record or "",
+            )
+            for op in operations
+        ],
     )
+    store.write_json(STATE_CONTAINER, batch_name(run_id, label), document.dump())
 
 
 def track_accepted(
@@ -113,8 +142,20 @@ def pending_runs(store: BlobStore) -> dict[str, list[str]]:
 
 
 def read_batch(store: BlobStore, name: str) -> tuple[dict[str, Any], list[Sent]] | None:
-    found = store.read_json(STATE_CONTAINER, name)
+    """The batch's keys as written (without the version: ``run_id``, ``results_prefix``,
+    ``kind``, ``batch``, ``accepted_at``, ``attempt`` when it was written, ``records``) and
+    its records; None if the blob is gone, or cannot be used.
+
+    A batch this version cannot use (written by a newer version of the app, or not a pending
+    batch) is skipped with a warning naming it, and left as it is: the outcome pass only
+    deletes the batches it merged, so its records wait, and nothing else waits for them (one
+    unreadable blob must not stop the outcomes of every other run)."""
+    try:
+        found = read_document(store, STATE_CONTAINER, name, PendingBatch)
+    except DocumentError as exc:
+        log.warning("%s; skipped: the outcomes of its records wait", exc)
+        return None
     if found is None:
         return None
-    data = found[0]
-    return data, [Sent(*record) for record in data["records"]]
+    batch = found[0]
+    return batch.stored(), [Sent(*record) for record in batch.records]
