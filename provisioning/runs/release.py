@@ -66,6 +66,28 @@ class Releaser:
         gate = SendGate.from_settings(self.store, self.settings, sleep=self._sleep)
         today = today_in(self.settings.hr_timezone, started).isoformat()
         due = [h for h in self.state.held() if h.due <= today and h.record is not None]
+        approved, stale = self._approvals()
+        summary["due_held"] = len(due)
+        summary["approved_runs"] = [r["run_id"] for r in approved]
+        summary["superseded_approvals"] = [r["run_id"] for r in stale]
+        if not due and not approved:
+            summary.update(status="nothing-due", finished=iso(self._clock()))
+            return summary
+        try:
+            job = await self.graph.job_status()
+        except GraphUnavailable as exc:
+            return self._finish(results, summary, "interrupted", exc.reason, begun)
+        if job.code != "Active":
+            return self._finish(results, summary, "stopped", job_stop_reason(job), begun)
+        book = BatchBook(self.store, results, run_id=run_id, kind="release")
+        stop = await self._send(run_id, gate, book, due, approved)
+        book.close()
+        summary.update(book.summary())
+        status, reason = stop or ("complete", None)
+        return self._finish(results, summary, status, reason, begun)
+
+    def _approvals(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(approval requests approved and due to send, stale requests closed now)."""
         requests = self.state.approval_requests()
         stale = [r for r in requests if r.get("superseded_by")]
         for request in stale:
@@ -81,19 +103,18 @@ class Releaser:
             for r in requests
             if not r.get("superseded_by") and self.state.is_approved(r["run_id"])
         ]
-        summary["due_held"] = len(due)
-        summary["approved_runs"] = [r["run_id"] for r in approved]
-        summary["superseded_approvals"] = [r["run_id"] for r in stale]
-        if not due and not approved:
-            summary.update(status="nothing-due", finished=iso(self._clock()))
-            return summary
-        try:
-            job = await self.graph.job_status()
-        except GraphUnavailable as exc:
-            return self._finish(results, summary, "interrupted", exc.reason, begun)
-        if job.code != "Active":
-            return self._finish(results, summary, "stopped", job_stop_reason(job), begun)
+        return approved, stale
 
+    async def _send(
+        self,
+        run_id: str,
+        gate: SendGate,
+        book: BatchBook,
+        due: list[Held],
+        approved: list[dict[str, Any]],
+    ) -> tuple[str, str] | None:
+        """Send the due held changes (oldest due first), then the approved leavers; settle
+        each once Graph accepted it (or newer data made it stale)."""
         # bulkId -> (held change, approval run) to settle once Graph accepted it
         settle: dict[str, tuple[Held | None, str | None]] = {}
 
@@ -113,7 +134,6 @@ class Releaser:
                         op, waiting.get("order", ""), waiting["feed"], "leaver (approved)"
                     )
 
-        book = BatchBook(self.store, results, run_id=run_id, kind="release")
         unsent_approvals: set[str] = set()
 
         def record(batch: SentBatch) -> None:
@@ -142,10 +162,7 @@ class Releaser:
             for approval_request in approved:
                 if approval_request["run_id"] not in unsent_approvals:
                     self.state.close_request(approval_request["run_id"])
-        book.close()
-        summary.update(book.summary())
-        status, reason = stop or ("complete", None)
-        return self._finish(results, summary, status, reason, begun)
+        return stop
 
     def _finish(
         self,
