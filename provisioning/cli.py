@@ -41,7 +41,8 @@ from rich.table import Table
 from .convert.bulk import MAX_OPERATIONS, BulkRequest
 from .convert.mapping import BUILTIN, Mapping, load_mapping
 from .convert.pipeline import Conversion, Source, Summary
-from .convert.readers import FORMATS, FileError
+from .convert.readers import FORMATS
+from .convert.rows import FileError
 from .convert.validation import RowError
 from .errors import (
     EXIT_INTERNAL,

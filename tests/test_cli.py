@@ -371,7 +371,7 @@ def test_reconcile_exits_1_when_a_swept_file_had_rejected_rows(
 def test_the_error_hierarchy_and_its_exit_codes() -> None:
     from provisioning import errors
     from provisioning.cli import exit_code
-    from provisioning.convert.readers import FileError
+    from provisioning.convert.rows import FileError
     from provisioning.convert.transforms import SpecError
     from provisioning.graph.client import GraphError, GraphUnavailable, TransportError
     from provisioning.storage import PreconditionFailed

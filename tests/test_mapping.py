@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from provisioning.convert.mapping import Mapping, load_mapping, parse_mapping
-from provisioning.convert.readers import FileError
+from provisioning.convert.rows import FileError
 from provisioning.convert.transforms import SpecError
 from provisioning.convert.validation import CORE, ENTERPRISE
 

@@ -13,7 +13,7 @@ import pytest
 from provisioning.convert.bulk import MAX_OPERATIONS
 from provisioning.convert.mapping import Mapping, load_mapping
 from provisioning.convert.pipeline import Conversion, Source, Summary, convert_all
-from provisioning.convert.readers import FileError
+from provisioning.convert.rows import FileError
 from provisioning.convert.validation import CORE, ENTERPRISE, RowError
 from provisioning.runs.reports import RejectedCsv
 from tests.columns import HR_SUITE_HEADER

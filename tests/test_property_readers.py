@@ -11,7 +11,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioning.convert.readers import FileError, open_table
+from provisioning.convert.readers import open_table
+from provisioning.convert.rows import FileError
 
 DELIMITERS = [",", ";", "\t", "|"]
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-be+bom"]

@@ -1,4 +1,5 @@
-"""Readers on real-world messy exports: provisioning.convert.readers.open_table and friends."""
+"""Readers on real-world messy exports: provisioning.convert.readers.open_table and friends
+(read_csv, read_json, read_xlsx and its xlsx_checks)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from provisioning.convert import readers
-from provisioning.convert.readers import FileError, Row, detect_format, open_table
+from provisioning.convert import read_json, xlsx_checks
+from provisioning.convert.readers import detect_format, open_table
+from provisioning.convert.rows import FileError, Row
 from tests.columns import HR_SUITE_HEADER
 
 DATA = Path(__file__).parent / "data"
@@ -388,7 +390,7 @@ def test_json_array_utf16() -> None:
 def test_json_array_read_in_tiny_chunks_gives_the_same_rows(monkeypatch) -> None:
     expected = read("messy.json")
     for size in (1, 7, 64, 1000):
-        monkeypatch.setattr(readers, "_JSON_CHUNK", size)
+        monkeypatch.setattr(read_json, "_JSON_CHUNK", size)
         assert read("messy.json") == expected
 
 
@@ -656,12 +658,14 @@ def test_xlsx_sheet_scan_in_any_chunk_size(monkeypatch, chunk: int) -> None:
     # The pass before the rows only searches bytes: whatever the chunks, it must find every
     # merged range, tell a formula with a cached value from one without, and leave the exact
     # (slow) pass alone when every formula has its value.
-    monkeypatch.setattr(readers, "_SCAN_CHUNK", chunk)
-    cached = readers._scan_sheet(io.BytesIO(SHEET_XML.replace("{last}", "<x:v>3</x:v>").encode()))
+    monkeypatch.setattr(xlsx_checks, "_SCAN_CHUNK", chunk)
+    cached = xlsx_checks._scan_sheet(
+        io.BytesIO(SHEET_XML.replace("{last}", "<x:v>3</x:v>").encode())
+    )
     assert cached.merges == [(2, 1, 2, 2), (5, 3, 9, 3)]
     assert cached.uncached is False
     for last in ("", "<x:v/>", "<x:v></x:v>", "<x:v> </x:v>"):
-        scan = readers._scan_sheet(io.BytesIO(SHEET_XML.replace("{last}", last).encode()))
+        scan = xlsx_checks._scan_sheet(io.BytesIO(SHEET_XML.replace("{last}", last).encode()))
         assert scan.uncached is True, last
         assert scan.merges == cached.merges
 

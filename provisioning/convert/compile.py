@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from . import transforms as tf
 from .bind import BoundMapping
 from .document import LIFECYCLE, LIFECYCLE_DATES, LeafSpec, MappingFile, pydantic_reason
-from .readers import FileError
+from .rows import FileError
 from .transforms import SpecError
 from .validation import (
     CORE,

@@ -17,7 +17,8 @@ from typing import IO, Any
 from .bind import BoundMapping
 from .bulk import MAX_OPERATIONS, BulkRequest, Operation, batches, bulk_id
 from .compile import Mapping
-from .readers import FileError, Row, Table, detect_format, open_table
+from .readers import detect_format, open_table
+from .rows import FileError, Row, Table
 from .validation import (
     DuplicateFinder,
     Duplicates,

@@ -22,7 +22,7 @@ from typing import Any
 from ..clock import iso, utcnow
 from ..convert.mapping import Mapping, load_mapping
 from ..convert.pipeline import Conversion, Source
-from ..convert.readers import FileError
+from ..convert.rows import FileError
 from ..convert.validation import RowError
 from ..graph.client import GraphApi, GraphUnavailable
 from ..graph.outcomes import TextToBlob, job_stop_reason
