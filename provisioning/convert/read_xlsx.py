@@ -14,7 +14,6 @@ from typing import IO, Any
 from .rows import FileError, Row, Table, clean_header
 from .xlsx_checks import SheetChecks, formula_reason, letter
 
-
 # What reading a damaged (cut short, corrupted) sheet part raises; SyntaxError: ElementTree's
 # ParseError, which openpyxl's reader raises too.
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, SyntaxError, ValueError)

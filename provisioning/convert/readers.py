@@ -19,7 +19,6 @@ from .read_json import json_array_records, jsonl_records, records_table
 from .read_xlsx import open_xlsx
 from .rows import FileError, Table
 
-
 FORMATS = ("csv", "json", "jsonl", "xlsx")
 _SUFFIXES = {
     ".csv": "csv",

@@ -10,7 +10,6 @@ from typing import IO, Any
 
 from .rows import FileError
 
-
 # Two things a read-only, data-only openpyxl sheet does not show: a formula cell saved without
 # its calculated value (a workbook written by a script and never opened in Excel) reads as
 # empty, and so does every cell of a merged range but its first. Both are in the sheet's XML
