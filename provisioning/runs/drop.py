@@ -29,7 +29,15 @@ from ..graph.outcomes import TextToBlob, job_stop_reason
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
 from ..jml.ordering import ALL, GateBusy, SendGate
-from ..jml.planning import SendPlan, feed_of, make_plan, policy_for, send_operations
+from ..jml.planning import (
+    PlanResult,
+    SendPlan,
+    feed_of,
+    make_plan,
+    policy_for,
+    send_operations,
+)
+from ..jml.state import WorkerState
 from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..status import FINAL, log_level
 from ..storage import BlobStore, LeaseKeeper, PreconditionFailed
@@ -422,6 +430,22 @@ class DropProcessor:
                     watermark=(feed, order) if mode == "full" else None,
                 )
             break
+        self._apply_plan(claim, state, made, (feed, mode), results, summary)
+        lost = {k for k, v in index.items() if v.fingerprint is None and v.order == order}
+        return SendPlan.of(plan), lost
+
+    def _apply_plan(
+        self,
+        claim: Claim,
+        state: WorkerState,
+        made: PlanResult,
+        feed_mode: tuple[str, str],
+        results: Results,
+        summary: dict[str, Any],
+    ) -> None:
+        """What a plan does besides sending: held changes kept or cancelled, approval requests
+        superseded or made, and the plan written (plan.json, the summary, one log line)."""
+        plan, (feed, mode), order = made.plan, feed_mode, claim.data_order
         for held in plan.cancel:
             state.drop_held(held)
         for held in plan.hold:
@@ -448,8 +472,6 @@ class DropProcessor:
             claim.run_id,
             ", ".join(f"{k}={v}" for k, v in report["counts"].items()),
         )
-        lost = {k for k, v in index.items() if v.fingerprint is None and v.order == order}
-        return SendPlan.of(plan), lost
 
     def _finish(
         self,
