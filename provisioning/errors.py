@@ -6,7 +6,7 @@ exit codes") and the label it prints before its one line on stderr::
     ProvisioningError                 2  error
     ├── ConfigurationError            2  error           a setting is missing or invalid
     ├── InputFileError                2  file rejected   the HR file as a whole is unusable
-    │   └── FileError                                    (convert.readers)
+    │   └── FileError                                    (convert.rows)
     ├── MappingError                  2  mapping error   the attribute mapping is wrong
     │   └── SpecError                                    (convert.transforms)
     ├── GraphServiceError             3  Graph error     Graph (or its token) failed or refused

@@ -9,7 +9,7 @@ bounds), so the two cannot drift apart.
 The records of a call are kept as parsed, not converted: they are checked by the mapping (its
 columns, transforms and required values, known only once the mapping is chosen), which lists
 every record's problems at once, and the mark the JSON reader puts on a record with a repeated
-key (``provisioning.convert.readers.json_object``) must reach that check. Their model types
+key (``provisioning.convert.read_json.json_object``) must reach that check. Their model types
 (``HrRecord``, ``HrValue``) say what a valid record looks like, for the document.
 """
 
