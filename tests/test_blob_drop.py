@@ -18,8 +18,14 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
+from provisioning.clock import parse_iso
+from provisioning.documents import DocumentError
+from provisioning.jml.ordering import new_order
+from provisioning.runs.claims import ClaimStore, claim_name
+from provisioning.runs.seen import read_marker, seen_name
+from provisioning.settings import STATE_CONTAINER
 from tests.columns import csv_bytes, worker
-from tests.e2e import drop, result_text, runs, sent_external_ids, the_function
+from tests.e2e import drop, result_text, runs, sent_external_ids, store, the_function
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
@@ -403,3 +409,171 @@ def test_an_external_id_changing_case_between_files_sends_nothing_for_it(
     sent = [ext for u in emulator.uploads()[mark:] for _, ext in u["records"]]
     assert sent == ["E3"]
     assert {u["employeeId"] for u in emulator.directory()} == {"E2", "E3"}
+
+
+# --- the claim and the seen marker as versioned documents -----------------------------------
+
+
+def state_json(name: str) -> Any:
+    found = store().read_json(STATE_CONTAINER, name)
+    assert found is not None, name
+    return found[0]
+
+
+def put_state(name: str, data: Any) -> None:
+    store().write_json(STATE_CONTAINER, name, data)
+
+
+CLAIM_KEYS = {
+    "content_hash", "run_id", "blob", "created", "results_prefix", "status", "attempts",
+    "next_batch", "reason", "duplicates", "order",
+}  # fmt: skip
+
+
+def test_a_claim_is_stored_with_the_version_and_the_keys_it_always_had(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(hr_file(60))
+    (summary,) = runs()
+    claim = state_json(claim_name(summary["content_hash"]))
+    assert set(claim) == CLAIM_KEYS | {"schema_version"} and claim["schema_version"] == 1
+    assert (claim["status"], claim["next_batch"], claim["attempts"]) == ("complete", 3, 1)
+    loaded = ClaimStore(store()).load(summary["content_hash"])
+    assert loaded is not None
+    assert loaded.model_dump(exclude={"schema_version"}) == {
+        k: v for k, v in claim.items() if k != "schema_version"
+    }
+
+
+def test_a_claim_written_before_versions_reads_as_before(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    data = hr_file(60)
+    drop(data, "a.csv")
+    (summary,) = runs()
+    name = claim_name(summary["content_hash"])
+    # As early versions wrote it: no version, no order, and a key since dropped (in_flight).
+    old = {k: v for k, v in state_json(name).items() if k not in ("schema_version", "order")}
+    old["in_flight"] = [2]
+    put_state(name, old)
+
+    claims = ClaimStore(store())
+    claim = claims.load(summary["content_hash"])
+    assert claim is not None
+    assert claim.model_dump(exclude={"schema_version", "order"}) == {
+        k: v for k, v in old.items() if k != "in_flight"
+    }
+    assert claim.order == "" and claim.data_order == new_order(
+        parse_iso(old["created"]), old["run_id"]
+    )
+    # Read as done, as before: the same content again is a duplicate, nothing sent twice.
+    uploads = len(emulator.uploads())
+    drop(data, "copy-of-a.csv")
+    assert [s["status"] for s in runs()].count("duplicate") == 1
+    assert len(emulator.uploads()) == uploads
+    # Saved again, it carries the version; the dropped key stays dropped.
+    claims.save(claim)
+    assert set(state_json(name)) == CLAIM_KEYS | {"schema_version"}
+
+
+UNUSABLE_CLAIMS = {
+    "newer": (
+        lambda claim: {**claim, "schema_version": 2, "next_batch": {"file": 3}},
+        "NewerDocument",
+        "was written by a newer version of the app (claim schema version 2; this version "
+        "reads up to 1)",
+    ),
+    "malformed": (
+        lambda claim: {**claim, "status": "running", "next_batch": "three"},
+        "MalformedDocument",
+        "is not a valid claim: next_batch: must be a whole number",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_CLAIMS)
+def test_a_claim_this_version_cannot_use_stops_the_run_and_stays(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    alter, error, message = UNUSABLE_CLAIMS[kind]
+    data = hr_file(60)
+    drop(data)
+    (summary,) = runs()
+    name = claim_name(summary["content_hash"])
+    unusable = alter(state_json(name))
+    put_state(name, unusable)
+    uploads = len(emulator.uploads())
+
+    with pytest.raises(DocumentError) as stopped:
+        drop(data)  # the host retries the trigger; the sweep retries the file
+    assert str(stopped.value).startswith(f"state/{name} {message}")
+    assert type(stopped.value).__name__ == error
+    assert state_json(name) == unusable  # never written over
+    assert len(emulator.uploads()) == uploads and len(runs()) == 1
+    # The blob's marker says the attempt failed, without the run it cannot read.
+    marker = state_json(seen_name("hr-inbound/workers.csv"))
+    assert (marker["status"], marker["reason"], marker["run_id"]) == ("error", error, None)
+    assert "is marked as seen without its run's details" in caplog.text
+
+
+def test_a_seen_marker_written_before_versions_reads_as_before(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    from tests.test_sweep import sweep, upload
+
+    data = hr_file(60)
+    upload("workers.csv", data)
+    drop(data, "workers.csv")
+    name = seen_name("hr-inbound/workers.csv")
+    written = state_json(name)
+    assert written["schema_version"] == 1
+    marker = read_marker(store(), name)
+    assert marker is not None and marker.dump() == written
+    old = {k: v for k, v in written.items() if k != "schema_version"}
+    put_state(name, old)
+
+    marker = read_marker(store(), name)
+    assert marker is not None and marker.stored() == old
+    uploads = len(emulator.uploads())
+    assert sweep()["seen"] == 1  # read as before: complete, left where it is
+    assert len(emulator.uploads()) == uploads
+
+
+UNUSABLE_MARKERS = {
+    "newer": (
+        lambda marker: {**marker, "schema_version": 4, "status": "quarantined"},
+        "was written by a newer version of the app (seen marker schema version 4;",
+    ),
+    "malformed": (
+        lambda marker: {**marker, "failed_attempts": "many"},
+        "is not a valid seen marker: failed_attempts: must be a whole number",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_MARKERS)
+def test_a_seen_marker_this_version_cannot_use_leaves_its_file_alone(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    from tests.test_sweep import inbound_names, sweep, upload
+
+    alter, message = UNUSABLE_MARKERS[kind]
+    data = hr_file(60)
+    upload("workers.csv", data)
+    drop(data, "workers.csv")
+    name = seen_name("hr-inbound/workers.csv")
+    unusable = alter(state_json(name))
+    put_state(name, unusable)
+    uploads = len(emulator.uploads())
+    said = f"state/{name} {message}"
+
+    counts = sweep()
+    assert (counts["errors"], counts["seen"], counts["processed"]) == (1, 0, {})
+    assert counts["moved_to_failed"] == 0 and inbound_names() == ["workers.csv"]
+    assert said in caplog.text and "the sweep leaves hr-inbound/workers.csv alone" in caplog.text
+    # A run of the blob (its event again) does not write over the marker either.
+    caplog.clear()
+    drop(data, "workers.csv")
+    assert said in caplog.text and "not written over" in caplog.text
+    assert state_json(name) == unusable
+    assert len(emulator.uploads()) == uploads

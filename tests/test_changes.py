@@ -385,3 +385,149 @@ def test_a_stored_change_the_model_cannot_show_is_a_500_problem(
     assert response.status_code == 500 and response.mimetype == "application/problem+json"
     assert body(response)["type"].endswith("/unreadable-change")
     assert "records.0.status: must be one of" in caplog.text
+
+
+# --- the change record, its outbox entry and the flush marker as versioned documents ------
+
+
+def stored(name: str) -> Any:
+    found = store().read_json(STATE_CONTAINER, name)
+    assert found is not None, name
+    return found[0]
+
+
+def test_a_change_is_stored_with_the_version_and_the_keys_it_always_had(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    reply = body(post(worker(1), headers={"Idempotency-Key": "v1"}))
+    name = f"changes/{reply['id']}.json"
+    change = stored(name)
+    assert change["schema_version"] == 1
+    assert set(change) == {
+        "schema_version", "id", "status", "received", "order", "body_hash", "mapping",
+        "records", "errors", "ops", "hold", "cancel",
+    }  # fmt: skip
+    assert change["status"] == "queued" and change["errors"] == [] and change["hold"] == []
+    assert change["records"] == [
+        {"index": 0, "externalId": "1", "action": "joiner", "status": "queued", "request_id": None}
+    ]
+    (op,) = change["ops"]
+    assert set(op) == {"index", "externalId", "bulkId", "feed", "data"}
+    assert stored(f"outbox/{reply['id']}.json") == {
+        "schema_version": 1,
+        "change": reply["id"],
+        "order": change["order"],
+    }
+    marker = stored("locks/flush-scheduled")
+    assert marker["schema_version"] == 1 and set(marker) == {"schema_version", "at"}
+
+    flush()
+    sent = stored(name)
+    assert sent["schema_version"] == 1 and sent["status"] == "sent"
+    assert sent["records"][0]["status"] == "sent" and sent["records"][0]["request_id"]
+    assert body(get(reply["id"]))["records"][0]["status"] == "sent"
+    # The same call again reads the record back: a duplicate, nothing sent twice.
+    again = body(post(worker(1), headers={"Idempotency-Key": "v1"}))
+    assert again["duplicate"] is True and again["status"] == "sent"
+    assert len(bulk_uploads(emulator)) == 1
+
+
+def test_a_change_stored_before_versions_reads_and_flushes_as_before(
+    api: dict[str, str], emulator: GraphEmulator
+) -> None:
+    reply = body(post(worker(1)))
+    name = f"changes/{reply['id']}.json"
+    # As the first versions of the app stored it: no version, order, body hash or held
+    # changes, and an ``outbox`` key of their own; its outbox entry only names the change.
+    old = {k: v for k, v in stored(name).items()
+           if k not in ("schema_version", "order", "body_hash", "hold", "cancel")}  # fmt: skip
+    old["outbox"] = f"outbox/20240101T000000000000-{reply['id']}.json"
+    store().write_json(STATE_CONTAINER, name, old)
+    store().write_json(STATE_CONTAINER, f"outbox/{reply['id']}.json", {"change": reply["id"]})
+
+    assert body(get(reply["id"])) == {
+        "id": reply["id"],
+        "status": "queued",
+        "received": old["received"],
+        "mapping": old["mapping"],
+        "records": [{**old["records"][0]}],
+        "errors": [],
+    }
+    flush()
+    assert [u["employeeId"] for u in emulator.directory()] == ["1"]
+    assert outbox() == []
+    after = stored(name)
+    assert after["status"] == "sent" and after["schema_version"] == 1
+    assert after["outbox"] == old["outbox"]  # a key this version does not know is kept
+    assert {k: after[k] for k in ("id", "received", "mapping", "ops")} == {
+        k: old[k] for k in ("id", "received", "mapping", "ops")
+    }
+
+
+UNUSABLE_CHANGES = {
+    "newer": (
+        lambda change: {**change, "schema_version": 2, "records": {"0": "sent"}},
+        "was written by a newer version of the app (change record schema version 2; "
+        "this version reads up to 1)",
+    ),
+    "malformed": (
+        lambda change: {k: v for k, v in change.items() if k != "records"},
+        "is not a valid change record: records: is required",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNUSABLE_CHANGES)
+def test_a_change_record_this_version_cannot_use_is_never_written_over(
+    api: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    from provisioning.changes.records import record_entra_outcomes
+
+    alter, message = UNUSABLE_CHANGES[kind]
+    bad = body(post(worker(1), headers={"Idempotency-Key": "bad"}))
+    name = f"changes/{bad['id']}.json"
+    unusable = alter(stored(name))
+    store().write_json(STATE_CONTAINER, name, unusable)
+    said = f"{STATE_CONTAINER}/{name} {message}"
+
+    # GET: a 500 problem; the log names the blob and what is wrong.
+    response = get(bad["id"])
+    assert response.status_code == 500 and body(response)["type"].endswith("/unreadable-change")
+    assert said in caplog.text
+    # The same call again cannot tell a repeat from a conflict: a 500, nothing written.
+    caplog.clear()
+    again = post(worker(1), headers={"Idempotency-Key": "bad"})
+    assert again.status_code == 500 and body(again)["type"].endswith("/unreadable-change")
+    assert "could not be accepted" in body(again)["detail"] and said in caplog.text
+    # The flush sends every other change and leaves this one, and its outbox entry, alone.
+    good = body(post(worker(2)))
+    caplog.clear()
+    flush()
+    assert [u["employeeId"] for u in emulator.directory()] == ["2"]
+    assert body(get(good["id"]))["status"] == "sent"
+    assert outbox() == [f"outbox/{bad['id']}.json"]
+    assert said in caplog.text and "skipped: its change waits in the outbox" in caplog.text
+    # The timer's outcomes are not put on it either.
+    caplog.clear()
+    record_entra_outcomes(store(), bad["id"], {0: {"status": "success"}}, {"success"})
+    assert said in caplog.text and "Entra's outcomes are not put on it" in caplog.text
+    assert stored(name) == unusable
+
+
+def test_an_outbox_entry_this_version_cannot_use_is_skipped_and_kept(
+    api: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = body(post(worker(1)))
+    second = body(post(worker(2)))
+    entry = f"outbox/{first['id']}.json"
+    newer = {"schema_version": 2, "changes": [first["id"]]}
+    store().write_json(STATE_CONTAINER, entry, newer)
+    flush()
+    assert [u["employeeId"] for u in emulator.directory()] == ["2"]
+    assert body(get(second["id"]))["status"] == "sent"
+    assert body(get(first["id"]))["status"] == "queued"  # waits, not lost
+    assert outbox() == [entry] and stored(entry) == newer
+    assert (
+        f"{STATE_CONTAINER}/{entry} was written by a newer version of the app (outbox entry "
+        "schema version 2;" in caplog.text
+    )

@@ -6,11 +6,13 @@ import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from provisioning.documents import MalformedDocument, NewerDocument
 from provisioning.jml import state as state_module
 from provisioning.jml.lifecycle import Held, Known
 from provisioning.jml.ordering import OrderView, SendGate
@@ -144,7 +146,10 @@ def test_a_request_whose_answer_is_pending_is_folded_as_not_known(
 ) -> None:
     publish(store, "accepted", [accepted("E1", 1, order="o1")])
     state.fold()
-    sending = [("E1", None, False, FEED, "o2", None), ("E9", None, True, FEED, "o2", None)]
+    sending: list[Change] = [
+        ("E1", None, False, FEED, "o2", None),
+        ("E9", None, True, FEED, "o2", None),
+    ]
     gen = publish(store, "sending", sending)
     # Only the gate blob holds it until Graph answers.
     assert names(store, "workers/deltas/") == ["workers/deltas/g000000000001.json"]
@@ -438,3 +443,213 @@ def test_blob_names_never_contain_the_external_id(state: WorkerState, store: Blo
             assert ext.lower() not in lowered, name
     held_names = {name for name in blob_names if name.startswith("held/")}
     assert f"held/{id_hash(secrets[0])}-joiner.json" in held_names
+
+
+# --- versioned documents: held changes, approval requests, approvals ------------------------
+
+
+def raw(store: BlobStore, name: str) -> Any:
+    found = store.read_json(STATE_CONTAINER, name)
+    assert found is not None, name
+    return found[0]
+
+
+def held_name(external_id: str, kind: str) -> str:
+    return f"held/{id_hash(external_id)}-{kind}.json"
+
+
+def test_a_held_change_is_written_with_its_version_and_the_keys_it_always_had(
+    state: WorkerState, store: BlobStore
+) -> None:
+    held = Held("E1", "leaver", "2024-09-30", FEED, {"externalId": "E1", "active": False}, "o7")
+    state.hold(held)
+    assert raw(store, held_name("E1", "leaver")) == {"schema_version": 1, **asdict(held)}
+    assert state.held() == [held] and state.held()[0].order == "o7"
+    assert state.held_for(["E1"])[0].record == held.record
+
+
+def test_a_held_change_written_before_versions_reads_as_before(
+    state: WorkerState, store: BlobStore
+) -> None:
+    # As asdict(Held) wrote it, and as the first versions did, without an order.
+    old = {"external_id": "E1", "kind": "joiner", "due": "2024-07-01", "feed": FEED,
+           "record": {"externalId": "E1", "active": True}}  # fmt: skip
+    store.write_json(STATE_CONTAINER, held_name("E1", "joiner"), old)
+    expected = Held("E1", "joiner", "2024-07-01", FEED, {"externalId": "E1", "active": True}, "")
+    assert state.held() == [expected] == state.held_for(["E1"])
+    assert state.held()[0].record == expected.record
+
+
+@pytest.mark.parametrize(
+    ("stored", "error", "message"),
+    [
+        (
+            {"schema_version": 2, "external_id": "E1", "kind": "joiner", "when": "soon"},
+            NewerDocument,
+            "was written by a newer version of the app (held change schema version 2; "
+            "this version reads up to 1)",
+        ),
+        (
+            {"external_id": "E1", "kind": "mover", "due": "2024-07-01", "feed": FEED},
+            MalformedDocument,
+            "is not a valid held change: kind: must be one of joiner or leaver",
+        ),
+    ],
+    ids=["newer", "malformed"],
+)
+def test_a_held_change_this_version_cannot_use_stops_the_reader(
+    state: WorkerState,
+    store: BlobStore,
+    stored: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    name = held_name("E1", "joiner")
+    store.write_json(STATE_CONTAINER, name, stored)
+    state.hold(Held("E2", "leaver", "2024-08-15", FEED, None))
+    for read in (state.held, lambda: state.held_for(["E1", "E2"])):
+        with pytest.raises(error) as refused:
+            read()
+        assert str(refused.value).startswith(f"{STATE_CONTAINER}/{name} {message}")
+    assert state.held_for(["E2"]) == [Held("E2", "leaver", "2024-08-15", FEED, None)]
+    assert raw(store, name) == stored  # left as it is
+
+
+def request_name(run_id: str) -> str:
+    return f"approvals/requests/{run_id}.json"
+
+
+def test_an_approval_request_is_written_with_its_version(
+    state: WorkerState, store: BlobStore
+) -> None:
+    leavers = {"E1": {"externalId": "E1", "active": False}}
+    state.request_approval("run1", FEED, leavers, "o1")
+    assert raw(store, request_name("run1")) == {
+        "schema_version": 1,
+        "run_id": "run1",
+        "feed": FEED,
+        "order": "o1",
+        "leavers": leavers,
+    }
+    assert state.approval_requests() == [
+        {"run_id": "run1", "feed": FEED, "order": "o1", "leavers": leavers}
+    ]
+    assert state.supersede_requests(FEED, "o5", "run5") == ["run1"]
+    assert raw(store, request_name("run1"))["superseded_by"] == "run5"
+    assert state.approval_requests()[0]["superseded_by"] == "run5"
+    assert state.approve("run1", "alice@contoso.example") is not None  # superseded
+
+    state.request_approval("run2", FEED, {}, "o9")
+    assert state.approve("run2", "alice@contoso.example") is None
+    assert raw(store, "approvals/run2") == {
+        "schema_version": 1,
+        "approved_by": "alice@contoso.example",
+    }
+    assert state.is_approved("run2") is True
+
+
+def test_approvals_written_before_versions_read_as_before(
+    state: WorkerState, store: BlobStore
+) -> None:
+    # Requests of the first versions had no order; the marker only who approved.
+    old = {"run_id": "old", "feed": FEED, "leavers": {"E1": {"externalId": "E1"}}}
+    store.write_json(STATE_CONTAINER, request_name("old"), old)
+    store.write_json(STATE_CONTAINER, "approvals/old", {"approved_by": "bob@contoso.example"})
+    assert state.approval_requests() == [old]
+    assert state.is_approved("old") is True
+    # Superseding it keeps its keys and adds the version.
+    assert state.supersede_requests(FEED, "o1", "new") == ["old"]
+    assert raw(store, request_name("old")) == {
+        "schema_version": 1,
+        "order": "",
+        **old,
+        "superseded_by": "new",
+    }
+
+
+UNUSABLE = {
+    "newer": (
+        {"schema_version": 3, "run_id": "bad", "feed": FEED, "leavers": {}, "scope": "tenant"},
+        NewerDocument,
+        "was written by a newer version of the app (approval request schema version 3;",
+    ),
+    "malformed": (
+        {"run_id": "bad", "feed": FEED, "leavers": ["E1"]},
+        MalformedDocument,
+        "is not a valid approval request: leavers: must be an object (keys with values)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_an_approval_request_this_version_cannot_use_is_skipped_and_never_approved(
+    state: WorkerState, store: BlobStore, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    stored, error, message = UNUSABLE[kind]
+    store.write_json(STATE_CONTAINER, request_name("bad"), stored)
+    state.request_approval("good", FEED, {}, "o1")
+    where = f"{STATE_CONTAINER}/{request_name('bad')}"
+
+    # Listing (the release) skips it with a warning naming it; the others go on.
+    assert [r["run_id"] for r in state.approval_requests()] == ["good"]
+    assert f"{where} {message}" in caplog.text and "its leavers stay held" in caplog.text
+    # A newer run of the feed cannot mark it superseded, and says so.
+    caplog.clear()
+    assert state.supersede_requests(FEED, "o5", "run5") == ["good"]
+    assert f"{where} {message}" in caplog.text
+    assert "not marked superseded by run run5" in caplog.text
+    # Nobody approves what cannot be read: the error names it, nothing is written.
+    with pytest.raises(error) as refused:
+        state.approve("bad", "alice@contoso.example")
+    assert str(refused.value).startswith(f"{where} {message}")
+    assert state.is_approved("bad") is False
+    assert raw(store, request_name("bad")) == stored  # left as it is
+
+
+def test_an_approval_written_by_a_newer_version_counts_as_none(
+    state: WorkerState, store: BlobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    state.request_approval("run1", FEED, {"E1": {"externalId": "E1"}})
+    newer = {"schema_version": 2, "approved_by": "alice", "scope": "half"}
+    store.write_json(STATE_CONTAINER, "approvals/run1", newer)
+    assert state.is_approved("run1") is False  # its leavers stay held
+    assert (
+        f"{STATE_CONTAINER}/approvals/run1 was written by a newer version of the app "
+        "(approval schema version 2; this version reads up to 1)" in caplog.text
+    )
+    assert "run run1 counts as not approved" in caplog.text
+    # Approving again does not write over it either.
+    with pytest.raises(NewerDocument, match=f"^{STATE_CONTAINER}/approvals/run1 "):
+        state.approve("run1", "bob@contoso.example")
+    assert raw(store, "approvals/run1") == newer
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "it is not JSON"),
+        (b"approved by Carol, ticket CHG-1234", "it is not JSON"),
+        (b'{"approved_by": null}', "approved_by: must be text"),
+        (b'{"by": "carol"}', "approved_by: is required"),
+    ],
+    ids=["empty", "text", "null", "other-keys"],
+)
+def test_an_approval_marker_written_by_hand_still_approves(
+    state: WorkerState,
+    store: BlobStore,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    reason: str,
+) -> None:
+    """README, "Safety": a person approves by writing the blob, with whatever content; its
+    existence is the approval, as it always was. The log says it is not an approval document."""
+    state.request_approval("run1", FEED, {"E1": {"externalId": "E1"}})
+    store.write_bytes(STATE_CONTAINER, "approvals/run1", body, "text/plain")
+    assert state.is_approved("run1") is True
+    assert f"{STATE_CONTAINER}/approvals/run1 is not a valid approval: {reason}" in caplog.text
+    # Approved again through the command line: the marker becomes an approval document.
+    assert state.approve("run1", "bob@contoso.example") is None
+    assert raw(store, "approvals/run1") == {
+        "schema_version": 1,
+        "approved_by": "bob@contoso.example",
+    }

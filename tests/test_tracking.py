@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -72,6 +72,20 @@ def test_an_accepted_batch_reads_back_as_written(store: BlobStore) -> None:
     assert info["attempt"] == 1
     assert info["accepted_at"] == "2025-01-31T12:00:05.123Z"
     assert parse_iso(info["accepted_at"]) == AT.replace(microsecond=123000)
+    # The blob: the keys it always had, and the version of its schema.
+    stored = store.read_json(STATE_CONTAINER, batch_name(RUN, "000003"))
+    assert stored is not None
+    assert stored[0] == {
+        "schema_version": 1,
+        "run_id": RUN,
+        "results_prefix": f"runs/2025-01-31/{RUN}/",
+        "kind": "file",
+        "batch": "000003",
+        "accepted_at": "2025-01-31T12:00:05.123Z",
+        "attempt": 1,
+        "records": [["bulk-0", "HR-ALICE", 10, "joiner", 1], ["bulk-1", "HR-BOB", 11, "leaver", 2]],
+    }
+    assert info == {k: v for k, v in stored[0].items() if k != "schema_version"}
 
 
 def test_missing_action_and_ordinal_are_empty_not_made_up(store: BlobStore) -> None:
@@ -100,6 +114,53 @@ def test_a_batch_tracked_before_ordinals_were_kept_still_reads(store: BlobStore)
     assert found is not None
     assert found[1] == [Sent("b-0", "HR-1", 2, "mover", "")]
     assert "attempt" not in found[0]  # the reader takes a missing attempt as the first
+    # Written before versions: version 1, its keys as they were.
+    assert found[0] == {
+        "run_id": RUN,
+        "results_prefix": "p/",
+        "kind": "file",
+        "batch": "000001",
+        "accepted_at": "2024-01-01T00:00:00.000Z",
+        "records": [["b-0", "HR-1", 2, "mover", ""]],
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        (
+            {"schema_version": 2, "run_id": RUN, "records": {"b-0": {"id": "HR-1"}}},
+            "was written by a newer version of the app (pending batch schema version 2; "
+            "this version reads up to 1)",
+        ),
+        (
+            {"run_id": RUN, "results_prefix": "p/", "kind": "file", "batch": "000001",
+             "accepted_at": "2024-01-01T00:00:00.000Z", "records": [["b-0", "HR-1", "two", ""]]},
+            "is not a valid pending batch: records.0.2: must be a whole number",
+        ),
+        (
+            {"run_id": RUN, "kind": "file", "batch": "000001", "records": []},
+            "is not a valid pending batch: results_prefix: is required; accepted_at: is required",
+        ),
+    ],
+    ids=["newer", "malformed", "incomplete"],
+)  # fmt: skip
+def test_a_batch_this_version_cannot_use_is_skipped_and_left_alone(
+    store: BlobStore, caplog: pytest.LogCaptureFixture, stored: dict[str, Any], message: str
+) -> None:
+    name = batch_name(RUN, "000001")
+    store.write_json(STATE_CONTAINER, name, stored)
+    track(store, run_id=RUN, results_prefix="p/", kind="file", batch=2, operations=ops("HR-2"),
+          accepted_at=AT)  # fmt: skip
+    # None, as for a batch that is gone: the outcome pass merges the others and deletes only
+    # what it merged; this one stays, and says why at every pass.
+    assert read_batch(store, name) is None
+    assert f"{STATE_CONTAINER}/{name} {message}" in caplog.text
+    assert "skipped: the outcomes of its records wait" in caplog.text
+    assert read_batch(store, batch_name(RUN, "000002")) is not None
+    assert sorted(pending_runs(store)[RUN]) == [name, batch_name(RUN, "000002")]
+    found = store.read_json(STATE_CONTAINER, name)
+    assert found is not None and found[0] == stored
 
 
 def test_reading_a_batch_that_is_gone_gives_none(store: BlobStore) -> None:
@@ -202,3 +263,31 @@ def test_a_real_run_tracks_each_accepted_batch_without_hr_ids_in_names(
     assert {s.action for s in tracked} == {"joiner"}
     assert sorted(s.record for s in tracked) == list(range(1, 61))  # ordinals in the file
     assert sorted(s.line for s in tracked) == list(range(2, 62))  # after the header
+
+
+def test_the_outcome_pass_leaves_a_batch_it_cannot_read_and_takes_it_once_readable(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_confirm import confirm
+
+    drop(csv_bytes([worker(f"HRY{n:04d}") for n in range(1, 61)]), "workers.csv")
+    (summary,) = runs()
+    first, second = sorted(pending_runs(app_store())[summary["run_id"]])
+    found = app_store().read_json(STATE_CONTAINER, first)
+    assert found is not None
+    written = found[0]
+    newer = {**written, "schema_version": 2}
+    app_store().write_json(STATE_CONTAINER, first, newer)
+
+    confirm()
+    # The readable batch was merged and is gone; the other waits as it is, said in the log.
+    assert [b.name for b in app_store().list(STATE_CONTAINER, PENDING)] == [first]
+    stored = app_store().read_json(STATE_CONTAINER, first)
+    assert stored is not None and stored[0] == newer
+    assert f"{STATE_CONTAINER}/{first} was written by a newer version of the app" in caplog.text
+    assert second not in caplog.text
+
+    # Once it reads (the version that wrote it ran, or a person fixed it), nothing was lost.
+    app_store().write_json(STATE_CONTAINER, first, written)
+    confirm()
+    assert list(app_store().list(STATE_CONTAINER, PENDING)) == []

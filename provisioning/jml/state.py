@@ -27,6 +27,7 @@ reader does with one this version cannot use is said where it reads it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -35,7 +36,15 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field
 
-from ..documents import Document, DocumentError, Part, none, read_document
+from ..documents import (
+    Document,
+    DocumentError,
+    MalformedDocument,
+    NewerDocument,
+    Part,
+    none,
+    read_document,
+)
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
 from .lifecycle import Held, Known
@@ -326,8 +335,8 @@ class WorkerState:
 
     # An approval request only holds leavers back. One this version cannot use is left as it
     # is and said in the log, and the others go on: its leavers stay held (never sent by this
-    # version: approve() refuses it, so it is never approved here), and a newer run of its feed
-    # cannot mark it superseded (the warning says so; a person decides).
+    # version: the release only sends requests it reads, and approve() refuses it), and a
+    # newer run of its feed cannot mark it superseded (the warning says so; a person decides).
 
     def request_approval(
         self, run_id: str, feed: str, leavers: dict[str, dict[str, Any]], order: str = ""
@@ -379,8 +388,9 @@ class WorkerState:
     def approve(self, run_id: str, by: str) -> str | None:
         """Write the approval marker; None when done, else why it cannot be approved.
 
-        A request (or an earlier approval) this version cannot use raises DocumentError naming
-        it: what the person would approve is not known, so nothing is written."""
+        A request this version cannot use, or an approval written by a newer version, raises
+        DocumentError naming it: what the person would approve is not known, so nothing is
+        written."""
         found = read_document(
             self.store, STATE_CONTAINER, f"{_REQUESTS}{run_id}.json", ApprovalRequest
         )
@@ -392,22 +402,33 @@ class WorkerState:
                 f"run {run_id} was superseded by the newer run {request.superseded_by} of "
                 f"feed {request.feed}; its leavers are stale and will not be sent"
             )
-        # An earlier approval is replaced (approved again), one this version cannot use is not.
-        read_document(self.store, STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval)
+        # An earlier approval is replaced (approved again; one written by hand included), one
+        # written by a newer version of the app is not (NewerDocument names it).
+        with contextlib.suppress(MalformedDocument):
+            read_document(self.store, STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval)
         self.store.write_json(
             STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval(approved_by=by).dump()
         )
         return None
 
     def is_approved(self, run_id: str) -> bool:
-        """Whether the run's leavers were approved. An approval this version cannot use counts
-        as none, said in the log and left as it is: the leavers stay held, nobody is disabled
-        on an approval that cannot be read."""
+        """Whether the run's leavers were approved: whether its approval marker exists.
+
+        A marker written by a newer version of the app counts as none, said in the log and
+        left as it is: what it means is not known, so the leavers stay held and nobody is
+        disabled on it. A marker that is not an approval document still approves, as it always
+        did: a person may write the blob by hand, with any content (README, "Safety"); the log
+        says it does not fit."""
         try:
             found = read_document(self.store, STATE_CONTAINER, f"{_APPROVALS}{run_id}", Approval)
-        except DocumentError as exc:
+        except NewerDocument as exc:
             log.warning("%s; run %s counts as not approved: its leavers stay held", exc, run_id)
             return False
+        except MalformedDocument as exc:
+            log.warning(
+                "%s; it approves run %s all the same, as a marker written by hand", exc, run_id
+            )
+            return True
         return found is not None
 
     def close_request(self, run_id: str) -> None:

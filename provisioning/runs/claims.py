@@ -5,9 +5,10 @@ The claim (``state/files/<sha256>.json``) is keyed by the file's content, so the
 dropped twice, or one drop seen by two triggers, maps to one run. It carries the checkpoint:
 ``next_batch`` is the number the next bulk request gets (a request whose answer was lost is
 known from the worker state, see ``provisioning.jml.ordering``). ``order`` is the order of the
-file's HR data
-(``provisioning.jml.ordering``), fixed when the content is first claimed. Every write is
-conditional on the blob's ETag, and the running instance holds a lease.
+file's HR data (``provisioning.jml.ordering``), fixed when the content is first claimed. Every
+write is conditional on the blob's ETag, and the running instance holds a lease. The claim is a
+versioned document (:class:`Claim`, ``provisioning.documents``); one this version cannot use
+stops whoever loads it (:meth:`ClaimStore.load`).
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class ClaimStore:
         it stops. The claim is the content's exactly-once record and the run's checkpoint:
         running the file without it could send it twice or resume at the wrong batch, and it
         is never written over (``create`` is create-only, ``save`` needs the ETag read here).
-        The run ends in an error (its seen marker says so; the sweep retries the file and
-        sets it aside after ``max_file_attempts``), the claim stays as it is for a person.
+        The run ends in an error (its seen marker says so) and the file stays where it is, tried
+        again by its trigger's retries and by every sweep, each saying why; the claim stays as
+        it is for a person.
         """
         found = read_document(self.store, STATE_CONTAINER, claim_name(content_hash), Claim)
         if found is None:
