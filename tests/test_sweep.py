@@ -16,13 +16,14 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from graph_emulator import GraphEmulator
 from provisioning.functions.services import open_services
+from provisioning.runs.claims import claim_name
 from provisioning.runs.drop import DropProcessor
 from provisioning.runs.seen import seen_name
 from provisioning.runs.sweep import Sweeper
 from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from provisioning.storage import PreconditionFailed
 from tests.e2e import drop, runs, sent_external_ids, store
-from tests.test_blob_drop import hr_file
+from tests.test_blob_drop import hr_file, put_state, state_json
 
 BAD_FILE = b"WorkerID,FirstName\n1,Ada\n"
 
@@ -300,3 +301,25 @@ def test_a_partly_rejected_file_is_settled_and_one_refused_whole_is_set_aside(
     assert inbound_names() == ["a-some-bad.csv", "failed/b-refused.csv"]
     again = sweep()  # settled: not read again
     assert again["seen"] == 1 and again["processed"] == {}
+
+
+def test_a_claim_this_version_cannot_use_is_one_line_and_the_file_waits(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim written by a newer version: the sweep leaves it and the file alone, says so in
+    one error line (no traceback), and sends nothing."""
+    upload("workers.csv", hr_file(60))
+    assert sweep()["processed"] == {"complete": 1}
+    (summary,) = runs()
+    name = claim_name(summary["content_hash"])
+    put_state(name, {**state_json(name), "schema_version": 2})
+    store().delete(STATE_CONTAINER, seen_name("hr-inbound/workers.csv"))  # to be seen again
+    uploads = len(emulator.uploads())
+
+    counts = sweep()
+
+    assert counts["errors"] == 1 and counts["processed"] == {} and counts["moved_to_failed"] == 0
+    assert inbound_names() == ["workers.csv"] and len(emulator.uploads()) == uploads
+    lines = [r for r in caplog.records if r.name == "provisioning.runs.sweep"]
+    assert [r.levelname for r in lines] == ["ERROR"] and lines[0].exc_info is None
+    assert "newer version of the app" in lines[0].getMessage()

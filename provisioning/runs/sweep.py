@@ -87,6 +87,11 @@ class Sweeper:
                 break
             try:
                 await self._sweep_one(info, markers, counts, processed)
+            except DocumentError as exc:
+                # A claim this version cannot use (newer, or damaged): left as it is, said in
+                # one line; the file waits for a person (or the newer version) each sweep.
+                counts["errors"] += 1
+                log.error("sweep left %s/%s alone: %s", INBOUND_CONTAINER, info.name, exc)
             except Exception:
                 counts["errors"] += 1
                 log.exception("sweep could not handle %s/%s", INBOUND_CONTAINER, info.name)
