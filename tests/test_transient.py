@@ -31,8 +31,8 @@ from provisioning.graph.outcomes import stop_reason
 from provisioning.graph.pacing import process_limiter, retry_policy_for
 from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
+from tests.graphs import emulator_settings
 from tests.test_submit import body
-from tests.test_submit import settings_for as submit_settings_for
 
 # raised by kiota when msgraph's generated request builders are imported
 pytestmark = pytest.mark.filterwarnings(
@@ -50,9 +50,7 @@ def closed_port() -> int:
 
 def settings_for(emu: GraphEmulator, **changes: Any) -> Settings:
     """test_submit's settings, with the managed identity always (never a developer sign-in)."""
-    return submit_settings_for(
-        emu, **{"credential": "managedidentity", "max_attempts": 3, **changes}
-    )
+    return emulator_settings(emu, **{"credential": "managedidentity", "max_attempts": 3, **changes})
 
 
 def fresh_credential() -> AsyncTokenCredential:
