@@ -2,7 +2,7 @@
 emulator over real HTTP: msgraph-sdk's request builder and pipeline, the real managed-identity
 credential, ``@odata.nextLink`` paging, the job and time filters, and the parsing into
 ``LogEntry`` of entries shaped like Microsoft's sample page
-(shared/reference/entra-inbound-samples/provisioning-log-sample.json)."""
+(tests/data/microsoft/provisioning-log-sample.json)."""
 
 from __future__ import annotations
 
@@ -35,19 +35,15 @@ from provisioning.graph.provisioning_logs import (
 from provisioning.settings import Settings
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+# Microsoft's sample page (MIT, see tests/data/microsoft/LICENSE-Microsoft-samples), from the
+# history of its API-driven inbound provisioning samples (Samples/InboundAPI_logSample.txt).
 SAMPLE_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "reference"
-    / "entra-inbound-samples"
-    / "provisioning-log-sample.json"
+    Path(__file__).resolve().parent / "data" / "microsoft" / "provisioning-log-sample.json"
 )
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def sample_entries() -> list[dict[str, Any]]:
-    if not SAMPLE_PATH.exists():
-        pytest.skip(f"Microsoft's sample page is not at {SAMPLE_PATH}")
     page = json.loads(SAMPLE_PATH.read_text("utf-8"))
     entries: list[dict[str, Any]] = page["value"]
     return entries
