@@ -21,6 +21,7 @@ import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
 from provisioning.convert.bulk import CONTENT_TYPE, serialize
+from provisioning.errors import ConfigurationError
 from provisioning.graph.client import (
     GraphClient,
     HttpResult,
@@ -768,3 +769,11 @@ def test_maybe_applied_counts_unanswered_attempts_that_were_sent() -> None:
         Submitter(unsent, limiter, policy, sleep=fake.sleep, clock=fake.clock).submit(b"{}", "d")
     )
     assert outcome.maybe_applied_attempts == 0 and not outcome.maybe_applied_before_last
+
+
+def test_a_client_without_its_job_is_a_configuration_error(emu: GraphEmulator) -> None:
+    async def build() -> None:
+        GraphClient.from_settings(emulator_settings(emu, job_id=""))
+
+    with pytest.raises(ConfigurationError, match="PROVISIONING_SERVICE_PRINCIPAL_ID and "):
+        asyncio.run(build())

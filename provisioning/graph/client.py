@@ -52,7 +52,7 @@ from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
 from ..convert.bulk import CONTENT_TYPE
-from ..errors import GraphServiceError
+from ..errors import ConfigurationError, GraphServiceError
 from ..settings import Settings
 from .pacing import RETRYABLE_STATUSES
 
@@ -278,7 +278,10 @@ class GraphClient:
         job_id: str,
     ) -> None:
         if not service_principal_id or not job_id:
-            raise ValueError("the service principal id and the job id are required")
+            raise ConfigurationError(
+                "PROVISIONING_SERVICE_PRINCIPAL_ID and PROVISIONING_JOB_ID are required to "
+                "reach Graph"
+            )
         self.adapter = adapter
         self.sdk = GraphServiceClient(request_adapter=adapter)
         self._http = http_client

@@ -45,6 +45,7 @@ from ..documents import (
     none,
     read_document,
 )
+from ..errors import StorageError
 from ..settings import STATE_CONTAINER
 from ..storage import BlobStore
 from .lifecycle import Held, Known
@@ -266,7 +267,9 @@ class WorkerState:
             (f"{_INDEX}{shard}.json", index),
         ):
             if not self.store.update_json(STATE_CONTAINER, name, change, attempts=_MAX_CONFLICTS):
-                raise RuntimeError(f"state {name} kept changing under us; try again later")
+                raise StorageError(
+                    f"state/{name} kept changing under us (other writers); try again later"
+                )
 
     def index(self) -> dict[str, Known]:
         known: dict[str, Known] = {}
