@@ -84,6 +84,46 @@ param createEventSubscription bool = false
 @description('Resource id of an action group the alerts notify; empty for none.')
 param alertActionGroupId string = ''
 
+// --- scale (Flex Consumption) ---
+// Graph pacing, the daily call quota and the bucket-full pause are kept in storage and shared
+// by every sender in every instance (README, "Graph submission"), so the instance count is not
+// needed for correctness: it bounds cost and how many instances share the one pace.
+//
+// Limits as Microsoft documents them (Learn, read 2026-12):
+// - maximumInstanceCount, "Limit scale-out": "Currently the lowest maximum instance count value
+//   is 1, and the highest supported maximum instance count value is 1000"; it applies to the
+//   on-demand instances of each per-function scale group, not to the app's instances combined.
+//   https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out
+//   Earlier revisions of that page, the plan page ("Considerations": "The lowest maximum scale
+//   is currently 40") and the AWS Lambda migration guide give 40 as the lowest:
+//   https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations
+//   https://learn.microsoft.com/azure/azure-functions/migration/migrate-aws-lambda-to-azure-functions
+//   The default, 40, is within both; go lower only where the platform accepts it.
+// - instanceMemoryMB: 512, 2048 (the platform's default) or 4096, "Instance sizes":
+//   https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#instance-sizes
+// - HTTP concurrency, functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency:
+//   unset, Python apps get 1 at every instance size ("HTTP trigger concurrency"):
+//   https://learn.microsoft.com/azure/azure-functions/functions-concurrency#http-trigger-concurrency
+//   triggers has no setting for the other trigger types: the blob trigger's concurrency is
+//   host.json's extensions.blobs.maxDegreeOfParallelism (1); the queue flush runs one at a time
+//   under a lease on its lock blob, and the timer runs one pass at a time.
+@minValue(1)
+@maxValue(1000)
+@description('Highest number of on-demand instances of each per-function scale group (HTTP functions, blob function, queue flush, timer). Pacing is shared in storage, so this bounds cost, not the Graph rate. Some Learn pages give 40 as the lowest value the platform accepts.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each instance, MB (Flex Consumption sizes: 512, 2048, 4096).')
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@description('Concurrent executions of the HTTP functions per instance (their scale group). They store a change and queue a flush; they never call Graph.')
+param httpPerInstanceConcurrency int = 4
+
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
   'azd-env-name': environmentName
@@ -143,6 +183,9 @@ module functionApp 'modules/functionapp.bicep' = {
     storageTableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     provisioningSettings: {
       PROVISIONING_SERVICE_PRINCIPAL_ID: provisioningServicePrincipalId
       PROVISIONING_JOB_ID: provisioningJobId

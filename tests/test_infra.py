@@ -550,3 +550,87 @@ def test_the_alerts_see_the_runs_that_need_a_person() -> None:
         level = log_level(status)
         seen = any(p.search(line) for p in queries.get(level, []))
         assert seen == (status in ("partly-rejected", "rejected")), status
+
+
+# Flex Consumption scale and concurrency: main.bicep parameter -> (azd env value, default).
+SCALE_PARAMETERS = {
+    "maximumInstanceCount": ("MAXIMUM_INSTANCE_COUNT", 40),
+    "instanceMemoryMB": ("INSTANCE_MEMORY_MB", 2048),
+    "httpPerInstanceConcurrency": ("HTTP_PER_INSTANCE_CONCURRENCY", 4),
+}
+
+
+def decorators(param: dict[str, Any]) -> dict[str, Any]:
+    return {d["type"]: d["argument"] for d in param.get("decorators", [])}
+
+
+def test_scale_and_memory_are_parameters_of_main_bicep() -> None:
+    """maximumInstanceCount, the instance memory and the HTTP concurrency are main.bicep
+    parameters within Microsoft's documented limits (cited in a comment), passed through to
+    the Function App module and mapped to azd environment values in main.parameters.json."""
+    main = parsed(MAIN)
+    params = main["parameters"]
+    for name, (_, default) in SCALE_PARAMETERS.items():
+        assert params[name]["type"] == "int", name
+        assert params[name]["default"] == default, name
+        assert decorators(params[name]).get("description"), name
+    count = decorators(params["maximumInstanceCount"])
+    assert (count["min_value"], count["max_value"]) == (1, 1000)
+    # The default is within the lowest value every revision of the docs gives (40, then 1).
+    assert 40 <= params["maximumInstanceCount"]["default"] <= 1000
+    assert decorators(params["instanceMemoryMB"])["allowed"] == [512, 2048, 4096]
+    assert decorators(params["httpPerInstanceConcurrency"])["min_value"] == 1
+    text = MAIN.read_text()
+    for page in (
+        "https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out",
+        "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations",
+        "https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#instance-sizes",
+        "https://learn.microsoft.com/azure/azure-functions/functions-concurrency#http-trigger-concurrency",
+    ):
+        assert page in text, page
+    # Passed to the module, whose parameters have the same limits and no default of their own.
+    args = main["modules"]["functionApp"]["config"]["params"]
+    module_params = parsed(INFRA / "modules" / "functionapp.bicep")["parameters"]
+    for name in SCALE_PARAMETERS:
+        assert args[name] == name, name
+        assert module_params[name].get("default") is None, name
+        assert module_params[name]["type"] == "int", name
+        limits = {k: v for k, v in decorators(module_params[name]).items() if k != "description"}
+        assert limits == {k: v for k, v in decorators(params[name]).items() if k != "description"}
+    # azd environment values, defaulting to the same values.
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name, (env, default) in SCALE_PARAMETERS.items():
+        assert mapped[name] == {"value": f"${{{env}={default}}}"}, name
+    # The infra README's parameter table lists them with their defaults.
+    readme = (INFRA / "README.md").read_text()
+    for name, (env, default) in SCALE_PARAMETERS.items():
+        assert f"| `{env}` | `{name}` | `{default}` |" in readme, name
+    # The root README's scale-out advice follows: no longer "keep the app at one instance".
+    root = (ROOT / "README.md").read_text()
+    assert "keep the Function App at one instance" not in root
+    assert "`maximumInstanceCount` (infra parameter, default 40, per scale group)" in root
+
+
+def test_per_function_scaling_and_concurrency_are_set() -> None:
+    """The site's functionAppConfig.scaleAndConcurrency takes the parameters, HTTP concurrency
+    included; the blob trigger's concurrency stays host.json's (1); every function's trigger
+    is one the template accounts for (no Durable Functions group, nothing always ready)."""
+    (_, _, site), *_ = [r for r in resources("Microsoft.Web/sites") if not r[2]["existing"]]
+    scale = body(site)["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale == {
+        "maximumInstanceCount": "maximumInstanceCount",
+        "instanceMemoryMB": "instanceMemoryMB",
+        "triggers": {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}},
+    }
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["blobs"]["maxDegreeOfParallelism"] == 1
+    triggers = {}
+    for name, function in functions().items():
+        (trigger,) = [
+            b for b in map(json.loads, function.get_raw_bindings()) if b["type"].endswith("Trigger")
+        ]
+        triggers[name] = trigger
+    kinds = {t["type"] for t in triggers.values()}
+    assert kinds == {"httpTrigger", "blobTrigger", "queueTrigger", "timerTrigger"}, kinds
+    blob = [t for t in triggers.values() if t["type"] == "blobTrigger"]
+    assert all(t["source"] == "EventGrid" for t in blob)  # the "blob" scale group

@@ -21,16 +21,23 @@ param applicationInsightsConnectionString string
 @description('App settings read by provisioning/settings.py (PROVISIONING_*), name -> value.')
 param provisioningSettings object
 
+// Scale and concurrency: main.bicep's parameters, where the documented limits are cited.
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+@description('Highest number of on-demand instances of each per-function scale group.')
+param maximumInstanceCount int
 
 @allowed([
   512
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+@description('Memory of each instance, MB.')
+param instanceMemoryMB int
+
+@minValue(1)
+@description('Concurrent HTTP-triggered executions per instance (the HTTP scale group).')
+param httpPerInstanceConcurrency int
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -104,9 +111,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           }
         }
       }
+      // Per-function scaling: the HTTP functions scale as one group, the blob (Event Grid)
+      // function as another, the queue flush and the timer each on their own. HTTP concurrency
+      // is set here; the blob trigger's is host.json's extensions.blobs.maxDegreeOfParallelism.
+      // No always-ready instances: every group scales to zero.
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
