@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     # one ends the batch "failed" (the run is interrupted and resumes later) instead of holding
     # the run's claim, e.g. for the day-long Retry-After of an exhausted daily quota.
     max_wait_seconds: float = Field(default=300.0, ge=1)
+    # Pacing is shared by every process through state/pace.json: windows are this much longer
+    # than Graph's, for the spread of the time a request takes to reach Graph.
+    pace_margin_seconds: float = Field(default=0.25, ge=0)
+    # A read or write of state/pace.json slower than this makes the process pace itself ...
+    pace_storage_timeout_seconds: float = Field(default=2.0, gt=0)
+    # ... at this share of the limit, for a while, until storage answers again.
+    pace_fallback_share: float = Field(default=0.25, gt=0, le=1)
+    # Graph answered 500 "bucket full": every sender stops this long (Microsoft: 5-10 minutes).
+    bucket_full_pause_minutes: float = Field(default=10.0, gt=0)
     # Timeout of one bulkUpload call.
     request_timeout_seconds: float = Field(default=60.0, gt=0)
 

@@ -26,6 +26,8 @@ class RunStatus(StrEnum):
     HELD_FOR_APPROVAL = "held-for-approval"  # the leavers exceed the threshold; wait approval
     STOPPED = "stopped"  # the provisioning job is paused/quarantined/not started; resumable
     INTERRUPTED = "interrupted"  # Graph kept failing (outage, throttling); resumable
+    # Every sender waits: Graph's bucket is full, or the daily quota is used up; resumes itself
+    PAUSED = "paused"
     FAILED = "failed"  # Graph refused the app (401/403): fix permissions, then resumable
     SUPERSEDED = "superseded"  # a newer run of the same full feed was accepted
     DUPLICATE = "duplicate"  # the same content was already run: nothing to do
@@ -66,6 +68,7 @@ _TRAITS: dict[RunStatus, _Traits] = {
     _S.HELD_FOR_APPROVAL: _Traits(False, True, False, EXIT_UNFINISHED, _INFO, _AMBER),
     _S.STOPPED: _Traits(False, False, False, EXIT_UNFINISHED, _ERROR, _ORANGE),
     _S.INTERRUPTED: _Traits(False, False, False, EXIT_UNFINISHED, _ERROR, _ORANGE),
+    _S.PAUSED: _Traits(False, False, False, EXIT_UNFINISHED, _WARNING, _AMBER),
     _S.FAILED: _Traits(False, False, True, EXIT_UNFINISHED, _ERROR, _RED),
     _S.SUPERSEDED: _Traits(True, True, False, EXIT_OK, _INFO, _GREY),
     _S.DUPLICATE: _Traits(True, True, False, EXIT_OK, _INFO, _PURPLE),
@@ -83,7 +86,7 @@ SETTLED = frozenset(s for s, t in _TRAITS.items() if t.settled)
 # failing for a while).
 FAILING = frozenset(s for s, t in _TRAITS.items() if t.failing)
 # A file run in one of these may still send batches: its outcomes are not complete yet.
-RESUMABLE = frozenset({_S.RUNNING, _S.STOPPED, _S.INTERRUPTED, _S.FAILED})
+RESUMABLE = frozenset({_S.RUNNING, _S.STOPPED, _S.INTERRUPTED, _S.PAUSED, _S.FAILED})
 
 # What Entra's provisioning log (or its silence) made of one record sent.
 OutcomeState = Literal[

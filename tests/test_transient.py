@@ -28,7 +28,7 @@ from kiota_abstractions.api_error import APIError
 from graph_emulator import GraphEmulator
 from provisioning.graph.client import GraphClient, GraphUnavailable, JobStatus, TransportError
 from provisioning.graph.outcomes import stop_reason
-from provisioning.graph.pacing import process_limiter, retry_policy_for
+from provisioning.graph.pacing import RateLimiter, retry_policy_for
 from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
 from tests.graphs import emulator_settings
@@ -88,7 +88,7 @@ def run(
 ) -> tuple[Any, Waits]:
     """``scenario(client, submitter)`` with a GraphClient built from ``settings`` (with a fresh
     credential, or when ``credential`` is None the one ``make_credential`` picks) and a
-    Submitter wired as the app wires it (``process_limiter`` / ``retry_policy_for``)."""
+    Submitter wired with the configured pace and retries (``retry_policy_for``)."""
     waits = Waits()
 
     async def main() -> Any:
@@ -96,7 +96,7 @@ def run(
         try:
             submitter = Submitter(
                 client,
-                process_limiter(settings),
+                RateLimiter(settings.rate_limit_requests, settings.rate_limit_window_seconds),
                 retry_policy_for(settings),
                 sleep=waits.sleep_for(waits.submitter),
             )

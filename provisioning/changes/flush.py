@@ -104,7 +104,14 @@ async def flush(
         }
         totals["records_superseded"] += len(older)
         gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
-        sender = Sender(settings, graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due)
+        sender = Sender(
+            settings,
+            graph,
+            gate,
+            sleep=keeper.sleep,
+            keep_alive=keeper.renew_if_due,
+            priority="interactive",
+        )
 
         def record(batch: SentBatch) -> None:
             _settle(outcome_of, batch)
@@ -128,7 +135,6 @@ async def flush(
         totals["records_sent"] += delivery.sent
         totals["records_accepted"] += delivery.accepted
         totals["records_superseded"] += delivery.superseded
-        stop = delivery.stop[1] if delivery.stop else None
         for change in changes:
             settled = _update_change(store, change, outcome_of)
             totals["changes"] += 1
@@ -136,9 +142,12 @@ async def flush(
                 store.delete(STATE_CONTAINER, f"{OUTBOX_PREFIX}{change.id}.json")
         # Fold now, so the next call's plan sees what this flush sent.
         WorkerState(store).fold()
-        if stop:
-            log.error("flush %s interrupted: %s", flush_id, stop)
-            return {"status": "interrupted", "reason": stop, **totals}
+        if delivery.stop:
+            # interrupted, or paused (bucket full, daily quota): the changes stay in the
+            # outbox; a paused flush is picked up again by the timer once the pause is over.
+            status, stop = delivery.stop
+            log.error("flush %s %s: %s", flush_id, status, stop)
+            return {"status": status, "reason": stop, **totals}
         return {"status": "complete", **totals, "seconds": round(time.monotonic() - started, 3)}
     finally:
         lease.release()

@@ -8,7 +8,7 @@ from typing import Any
 from ..convert.bulk import BulkRequest
 from ..storage import StagedBlob
 from .client import JobStatus
-from .submit import BatchOutcome
+from .submit import PAUSED_CODES, BatchOutcome
 
 LEDGER_COLUMNS = (
     "batch",
@@ -114,6 +114,8 @@ def stop_reason(result: BatchOutcome) -> tuple[str, str] | None:
     Transient errors that outlasted the retries interrupt it (resumable); an answer that refuses
     the app (``REFUSES_THE_APP``) fails it, resumable too. A 400 does not stop it: that batch's
     data is reported and the others go on."""
+    if result.status == "failed" and result.error_code in PAUSED_CODES:
+        return "paused", result.error_message or "sending is paused"
     if result.status == "failed":
         return "interrupted", graph_reason(result, "kept failing")
     if refuses_the_app(result):

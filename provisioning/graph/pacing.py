@@ -16,10 +16,11 @@ import asyncio
 import math
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from .pace_book import Paused
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -99,6 +100,7 @@ class RateLimiter:
         self._sleep = sleep
         self._permits: list[Permit] = []
         self._blocked_until = -math.inf
+        self._paused: tuple[float, str] | None = None
         self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
         self.waited_seconds = 0.0  # total time acquire() spent waiting (observability)
 
@@ -139,6 +141,8 @@ class RateLimiter:
         async with self._lock:
             while True:
                 now = self._clock()
+                if self._paused is not None and self._paused[0] > now:
+                    raise Paused(time.time() + self._paused[0] - now, self._paused[1])
                 penalty, window = self._waits(now)
                 wait = max(penalty, window)
                 if wait <= 0:
@@ -163,23 +167,26 @@ class RateLimiter:
         if seconds > 0 and math.isfinite(seconds):
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
-
-# One limiter per event loop and configured pace: every sender of the process draws from the
-# same window, so a reconciliation pass (release, flush, retries, drift fixes) or a file run
-# next to an HTTP flush never restarts the window. Keyed by loop because asyncio's lock belongs
-# to the loop that first waits on it (tests and the CLI start a new loop per run).
-_PROCESS_LIMITERS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[int, float], RateLimiter]
-] = weakref.WeakKeyDictionary()
+    def pause(self, seconds: float, reason: str) -> None:
+        """Graph's bucket is full: ``acquire`` raises :class:`Paused` for ``seconds``."""
+        until = self._clock() + seconds
+        if self._paused is None or until > self._paused[0]:
+            self._paused = (until, reason)
 
 
-def process_limiter(settings: Settings) -> RateLimiter:
-    """The process's one limiter at the configured pace (PROVISIONING_RATE_LIMIT_*)."""
-    pace = (settings.rate_limit_requests, settings.rate_limit_window_seconds)
-    limiters = _PROCESS_LIMITERS.setdefault(asyncio.get_running_loop(), {})
-    if pace not in limiters:
-        limiters[pace] = RateLimiter(*pace)
-    return limiters[pace]
+class Pacer(Protocol):
+    """What the Submitter needs of a pace: :class:`RateLimiter` (one process) or
+    :class:`~provisioning.graph.tenant_pace.TenantPace` (the tenant, in storage)."""
+
+    waited_seconds: float
+
+    async def acquire(self, max_wait: float = math.inf, sleep: Sleep | None = None) -> Permit: ...
+
+    def release(self, permit: Permit) -> None: ...
+
+    def penalise(self, seconds: float) -> None: ...
+
+    def pause(self, seconds: float, reason: str) -> None: ...
 
 
 class RetryPolicy:

@@ -25,8 +25,9 @@ from ..jml.state import Change
 from ..settings import Settings
 from ..storage import PreconditionFailed
 from .outcomes import stop_reason
-from .pacing import process_limiter, retry_policy_for
+from .pacing import Pacer, retry_policy_for
 from .submit import BatchOutcome, Submitter
+from .tenant_pace import Priority, TenantPace
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,12 @@ class Delivery:
 
 
 class Sender:
-    """Sends for one caller, paced by the process's one limiter. ``sleep`` is the caller's and
-    ``keep_alive`` renews its lease when due: every wait (pacing, backoff, Retry-After, a busy
-    gate) sleeps through ``sleep``, and ``keep_alive`` runs before and after each batch, so a
-    delivery never outlives the lease it holds."""
+    """Sends for one caller, paced by the tenant's one pace (``TenantPace``, in storage; or
+    ``pace``). ``priority``: "interactive" for HTTP changes, which take the next free slot
+    ahead of bulk work. ``sleep`` is the caller's and ``keep_alive`` renews its lease when due:
+    every wait (pacing, backoff, Retry-After, a busy gate) sleeps through ``sleep``, and
+    ``keep_alive`` runs before and after each batch, so a delivery never outlives the lease it
+    holds."""
 
     def __init__(
         self,
@@ -108,12 +111,19 @@ class Sender:
         *,
         sleep: Sleep = asyncio.sleep,
         keep_alive: Callable[[], None] = lambda: None,
+        priority: Priority = "bulk",
+        pace: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
         self._keep_alive = keep_alive
+        self.pace = pace or TenantPace(gate.store, settings, priority=priority, sleep=sleep)
         self.submitter = Submitter(
-            graph, process_limiter(settings), retry_policy_for(settings), sleep=sleep
+            graph,
+            self.pace,
+            retry_policy_for(settings),
+            sleep=sleep,
+            bucket_full_pause=settings.bucket_full_pause_minutes * 60,
         )
 
     async def deliver(
@@ -163,6 +173,8 @@ class Sender:
                 if batch.stop is not None:
                     break
                 self.gate.pause()
+        if isinstance(self.pace, TenantPace):
+            await self.pace.close()
         return delivery
 
     async def _turn(

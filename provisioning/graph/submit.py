@@ -12,6 +12,13 @@ attempt recorded, and a single ``BatchOutcome`` at the end.
   its claim for hours. Safe to resubmit later: a resent record is matched on its externalId
   again.
 
+- paused: nothing more may be sent for a while, by any sender: Graph answered 500 "bucket
+  full" (every sender then pauses PROVISIONING_BUCKET_FULL_PAUSE_MINUTES; Microsoft's
+  troubleshooting page for API-driven inbound provisioning advises 5-10 minutes), a pause set
+  by another sender is still on, or the daily call quota is used up. ``status`` is "failed"
+  with ``error_code`` in ``PAUSED_CODES`` and ``resume_at`` saying when sending may go on; the
+  run ends ``paused`` and resumes by itself, and no file attempt is counted.
+
 A timed-out attempt, or one whose connection dropped after the request went out, may still
 have been accepted by Graph; resending it is harmless because every operation carries the
 complete record (the same record twice is an idempotent update), but it is made visible:
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -32,10 +40,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from .client import HttpResult, TransportError
+from .pace_book import Paused, QuotaExhausted
 from .pacing import (
     TRANSPORT_ERROR,
     Clock,
-    RateLimiter,
+    Pacer,
     RetryPolicy,
     Sleep,
     WaitTooLong,
@@ -45,6 +54,15 @@ from .pacing import (
 log = logging.getLogger(__name__)
 
 Status = Literal["accepted", "rejected", "failed"]
+# Outcomes that pause every sender rather than fail the batch (see the module's docstring).
+PAUSED_CODES = frozenset({"BucketFull", "Paused", "QuotaExhausted"})
+# Microsoft documents a 500 whose message says the job's bucket is full; matched on the words,
+# not on one exact sentence.
+_BUCKET_FULL = re.compile(r"\bbucket\b.*\bfull\b", re.IGNORECASE | re.DOTALL)
+
+
+def is_bucket_full(result: HttpResult) -> bool:
+    return result.status == 500 and bool(_BUCKET_FULL.search(result.error_message or ""))
 
 
 class BulkPoster(Protocol):
@@ -87,6 +105,8 @@ class BatchOutcome:
     # How many attempts of this submit may have reached Graph without our getting the answer
     # (``Attempt.maybe_applied``).
     maybe_applied_attempts: int = 0
+    # When sending may go on (ISO 8601 UTC), for an outcome with an error_code in PAUSED_CODES.
+    resume_at: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -119,6 +139,10 @@ def _too_long_message(exc: WaitTooLong) -> str:
     )
 
 
+def _request(result: HttpResult) -> str:
+    return f", request-id {result.request_id}" if result.request_id else ""
+
+
 def _describe(result: HttpResult) -> str | None:
     if result.ok:
         return None
@@ -128,23 +152,25 @@ def _describe(result: HttpResult) -> str | None:
 
 class Submitter:
     """Sends bulk requests through ``client.post_bulk``, paced by a ``RateLimiter`` shared by
-    every sender of the process (``pacing.process_limiter``). ``sleep`` is used for every wait
+    every sender of the tenant (``tenant_pace.TenantPace``). ``sleep`` is used for every wait
     (the limiter's and between attempts), so a caller can renew a lease during long backoffs;
     ``clock`` (wall time, seconds) only stamps the attempts."""
 
     def __init__(
         self,
         client: BulkPoster,
-        limiter: RateLimiter,
+        limiter: Pacer,
         policy: RetryPolicy,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
+        bucket_full_pause: float = 600.0,
     ) -> None:
         self.client = client
         self.limiter = limiter
         self.policy = policy
         self._sleep = sleep
         self._clock = clock
+        self._bucket_full_pause = bucket_full_pause
 
     async def submit(self, body: bytes, client_request_id: str) -> BatchOutcome:
         attempts: list[Attempt] = []
@@ -155,6 +181,11 @@ class Submitter:
                 result, attempt = await self._attempt(body, client_request_id)
             except WaitTooLong as exc:  # the limiter would hold this send too long: not sent
                 return self._too_long(exc, client_request_id, attempts)
+            except Paused as exc:
+                return self._paused("Paused", exc.reason, exc.until, client_request_id, attempts)
+            except QuotaExhausted as exc:
+                why = f"{exc}; the rest waits for the 24-hour window to move"
+                return self._paused("QuotaExhausted", why, exc.until, client_request_id, attempts)
             attempts.append(attempt)
             if result is not None and result.ok:
                 outcome = BatchOutcome(
@@ -183,6 +214,14 @@ class Submitter:
                     )
                 return outcome
             status = attempt.status
+            if result is not None and is_bucket_full(result):
+                until = self._clock() + self._bucket_full_pause
+                why = (
+                    f"Graph's bucket for the job is full (HTTP 500{_request(result)}): every "
+                    f"sender pauses {format_seconds(self._bucket_full_pause / 60)} min"
+                )
+                self.limiter.pause(self._bucket_full_pause, why)
+                return self._paused("BucketFull", why, until, client_request_id, attempts)
             if not self.policy.retryable(status):
                 log.error(
                     "bulkUpload rejected: status=%d code=%s request-id=%s client-request-id=%s",
@@ -269,6 +308,35 @@ class Submitter:
             error_message=message,
             attempts=attempts,
             maybe_applied_attempts=_maybe_applied(attempts),
+        )
+
+    def _paused(
+        self,
+        code: str,
+        reason: str,
+        until: float,
+        client_request_id: str,
+        attempts: list[Attempt],
+    ) -> BatchOutcome:
+        """``failed`` with a code of ``PAUSED_CODES``: nothing more is sent before ``until``."""
+        last = attempts[-1] if attempts else None
+        resume_at = iso_utc(until)
+        log.warning(
+            "bulkUpload paused until %s (%s) client-request-id=%s",
+            resume_at,
+            code,
+            client_request_id,
+        )
+        return BatchOutcome(
+            status="failed",
+            http_status=last.status if last else TRANSPORT_ERROR,
+            client_request_id=client_request_id,
+            request_id=last.request_id if last else None,
+            error_code=code,
+            error_message=f"{reason}; sending resumes at {resume_at}",
+            attempts=attempts,
+            maybe_applied_attempts=_maybe_applied(attempts),
+            resume_at=resume_at,
         )
 
     def _outcome(

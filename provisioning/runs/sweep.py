@@ -16,6 +16,9 @@ What a file's marker (``state/seen/``, written by every run) says decides:
 * stopped (the job is paused), busy (another instance holds the claim) or interrupted (Graph,
   the token endpoint or the network failing for a while): processed again, for as long as it
   takes: none of it is the file's fault;
+* paused (Graph's bucket was full, or the daily quota used up): processed again once the
+  tenant's pace (``state/pace.json``) allows sending; while it does not, the sweep starts no
+  file at all (they would only meet the same pause), and says until when;
 * failed (403), error: processed again until ``max_file_attempts`` attempts failed, then moved
   to ``failed/``.
 
@@ -25,6 +28,7 @@ Every move writes ``results/failed/<date>/<hash of the name>.json`` with the rea
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import time
@@ -32,8 +36,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
+from azure.core.exceptions import AzureError
+
 from ..clock import iso, utcnow
 from ..documents import DocumentError
+from ..graph.pace_book import hold
+from ..graph.tenant_pace import limits_for, read_book
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..status import FAILING, FINAL, SETTLED
 from ..storage import BlobInfo, BlobStore, PreconditionFailed
@@ -80,13 +88,14 @@ class Sweeper:
         )
         counts: Counter[str] = Counter()
         processed: Counter[str] = Counter()
+        held = self._held()
         for index, info in enumerate(blobs):
             if budget_seconds is not None and time.monotonic() - begun > budget_seconds:
                 counts["deferred_for_budget"] = len(blobs) - index
                 log.warning("sweep out of time: %d files left for the next one", len(blobs) - index)
                 break
             try:
-                await self._sweep_one(info, markers, counts, processed)
+                await self._sweep_one(info, markers, counts, processed, held)
             except DocumentError as exc:
                 # A claim this version cannot use (newer, or damaged): left as it is, said in
                 # one line; the file waits for a person (or the newer version) each sweep.
@@ -102,6 +111,8 @@ class Sweeper:
             "moved_to_failed": counts["moved_to_failed"],
             "skipped_busy": counts["skipped_busy"],
             "deferred_for_budget": counts["deferred_for_budget"],
+            "deferred_for_pause": counts["deferred_for_pause"],
+            "paused": held,
             "errors": counts["errors"],
         }
         processed_counts = ", ".join(f"{k} {v}" for k, v in sorted(processed.items()))
@@ -122,6 +133,7 @@ class Sweeper:
         markers: dict[str, BlobInfo],
         counts: Counter[str],
         processed: Counter[str],
+        held: str | None,
     ) -> None:
         blob = f"{INBOUND_CONTAINER}/{info.name}"
         try:
@@ -133,6 +145,9 @@ class Sweeper:
             counts["seen"] += 1
             return
         if marker is None or self._verdict(marker) == "retry":
+            if held is not None:
+                counts["deferred_for_pause"] += 1
+                return
             status = await self._process(info, blob)
             if status is None:
                 return
@@ -153,6 +168,22 @@ class Sweeper:
                 return
         if self._move(info, marker):
             counts["moved_to_failed"] += 1
+
+    def _held(self) -> str | None:
+        """Why nothing may be sent now, and until when (a bucket-full pause, the daily quota
+        used up); None when sending may go on, or when the pace cannot be read (a run then
+        finds out for itself)."""
+        try:
+            book = read_book(self.store)
+        except (DocumentError, AzureError):
+            return None
+        found = hold(book, self._clock().timestamp(), limits_for(self.settings))
+        if found is None:
+            return None
+        until, why = found
+        reason = f"{why}; sending resumes at {iso(dt.datetime.fromtimestamp(until, dt.UTC))}"
+        log.warning("sweep starts no file: %s", reason)
+        return reason
 
     @staticmethod
     def _unusable(exc: DocumentError, blob: str, counts: Counter[str]) -> None:

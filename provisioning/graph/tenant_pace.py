@@ -1,0 +1,245 @@
+"""The one pace of the tenant, kept in storage: every sender of every process draws its sends
+from ``state/pace.json`` (:mod:`provisioning.graph.pace_book`), so file runs, releases, HTTP
+flushes and reconciliation passes on any number of instances stay together within Graph's
+limits, stop together on a 429's Retry-After and pause together when Graph's bucket is full.
+
+Why a schedule in one blob, written under its ETag: the send gate already lets one process
+send at a time, so the blob sees little contention; one read and one conditional write per
+send (a few milliseconds) cost nothing next to a bulkUpload call; and the same write counts the
+call against the daily quota, so the budget is exact across senders. Short leases on slots
+would need a blob per slot and a listing per send.
+
+Interactive work (HTTP changes) reserves the next free slot whenever it falls; bulk work (file
+runs, releases, retries, drift fixes) only takes a slot that is free now, so a change waits at
+most for the window to move, never behind a 100,000-row file.
+
+When storage is slow (a read or write takes longer than PROVISIONING_PACE_STORAGE_TIMEOUT_SECONDS)
+or fails, the process paces itself at PROVISIONING_PACE_FALLBACK_SHARE of the limit for a
+while and tries the book again: it keeps working, more slowly, and any 429 it earns is honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Literal, TypeVar
+
+from azure.core.exceptions import AzureError
+
+from ..documents import DocumentError, read_document, update_document
+from ..settings import STATE_CONTAINER, Settings
+from ..storage import BlobStore
+from .pace_book import (
+    Limits,
+    PaceBook,
+    Paused,
+    QuotaExhausted,
+    give_back,
+    next_slot,
+    penalise,
+    reserve,
+)
+from .pace_book import pause as pause_book
+from .pacing import Clock, Permit, RateLimiter, Sleep, WaitTooLong
+
+log = logging.getLogger(__name__)
+
+PACE_BLOB = "pace.json"
+Priority = Literal["interactive", "bulk"]
+T = TypeVar("T")
+# After storage was slow, the fallback pace is used this long before the book is tried again.
+_FALLBACK_SECONDS = 10.0
+# A slot slept on longer than this is checked against the book again before it is used: a
+# penalty or pause set meanwhile by another sender wins.
+_RECHECK_SECONDS = 1.0
+
+
+class StorageSlow(Exception):
+    """The pace document could not be read or written in time."""
+
+
+def read_book(store: BlobStore) -> PaceBook:
+    """The tenant's pace document as stored now (empty when none was written yet)."""
+    found = read_document(store, STATE_CONTAINER, PACE_BLOB, PaceBook)
+    return found[0] if found else PaceBook()
+
+
+def limits_for(settings: Settings) -> Limits:
+    return Limits(
+        settings.rate_limit_requests,
+        settings.rate_limit_window_seconds,
+        settings.pace_margin_seconds,
+        settings.daily_call_quota,
+    )
+
+
+class TenantPace:
+    """One sender's handle on the tenant's pace; the same interface as :class:`RateLimiter`
+    (``acquire``, ``release``, ``penalise``, ``pause``), so the Submitter takes either."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        settings: Settings,
+        *,
+        priority: Priority = "bulk",
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.limits = limits_for(settings)
+        self.priority = priority
+        self._clock = clock
+        self._sleep = sleep
+        self._timeout = settings.pace_storage_timeout_seconds
+        share = max(1, math.floor(settings.rate_limit_requests * settings.pace_fallback_share))
+        self._fallback = RateLimiter(share, self.limits.span, sleep=sleep)
+        self._fallback_until = -math.inf
+        self._lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()
+        self.waited_seconds = 0.0
+        self.fallback_sends = 0
+
+    # ------------------------------------------------------------ storage
+    async def _io(self, work: Callable[[], T]) -> T:
+        """``work`` (blocking storage calls) in a thread, within the storage timeout."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(work), self._timeout)
+        except (TimeoutError, AzureError, DocumentError) as exc:
+            raise StorageSlow(f"{type(exc).__name__}: {exc}"[:200]) from exc
+
+    def _update(self, change: Callable[[PaceBook], T]) -> T:
+        """Apply ``change`` to the book under its ETag; what ``change`` returned."""
+        result: list[T] = []
+
+        def apply(book: PaceBook | None) -> PaceBook:
+            book = book or PaceBook()
+            result[:] = [change(book)]
+            return book
+
+        if not update_document(self.store, STATE_CONTAINER, PACE_BLOB, PaceBook, apply):
+            raise StorageSlow(f"{STATE_CONTAINER}/{PACE_BLOB} kept changing")
+        return result[0]
+
+    def read(self) -> PaceBook:
+        return read_book(self.store)
+
+    def _write_later(self, change: Callable[[PaceBook], object]) -> None:
+        """Write ``change`` in the background (``penalise`` and ``pause`` are called from sync
+        code); :meth:`close` waits for it."""
+
+        async def write() -> None:
+            try:
+                await self._io(lambda: self._update(change))
+            except StorageSlow as exc:
+                log.warning("could not write the pace document: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        """Wait for the penalty and pause writes still under way."""
+        if self._writes:
+            await asyncio.gather(*self._writes)
+
+    # ------------------------------------------------------------ pacing
+    async def acquire(self, max_wait: float = math.inf, sleep: Sleep | None = None) -> Permit:
+        """Wait for this sender's next slot and return its permit. Raises ``WaitTooLong``
+        (nothing sent, no slot kept) when it would come later than ``max_wait`` seconds from
+        now, :class:`Paused` during a bucket-full pause and :class:`QuotaExhausted` once the
+        daily quota is used up."""
+        sleep = sleep or self._sleep
+        deadline = self._clock() + max_wait
+        horizon = math.inf if self.priority == "interactive" else 0.0
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._fallback_until:
+                    return await self._fallback_acquire(deadline - now, sleep)
+                try:
+                    slot, book = await self._io(partial(self._reserve, now, horizon))
+                except StorageSlow as exc:
+                    log.warning(
+                        "pace document slow or unavailable (%s): pacing this process at %d "
+                        "requests per %.2f s for %.0f s",
+                        exc,
+                        self._fallback.requests,
+                        self._fallback.window_seconds,
+                        _FALLBACK_SECONDS,
+                    )
+                    self._fallback_until = now + _FALLBACK_SECONDS
+                    continue
+                due = slot if slot is not None else next_slot(book, now, self.limits)
+                if due > deadline:
+                    if slot is not None:
+                        await self._give_back(slot)
+                    cause = "penalty" if book.blocked_until >= due else "window"
+                    raise WaitTooLong(due - now, max_wait, cause)
+                if due > now:
+                    self.waited_seconds += due - now
+                    await sleep(due - now)
+                if slot is None:
+                    continue  # bulk: the slot may be free now; try for it again
+                if due - now > _RECHECK_SECONDS and await self._overtaken(slot):
+                    continue
+                return Permit(slot)
+
+    def _reserve(self, now: float, horizon: float) -> tuple[float | None, PaceBook]:
+        def change(book: PaceBook) -> tuple[float | None, PaceBook]:
+            return reserve(book, now, self.limits, horizon), book.model_copy(deep=True)
+
+        return self._update(change)
+
+    async def _overtaken(self, slot: float) -> bool:
+        """After a long sleep on ``slot``: True (and the slot given back) when another sender
+        set a penalty or pause over it meanwhile."""
+        try:
+            book = await self._io(self.read)
+        except StorageSlow:
+            return False
+        if book.paused_until > slot or book.blocked_until > slot:
+            await self._give_back(slot)
+            return True
+        return False
+
+    async def _give_back(self, slot: float) -> None:
+        try:
+            await self._io(lambda: self._update(lambda book: give_back(book, slot)))
+        except StorageSlow as exc:
+            log.warning("could not give an unused slot back: %s", exc)
+
+    async def _fallback_acquire(self, max_wait: float, sleep: Sleep) -> Permit:
+        permit = await self._fallback.acquire(max_wait, sleep)
+        self.fallback_sends += 1
+        return permit
+
+    def release(self, permit: Permit) -> None:
+        self._fallback.release(permit)
+
+    def penalise(self, seconds: float) -> None:
+        """Graph answered 429 with Retry-After: every sender waits ``seconds``."""
+        now = self._clock()
+        self._fallback.penalise(seconds)
+        self._write_later(lambda book: penalise(book, now, seconds))
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Graph's bucket is full: every sender stops for ``seconds``."""
+        now = self._clock()
+        self._fallback.pause(seconds, reason)
+        self._write_later(lambda book: pause_book(book, now, seconds, reason))
+
+
+__all__ = [
+    "PACE_BLOB",
+    "Paused",
+    "QuotaExhausted",
+    "StorageSlow",
+    "TenantPace",
+    "limits_for",
+    "read_book",
+]
