@@ -1,22 +1,22 @@
-"""Job health and the daily call quota: results/health.json, error logs, the call counter.
+"""Job health, the daily call quota and a bucket-full pause: results/health.json and its logs.
 
-Real parts: Azurite, the Graph emulator's job endpoint through msgraph-sdk, the real
-GraphClient built by open_services (which counts every bulkUpload call)."""
+Real parts: Azurite, the Graph emulator's job endpoint through msgraph-sdk, the tenant's pace
+(state/pace.json), which counts every bulkUpload attempt of every sender."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
 from typing import Any
 
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.clock import utcnow
+from provisioning.clock import iso, utcnow
 from provisioning.functions.services import open_services
 from provisioning.graph.client import JobStatus
-from provisioning.graph.quota import CallCounter
+from provisioning.graph.pace_book import BUCKET, PaceBook, pause
+from provisioning.graph.tenant_pace import PACE_BLOB, read_book
 from provisioning.reconcile.health import assess, record_health
 from provisioning.settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
@@ -79,55 +79,76 @@ def test_every_bulk_upload_call_is_counted(env: dict[str, str], emulator: GraphE
     emulator.set_faults(status_sequence=[429])  # a throttled call counts too
     drop(csv_bytes([worker(n) for n in range(1, 121)]))  # three bulk requests, one retried
 
-    assert CallCounter(store()).last_24h(utcnow()) == len(emulator.uploads()) == 4
+    report = check()
+    assert report["quota"]["calls_last_24h"] == len(emulator.uploads()) == 4
+    assert sum(read_book(store()).calls.values()) == 4
 
 
-def test_concurrent_counting_loses_nothing(env: dict[str, str]) -> None:
-    store().ensure_containers(STATE_CONTAINER)
-    now = utcnow()
-
-    def count() -> None:
-        counter = CallCounter(store())
-        for _ in range(10):
-            counter.add(1, now)
-
-    threads = [threading.Thread(target=count) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert CallCounter(store()).last_24h(now) == 40
-
-
-def test_the_window_is_24_hours_and_old_hours_are_pruned(env: dict[str, str]) -> None:
-    store().ensure_containers(STATE_CONTAINER)
-    now = dt.datetime(2026, 11, 25, 12, 30, tzinfo=dt.UTC)
-    counter = CallCounter(store())
-    counter.add(5, now)
-    counter.add(7, now - dt.timedelta(hours=23))
-    counter.add(100, now - dt.timedelta(hours=24))  # outside the window
-    counter.add(1, now - dt.timedelta(hours=50))
-    assert counter.last_24h(now) == 12
-    counter.prune(now)
-    assert len(list(store().list(STATE_CONTAINER, "calls/"))) == 3
+def write_book(book: PaceBook) -> None:
+    store().ensure_containers(STATE_CONTAINER, RESULTS_CONTAINER)
+    store().write_json(STATE_CONTAINER, PACE_BLOB, book.dump())
 
 
 def test_a_warning_when_the_quota_is_near(
     env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store().ensure_containers(STATE_CONTAINER)
-    CallCounter(store()).add(1700, utcnow())
+    now = utcnow().timestamp()
+    write_book(PaceBook(calls={str(int(now // BUCKET) * BUCKET): 1700}))
     caplog.set_level("INFO")
 
     report = check()
 
     assert report["healthy"] and report["quota"]["near"]
     assert report["quota"]["calls_last_24h"] == 1700 and report["quota"]["percent"] == 85.0
+    assert not report["sending"]["held"]
     assert any(r.levelname == "WARNING" and "quota" in r.getMessage() for r in caplog.records)
+
+
+def test_a_used_up_quota_says_when_sending_goes_on(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    bucket = int(utcnow().timestamp() // BUCKET) * BUCKET
+    write_book(PaceBook(calls={str(bucket): 2000}))
+
+    report = check()
+
+    frees = dt.datetime.fromtimestamp(bucket + BUCKET + 86_400, dt.UTC)
+    assert report["sending"]["held"] and report["quota"]["next_free"] == iso(frees)
+    assert report["sending"]["until"] == iso(frees)
+    assert "daily quota of 2000" in report["sending"]["reason"]
+    assert any(iso(frees) in warning for warning in report["warnings"])
+    assert health_json()["sending"] == report["sending"]
+
+
+def test_a_bucket_full_pause_and_its_end_are_in_health_json(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = PaceBook()
+    now = utcnow().timestamp()
+    pause(book, now, 600.0, "Graph's bucket for the job is full")
+    write_book(book)
+    caplog.set_level("INFO")
+
+    report = check()
+
+    until = iso(dt.datetime.fromtimestamp(now + 600.0, dt.UTC))
+    assert report["healthy"]  # the job itself is fine
+    assert report["sending"] == {
+        "held": True,
+        "until": until,
+        "reason": "Graph's bucket for the job is full",
+        "bucket_full_pause_until": until,
+    }
+    assert any(
+        r.levelname == "WARNING" and f"sending held until {until}" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_assess_thresholds() -> None:
     settings = Settings(daily_call_quota=6000, quota_warn_percent=50)
     now = utcnow()
-    assert not assess(JobStatus("Active"), 2999, settings, now)["quota"]["near"]
-    assert assess(JobStatus("Active"), 3000, settings, now)["quota"]["near"]
+    bucket = str(int(now.timestamp() // BUCKET) * BUCKET)
+    below, at = PaceBook(calls={bucket: 2999}), PaceBook(calls={bucket: 3000})
+    assert not assess(JobStatus("Active"), below, settings, now)["quota"]["near"]
+    assert assess(JobStatus("Active"), at, settings, now)["quota"]["near"]

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from ..clock import utcnow
 from ..errors import ConfigurationError
 from ..graph.client import GraphClient
-from ..graph.quota import CallCounter
 from ..settings import STORAGE_CONNECTION, Settings, load_settings
 from ..storage import BlobStore
 
@@ -94,8 +92,6 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[BlobStore, Gr
     require_services(settings)
     store = BlobStore.from_settings(settings)
     graph = GraphClient.from_settings(settings)
-    counter = CallCounter(store)
-    graph.on_call = lambda: counter.add(1, utcnow())
     try:
         yield store, graph
     finally:

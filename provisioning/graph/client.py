@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -288,8 +288,6 @@ class GraphClient:
         self._credential = credential
         self.service_principal_id = service_principal_id
         self.job_id = job_id
-        # Told of every bulkUpload call that reached Graph (the daily quota counts them).
-        self.on_call: Callable[[], None] | None = None
 
     @classmethod
     def from_settings(
@@ -354,8 +352,6 @@ class GraphClient:
             # Only the credential speaks azure-core here (Graph is reached through httpx): the
             # token request failed before the bulkUpload request was built, so nothing was sent.
             raise TransportError(_credential_reason(exc), exc, sent=False) from exc
-        if self.on_call is not None:
-            self.on_call()  # counted once Graph answered, even if the body then fails to arrive
         try:
             content = await _content(response)
         except httpx.TransportError as exc:

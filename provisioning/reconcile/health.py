@@ -1,9 +1,11 @@
-"""Health of the provisioning job and of our daily call budget, written to
-``results/health.json`` on every reconciliation pass.
+"""Health of the provisioning job and of the tenant's sending (the daily call budget, a
+bucket-full pause), written to ``results/health.json`` on every reconciliation pass.
 
 A paused or quarantined job still answers 202 to bulkUpload and then processes nothing, so it
 is logged as an error (``provisioning job unhealthy: ...``; an alert rule in infra/ fires on
-it) and the pass sends nothing new. Calls near the daily quota are logged as a warning.
+it) and the pass sends nothing new. Calls near the daily quota, and sending held by a pause or
+by the quota, are logged as warnings. The calls are those of the tenant's pace
+(``state/pace.json``): every bulkUpload attempt of every sender takes a slot there first.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 from ..clock import iso
 from ..graph.client import JobStatus
 from ..graph.outcomes import job_stop_reason
-from ..graph.quota import CallCounter
+from ..graph.pace_book import PaceBook, hold, quota_frees, used_today
+from ..graph.tenant_pace import limits_for, read_book
 from ..settings import RESULTS_CONTAINER, Settings
 from ..storage import BlobStore
 
@@ -24,8 +27,17 @@ log = logging.getLogger(__name__)
 HEALTH_BLOB = "health.json"
 
 
-def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> dict[str, Any]:
-    """The health report (pure): job state, quota use, and what a person should know."""
+def _iso(seconds: float) -> str:
+    return iso(dt.datetime.fromtimestamp(seconds, dt.UTC))
+
+
+def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    """The health report (pure): job state, quota use, a pause, and what a person should
+    know."""
+    moment = now.timestamp()
+    calls = used_today(book, moment)
+    frees = quota_frees(book, moment)
+    held = hold(book, moment, limits_for(settings))
     warnings: list[str] = []
     share = 100.0 * calls / settings.daily_call_quota
     near = share >= settings.quota_warn_percent
@@ -35,8 +47,10 @@ def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> 
     if near:
         warnings.append(
             f"{calls} bulkUpload calls in the last 24 hours: {percent} % of the daily quota of "
-            f"{settings.daily_call_quota}; at the quota Graph answers 429 until the window moves"
+            f"{settings.daily_call_quota}; at the quota sending waits until the window moves"
         )
+    if held is not None:
+        warnings.append(f"sending is held until {_iso(held[0])}: {held[1]}")
     return {
         "checked": iso(now),
         "healthy": job.code == "Active",
@@ -47,6 +61,15 @@ def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> 
             "percent": percent,
             "warn_percent": settings.quota_warn_percent,
             "near": near,
+            "next_free": _iso(frees[0][0]) if frees else None,
+        },
+        "sending": {
+            "held": held is not None,
+            "until": _iso(held[0]) if held else None,
+            "reason": held[1] if held else None,
+            "bucket_full_pause_until": (
+                _iso(book.paused_until) if book.paused_until > moment else None
+            ),
         },
         "warnings": warnings,
     }
@@ -55,12 +78,17 @@ def assess(job: JobStatus, calls: int, settings: Settings, now: dt.datetime) -> 
 def record_health(
     settings: Settings, store: BlobStore, job: JobStatus, now: dt.datetime
 ) -> dict[str, Any]:
-    counter = CallCounter(store)
-    report = assess(job, counter.last_24h(now), settings, now)
-    counter.prune(now)
+    report = assess(job, read_book(store), settings, now)
     store.write_json(RESULTS_CONTAINER, HEALTH_BLOB, report)
     if not report["healthy"]:
         log.error("provisioning job unhealthy: %s", report["warnings"][0])
     if report["quota"]["near"]:
-        log.warning("daily call quota near: %s", report["warnings"][-1])
+        log.warning(
+            "daily call quota near: %d calls in the last 24 hours, quota %d",
+            report["quota"]["calls_last_24h"],
+            settings.daily_call_quota,
+        )
+    if report["sending"]["held"]:
+        sending = report["sending"]
+        log.warning("sending held until %s: %s", sending["until"], sending["reason"])
     return report
