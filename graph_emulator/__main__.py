@@ -24,12 +24,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sp-id", help="service principal object id (default: a new GUID)")
     parser.add_argument("--job-id", help="job id (default: API2AAD.<32 hex>.<guid>)")
     parser.add_argument(
-        "--rate-limit", default="40/5", help="REQUESTS/SECONDS per job, or 'none' (default 40/5)"
+        "--rate-limit",
+        default="40/5",
+        help="REQUESTS/SECONDS for the tenant (all jobs), or 'none' (default 40/5)",
     )
     parser.add_argument(
         "--no-retry-after", action="store_true", help="answer 429 without a Retry-After header"
     )
-    parser.add_argument("--daily-quota", type=int, help="bulkUpload calls per job per 24 h")
+    parser.add_argument(
+        "--daily-quota", type=int, help="bulkUpload calls per 24 h for the tenant (all jobs)"
+    )
     parser.add_argument(
         "--log-delay", type=float, default=0.0, help="seconds before log entries are visible"
     )

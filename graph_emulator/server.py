@@ -32,12 +32,19 @@ log = logging.getLogger("graph_emulator")
 
 MAX_BODY = 10 * 1024 * 1024
 JSON_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
-# Microsoft documents a 500 whose message says the job's bucket is full (wait minutes, retry);
-# the stored documentation did not give the exact text, so this wording is the emulator's own.
+# Microsoft's "Troubleshoot inbound provisioning API issues" page, section "Bucket full 500
+# response code"
+# (https://learn.microsoft.com/en-us/entra/identity/app-provisioning/inbound-provisioning-api-issues):
+# "The SCIM client gets HTTP 500 (Internal Server Error) with the message: [this text]", and
+# "If you get HTTP 500 with the bucket-full message, pause the client (for example, 5 to 10
+# minutes) before retrying." The message below is the page's, verbatim. The page gives no
+# error code and no Retry-After: the code is the emulator's assumption (Graph's generic one for
+# a 500) and the emulator sends no Retry-After with it.
 BUCKET_FULL_MESSAGE = (
-    "The bucket for this synchronization job is full and cannot accept more data right now. "
-    "Wait a few minutes and retry the request."
+    "The bucket that stores the ingested data is full, please wait for the synchronization "
+    "service to process the ingested data and retry this request."
 )
+BUCKET_FULL_CODE = "InternalServerError"
 FAULT_BODIES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Invalid Data Format"),
     401: ("InvalidAuthenticationToken", "Access token has expired or is not yet valid."),
@@ -46,7 +53,7 @@ FAULT_BODIES: dict[int, tuple[str, str]] = {
     408: ("RequestTimeout", "The request timed out."),
     409: ("Conflict", "The request conflicts with the current state of the job."),
     429: ("TooManyRequests", "Too many requests. Retry after the indicated delay."),
-    500: ("InternalServerError", BUCKET_FULL_MESSAGE),
+    500: (BUCKET_FULL_CODE, BUCKET_FULL_MESSAGE),
     502: ("BadGateway", "The service received an invalid response from an upstream server."),
     503: ("ServiceUnavailable", "The service is temporarily unavailable. Retry later."),
     504: ("GatewayTimeout", "The upstream service did not respond in time."),
@@ -149,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
     ) -> None:
-        body = graph_error(code, message, self._request_id, self._client_request_id, time.time())
+        now = self._state().wall()
+        body = graph_error(code, message, self._request_id, self._client_request_id, now)
         self._json(status, body, headers)
 
     def _settle(self, status: int) -> None:
@@ -307,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(ValueError):
             count, pairs = summarize(json.loads(body)) if body else (0, [])
         record: dict[str, Any] = {
-            "time": time.time(),
+            "time": state.wall(),
             "method": self.command,
             "version": version,
             "sp_id": sp_id,
@@ -373,15 +381,20 @@ class _Handler(BaseHTTPRequestHandler):
                 "The service principal or synchronization job in the request URI does not exist.",
             )
             return
-        admitted, wait, send_retry_after = state.admit(job)
-        if not admitted:
-            headers = {"Retry-After": str(wait)} if send_retry_after else {}
-            reject(
-                429,
-                "TooManyRequests",
-                "Too many requests: the bulkUpload rate limit for this job was exceeded.",
-                headers,
+        admission = state.admit()
+        send_retry_after = admission.send_retry_after
+        if not admission.admitted:
+            headers = {"Retry-After": str(admission.retry_after)} if send_retry_after else {}
+            message = (
+                "Too many requests: the tenant's daily bulkUpload call quota was exceeded."
+                if admission.limit == "quota"
+                else "Too many requests: the tenant's bulkUpload rate limit was exceeded."
             )
+            reject(429, "TooManyRequests", message, headers)
+            return
+        if admission.bucket_full:
+            # Not applied, not counted against the daily quota; no Retry-After (none documented).
+            reject(500, BUCKET_FULL_CODE, BUCKET_FULL_MESSAGE)
             return
         fault = state.next_fault_status()
         if fault is not None:
@@ -498,7 +511,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_log(self, match: re.Match[str]) -> None:
         state = self._state()
         with state.lock:
-            now = time.time()
+            now = state.wall()
             found = [
                 r.entry
                 for r in state.log_records
@@ -635,6 +648,16 @@ class _Handler(BaseHTTPRequestHandler):
             elif self.command == "GET" and name == "logs":
                 visible = self._query.get("visible", "").lower() in ("1", "true", "yes")
                 self._json(200, state.logs(visible_only=visible), ctype=simple)
+            elif self.command == "GET" and name == "clock":
+                self._json(200, state.clock_json(), ctype=simple)
+            elif self.command == "POST" and name == "clock":
+                if not isinstance(payload, dict) or set(payload) != {"advance"}:
+                    raise FaultError('the body must be {"advance": seconds}')
+                state.advance(payload["advance"])
+                self._json(200, state.clock_json(), ctype=simple)
+            elif self.command == "GET" and name == "pacing":
+                window = self._query.get("window")
+                self._json(200, state.pacing(float(window) if window else None), ctype=simple)
             elif self.command == "GET" and name == "faults":
                 self._json(200, state.faults_json(), ctype=simple)
             elif self.command == "POST" and name == "faults":
@@ -797,12 +820,52 @@ class GraphEmulator:
         """Change fault settings; keys left out keep their value. Keys: ``status_sequence``,
         ``latency_ms``, ``drop_connections``, ``job_status`` (+ ``quarantine_reason``,
         ``job_id``), ``rate_limit``, ``retry_after``, ``daily_quota``, ``fail_records``,
-        ``log_delay``, ``token_failures`` (+ ``token_status``), ``read_sequence``. Returns the
+        ``log_delay``, ``token_failures`` (+ ``token_status``), ``read_sequence``,
+        ``retry_after_seconds``, ``reject_records``, ``bucket_full_for`` (seconds). Returns the
         resulting settings."""
         return self.state.set_faults(changes)
 
     def reset(self) -> None:
         self.state.reset()
+
+    # ------------------------------------------------------------ clock, pacing, bucket full
+    def advance(self, seconds: float) -> float:
+        """Move the emulator's clock forward by ``seconds`` without waiting: the tenant's rate
+        and daily windows, a bucket-full stretch, log and job time stamps and log visibility
+        follow it (access tokens keep real time). Returns the total offset. ``reset()`` sets
+        the clock back to real time."""
+        return self.state.advance(seconds)
+
+    def clock_offset(self) -> float:
+        """Seconds the emulator's clock is ahead of real time (0 unless ``advance``d)."""
+        return float(self.state.clock_json()["offset_seconds"])
+
+    def bucket_full_for(self, seconds: float) -> float:
+        """For the next ``seconds`` of the emulator clock, answer every bulkUpload that passes
+        the token, job and rate/quota checks with 500 and Microsoft's bucket-full error
+        (``BUCKET_FULL_MESSAGE``, no Retry-After); the request is not applied and does not
+        count against the daily quota (it does count in the rate window). ``0`` ends the
+        stretch; so does ``advance()`` past its end. Returns the seconds left."""
+        return self.state.bucket_full_for(seconds)
+
+    def max_in_window(self, seconds: float) -> int:
+        """The most bulkUpload requests admitted (not refused 429) in any sliding window of
+        ``seconds`` of the emulator clock since the start or the last ``reset()``. Requests
+        refused before the rate check (bad token, unknown job, dropped by a fault) are not
+        counted; admitted ones are, whatever they were then answered."""
+        return self.state.max_in_window(seconds)
+
+    def count_429(self) -> int:
+        """How many bulkUpload requests were answered 429, for any reason: the rate limit, the
+        daily quota or a 429 of ``status_sequence`` (``pacing()`` gives them apart)."""
+        return int(self.state.pacing()["answered_429"])
+
+    def pacing(self, window: float | None = None) -> dict[str, Any]:
+        """``admitted``, ``throttled`` (``rate``, ``quota``, ``injected`` 429s),
+        ``answered_429``, ``max_in_window`` over ``window`` seconds (default: the rate limit's),
+        ``calls_last_24h``, ``rate_limit``, ``daily_quota``, ``bucket_full_remaining`` and
+        ``clock_offset_seconds``."""
+        return self.state.pacing(window)
 
     def seed_users(self, users: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return self.state.seed_users(users)

@@ -4,6 +4,7 @@ test thread can call them concurrently."""
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import secrets
@@ -43,6 +44,18 @@ READ_FAULT_STATUSES = (0, 200, 400, 401, 403, 404, 408, 409, 429, 500, 502, 503,
 # What a failing managed-identity endpoint answers (token_status); 0 drops the connection.
 TOKEN_FAULT_STATUSES = (0, 400, 401, 403, 404, 408, 429, 500, 502, 503, 504)
 DAY = 86400.0
+
+# Throttling of bulkUpload, from Microsoft's "API-driven inbound provisioning concepts" page
+# (https://learn.microsoft.com/en-us/entra/identity/app-provisioning/inbound-provisioning-api-concepts,
+# ms.date 2025-07-24): "There is a limit of 40 API calls within any 5-second window" (HTTP 429
+# beyond) and "a tenant-level limit of 2,000 API calls per 24-hour period under the Entra ID
+# P1/P2 license, and 6,000 API calls under the Entra ID Governance license" (HTTP 429 beyond).
+# The daily quota is therefore counted for the whole tenant: every job of the emulator draws
+# from one 24 h window. The page does not say whether the 40 per 5 s applies per job, per app
+# or per tenant; one emulator is one tenant and it takes the stricter reading, one window for
+# the whole tenant, so a client that stays under it here stays under it whichever is true.
+# Both are sliding windows: a call is refused while the window of the last N seconds already
+# holds the limit, and Retry-After is the number of seconds until the window has room.
 
 # Properties Graph v1.0 returns for a user when the request has no $select.
 DEFAULT_USER_PROPERTIES = (
@@ -110,8 +123,6 @@ class Job:
     held: list[list[dict[str, Any]]] = field(default_factory=list)
     last_execution: dict[str, Any] | None = None
     last_success: dict[str, Any] | None = None
-    window: deque[float] = field(default_factory=deque)
-    day_window: deque[float] = field(default_factory=deque)
 
 
 @dataclass(slots=True)
@@ -140,6 +151,9 @@ class Faults:
     # externalIds whose operation makes Graph refuse the whole request (400 Invalid Data
     # Format), as a record Entra cannot take does: the request's other records are not applied.
     reject_records: list[str] = field(default_factory=list)
+    # Until this instant of the emulator clock (EmulatorState.clock) every bulkUpload that
+    # passes the token, job and rate checks is answered 500 bucket-full; None: no stretch.
+    bucket_full_until: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +171,17 @@ class Faults:
             "daily_quota": self.daily_quota,
             "log_delay": self.log_delay,
         }
+
+
+@dataclass(slots=True)
+class Admission:
+    """What ``EmulatorState.admit`` decided for one bulkUpload request."""
+
+    admitted: bool
+    retry_after: int | None = None  # seconds until the refusing window has room (429)
+    send_retry_after: bool = True
+    limit: str | None = None  # "rate" or "quota": the window that refused the request
+    bucket_full: bool = False  # admitted, but the job's bucket is full: answer 500
 
 
 def parse_rate_limit(value: Any) -> tuple[int, float] | None:
@@ -250,11 +275,105 @@ class EmulatorState:
         self.log_records: list[LogRecord] = []
         self.upload_records: list[dict[str, Any]] = []
         self._seq = 0
+        # The emulator clock is the real clock plus this offset (advance()).
+        self._clock_offset = 0.0
+        # The tenant's sliding windows (emulator clock), shared by every job: see the comment
+        # at DAY. A request counts in the rate window when it is admitted, and in the daily
+        # window when it is admitted and not answered bucket-full.
+        self.rate_window: deque[float] = deque()
+        self.day_window: deque[float] = deque()
+        # Emulator-clock instants of every admitted request, in order (max_in_window), and
+        # how many bulkUpload requests were answered 429, by cause.
+        self.admitted_times: list[float] = []
+        self.throttled = {"rate": 0, "quota": 0, "injected": 0}
 
     def reset(self) -> None:
-        """Forget users, logs, uploads, held operations and faults. Issued tokens stay valid."""
+        """Forget users, logs, uploads, held operations, faults, the tenant's rate and quota
+        windows, and any advance of the clock. Issued tokens stay valid."""
         with self.lock:
             self._reset_locked()
+
+    # ---------------------------------------------------------------- clock
+    # Tests of a 24 h quota or of a minutes-long bucket-full stretch cannot wait for real
+    # time, so the emulator keeps its own clock: the real one plus an offset that only
+    # advance() moves (forward). It drives the rate and daily windows, the bucket-full
+    # stretch, log and job time stamps and log visibility (log_delay). Access tokens keep real
+    # time: a client caches a token by its real expiry, and an advanced emulator must not
+    # refuse a token the client rightly holds as valid.
+    def clock(self) -> float:
+        """Monotonic seconds for windows and stretches: ``time.monotonic()`` + the offset."""
+        with self.lock:
+            return time.monotonic() + self._clock_offset
+
+    def wall(self) -> float:
+        """Epoch seconds for time stamps: ``time.time()`` + the offset."""
+        with self.lock:
+            return time.time() + self._clock_offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the emulator clock forward; returns the total offset in seconds."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise FaultError("advance needs a number of seconds")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise FaultError("the emulator clock only moves forward: seconds must be >= 0")
+        with self.lock:
+            self._clock_offset += float(seconds)
+            return self._clock_offset
+
+    def clock_json(self) -> dict[str, Any]:
+        with self.lock:
+            return {"offset_seconds": self._clock_offset, "now": iso(self.wall())}
+
+    # ---------------------------------------------------------------- pacing inspection
+    def max_in_window(self, seconds: float) -> int:
+        """The most requests admitted in any sliding window of ``seconds`` (emulator clock),
+        counted as the rate limit counts: a window (t - seconds, t]."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise FaultError("the window must be a positive number of seconds")
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise FaultError("the window must be a positive number of seconds")
+        with self.lock:
+            times = list(self.admitted_times)
+        best = 0
+        for end, moment in enumerate(times):
+            start = bisect.bisect_right(times, moment - seconds, 0, end + 1)
+            best = max(best, end - start + 1)
+        return best
+
+    def pacing(self, window: float | None = None) -> dict[str, Any]:
+        with self.lock:
+            rate = self.faults.rate_limit
+            size = window if window is not None else (rate[1] if rate else None)
+            out: dict[str, Any] = {
+                "admitted": len(self.admitted_times),
+                "throttled": dict(self.throttled),
+                "answered_429": sum(self.throttled.values()),
+                "window_seconds": size,
+                "max_in_window": self.max_in_window(size) if size else None,
+                "rate_limit": list(rate) if rate else None,
+                "daily_quota": self.faults.daily_quota,
+                "calls_last_24h": self._prune(self.day_window, DAY, self.clock()),
+                "bucket_full_remaining": self.bucket_full_remaining(),
+                "clock_offset_seconds": self._clock_offset,
+            }
+            return out
+
+    def bucket_full_remaining(self) -> float:
+        """Seconds (emulator clock) left of the bucket-full stretch; 0 when there is none."""
+        with self.lock:
+            until = self.faults.bucket_full_until
+            return max(0.0, until - self.clock()) if until is not None else 0.0
+
+    def bucket_full_for(self, seconds: float) -> float:
+        """Answer bulkUpload 500 bucket-full for the next ``seconds`` of the emulator clock
+        (0 ends a stretch). Returns the seconds left."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise FaultError("bucket_full_for needs a number of seconds")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise FaultError("bucket_full_for must be >= 0 seconds")
+        with self.lock:
+            self.faults.bucket_full_until = self.clock() + seconds if seconds > 0 else None
+            return self.bucket_full_remaining()
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -311,6 +430,7 @@ class EmulatorState:
             "read_sequence",
             "retry_after_seconds",
             "reject_records",
+            "bucket_full_for",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -377,6 +497,8 @@ class EmulatorState:
                 if delay < 0:
                     raise FaultError("log_delay must be >= 0")
                 faults.log_delay = delay
+            if "bucket_full_for" in changes:
+                self.bucket_full_for(changes["bucket_full_for"])
             if "job_status" in changes or "quarantine_reason" in changes:
                 self._set_job_status(
                     changes.get("job_status"),
@@ -388,6 +510,7 @@ class EmulatorState:
     def faults_json(self) -> dict[str, Any]:
         with self.lock:
             out = self.faults.as_json()
+            out["bucket_full_remaining"] = self.bucket_full_remaining()
             out["jobs"] = {
                 job.job_id: {
                     "status": job.status,
@@ -411,7 +534,7 @@ class EmulatorState:
             raise FaultError(f"job_status must be one of {JOB_STATUSES}")
         if reason is not None and reason not in QUARANTINE_REASONS:
             raise FaultError(f"quarantine_reason must be one of {QUARANTINE_REASONS}")
-        now = time.time()
+        now = self.wall()
         for job in targets:
             job.status = canonical
             if canonical == "Quarantine":
@@ -447,30 +570,48 @@ class EmulatorState:
                 return True
             return False
 
-    def admit(self, job: Job) -> tuple[bool, int | None, bool]:
-        """Count a request against the job's sliding windows.
+    @staticmethod
+    def _prune(window: deque[float], horizon: float, now: float) -> int:
+        """Drop the instants that left the sliding window (now - horizon, now]; the count."""
+        while window and window[0] <= now - horizon:
+            window.popleft()
+        return len(window)
 
-        Returns (admitted, retry_after_seconds, send_retry_after). Rejected requests don't
-        count, so a client that waits ``Retry-After`` seconds is admitted again."""
+    def admit(self) -> Admission:
+        """Count a bulkUpload request against the tenant's sliding windows (every job shares
+        them: see the comment at DAY).
+
+        A refused request (429) counts in neither window, so a client that waits
+        ``Retry-After`` seconds is admitted again; Retry-After is the longest wait of the
+        windows that are full (for the daily quota: until the oldest call of the 24 h leaves
+        it). An admitted request during a bucket-full stretch counts in the rate window (it
+        is a call) but not against the daily quota, since Entra takes nothing from it."""
         with self.lock:
-            now = time.monotonic()
-            limits = (
-                (job.window, self.faults.rate_limit),
-                (
-                    job.day_window,
-                    (self.faults.daily_quota, DAY) if self.faults.daily_quota else None,
-                ),
-            )
-            for window, limit in limits:
-                horizon = limit[1] if limit else DAY
-                while window and window[0] <= now - horizon:
-                    window.popleft()
-                if limit and len(window) >= limit[0]:
-                    wait = window[len(window) - limit[0]] + limit[1] - now
-                    return False, max(1, math.ceil(wait)), self.faults.retry_after
-            job.window.append(now)
-            job.day_window.append(now)
-            return True, None, self.faults.retry_after
+            now = self.clock()
+            rate, quota = self.faults.rate_limit, self.faults.daily_quota
+            waits: dict[str, float] = {}
+            self._prune(self.rate_window, rate[1] if rate else DAY, now)
+            if rate and len(self.rate_window) >= rate[0]:
+                waits["rate"] = self.rate_window[len(self.rate_window) - rate[0]] + rate[1] - now
+            self._prune(self.day_window, DAY, now)
+            if quota and len(self.day_window) >= quota:
+                waits["quota"] = self.day_window[len(self.day_window) - quota] + DAY - now
+            if waits:
+                limit = max(waits, key=lambda name: waits[name])
+                self.throttled[limit] += 1
+                return Admission(
+                    False,
+                    max(1, math.ceil(waits[limit])),
+                    self.faults.retry_after,
+                    limit=limit,
+                )
+            until = self.faults.bucket_full_until
+            bucket_full = until is not None and now < until
+            self.rate_window.append(now)
+            self.admitted_times.append(now)
+            if not bucket_full:
+                self.day_window.append(now)
+            return Admission(True, None, self.faults.retry_after, bucket_full=bucket_full)
 
     def take_token_failure(self) -> int | None:
         """The status a token request fails with (0: drop the connection), or None when the
@@ -493,6 +634,8 @@ class EmulatorState:
         with self.lock:
             if self.faults.status_sequence:
                 status = self.faults.status_sequence.pop(0)
+                if status == 429:
+                    self.throttled["injected"] += 1
                 return None if status == 202 else status
             return None
 
@@ -516,7 +659,8 @@ class EmulatorState:
     def _apply(self, job: Job, operations: list[dict[str, Any]]) -> None:
         """Process one staged bulk request as one provisioning cycle (lock held)."""
         # Millisecond precision, as printed: filtering on a printed value is then exact.
-        now = time.time_ns() // 1_000_000 / 1000
+        offset_ns = round(self._clock_offset * 1_000_000_000)
+        now = (time.time_ns() + offset_ns) // 1_000_000 / 1000
         cycle_id = new_guid()
         outcomes: list[dict[str, Any]] = []
         for op in operations:
@@ -597,7 +741,7 @@ class EmulatorState:
             "error": None,
             "state": "Succeeded" if not failed else "Failed",
             "timeBegan": iso(now),
-            "timeEnded": iso(time.time()),
+            "timeEnded": iso(max(now, self.wall())),
         }
         job.last_execution = execution
         if not failed:
@@ -723,7 +867,7 @@ class EmulatorState:
 
     def logs(self, visible_only: bool = False) -> list[dict[str, Any]]:
         with self.lock:
-            now = time.time()
+            now = self.wall()
             return [
                 copy.deepcopy(r.entry)
                 for r in self.log_records
@@ -753,7 +897,7 @@ class EmulatorState:
             for c in clauses
         ]
         with self.lock:
-            now = time.time()
+            now = self.wall()
             rows = [
                 r
                 for r in self.log_records
@@ -803,7 +947,7 @@ class EmulatorState:
         with self.lock:
             for fields in users:
                 employee_id = fields.get("employeeId")
-                user = _new_user(time.time())
+                user = _new_user(self.wall())
                 user.update(copy.deepcopy(fields))
                 if user["id"] in self.users:
                     raise FaultError("a seeded user's id is already in the directory")

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
+from graph_emulator import BUCKET_FULL_CODE, BUCKET_FULL_MESSAGE, GraphEmulator
+from graph_emulator._util import parse_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -783,16 +784,180 @@ def test_rate_limit_answers_429_with_retry_after() -> None:
         http.close()
 
 
-def test_rate_limit_is_per_job(two_jobs: tuple[GraphEmulator, httpx.Client, str]) -> None:
+def test_rate_limit_and_daily_quota_are_tenant_wide(
+    two_jobs: tuple[GraphEmulator, httpx.Client, str],
+) -> None:
+    """One emulator is one tenant: both jobs draw from one rate window and one daily quota."""
     emu, http, other = two_jobs
-    emu.set_faults(rate_limit=(1, 5), daily_quota=2)
+    emu.set_faults(rate_limit=(1, 5), daily_quota=3)
     assert upload(http, emu, bulk(user("E1"))).status_code == 202
     assert upload(http, emu, bulk(user("E2"))).status_code == 429
-    assert upload(http, emu, bulk(user("E3")), url=emu.bulk_upload_url(other)).status_code == 202
+    other_job = upload(http, emu, bulk(user("E3")), url=emu.bulk_upload_url(other))
+    assert other_job.status_code == 429 and other_job.headers["Retry-After"] == "5"
+    assert "rate limit" in graph_error(other_job)["message"]
     emu.set_faults(rate_limit=None)
     assert upload(http, emu, bulk(user("E4"))).status_code == 202
-    over_quota = upload(http, emu, bulk(user("E5")))
-    assert over_quota.status_code == 429 and int(over_quota.headers["Retry-After"]) > 80000
+    assert upload(http, emu, bulk(user("E5")), url=emu.bulk_upload_url(other)).status_code == 202
+    for url in (emu.bulk_upload_url(), emu.bulk_upload_url(other)):
+        over_quota = upload(http, emu, bulk(user("E6")), url=url)
+        assert over_quota.status_code == 429 and int(over_quota.headers["Retry-After"]) > 86000
+        assert "quota" in graph_error(over_quota)["message"]
+    pacing = emu.pacing()
+    assert pacing["throttled"] == {"rate": 2, "quota": 2, "injected": 0}
+    assert pacing["admitted"] == pacing["calls_last_24h"] == 3
+    assert emu.count_429() == 4
+
+
+def test_max_in_window_counts_admitted_requests_and_429s() -> None:
+    with GraphEmulator(rate_limit=(5, 30.0)) as emu:
+        token = emu.issue_token()
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def send(i: int) -> int:
+            with httpx.Client(headers=headers, timeout=5) as http:
+                return upload(http, emu, bulk(user(f"E{i}"))).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(send, range(12)))
+        assert statuses.count(202) == 5 and statuses.count(429) == 7
+        assert emu.max_in_window(30.0) == 5
+        assert emu.count_429() == 7
+        assert emu.pacing()["throttled"] == {"rate": 7, "quota": 0, "injected": 0}
+        # An injected 429 counts as a 429 answer, and its request was admitted.
+        emu.set_faults(status_sequence=[429], rate_limit=None)
+        emu.advance(100)
+        assert send(99) == 429
+        assert emu.count_429() == 8 and emu.pacing()["throttled"]["injected"] == 1
+        # Windows are sliding, measured on the emulator clock.
+        for i in range(5):
+            assert send(100 + i) == 202
+        emu.advance(3)
+        assert send(200) == 202
+        assert emu.max_in_window(2.0) == 6  # the 429's request and the 5 after it
+        assert emu.max_in_window(5.0) == 7  # and the one after the advance
+        assert emu.max_in_window(1000.0) == 12
+        pacing = httpx.get(f"{emu.url}/_emulator/pacing", params={"window": 1000}).json()
+        assert (pacing["max_in_window"], pacing["answered_429"], pacing["admitted"]) == (12, 8, 12)
+        assert httpx.get(f"{emu.url}/_emulator/pacing").json()["window_seconds"] is None
+        with pytest.raises(ValueError):
+            emu.max_in_window(0)
+
+
+def test_daily_quota_spreads_over_simulated_days() -> None:
+    """A quota of N and 3N calls: three days of the emulator clock, no real waiting."""
+    with GraphEmulator(rate_limit=(40, 5.0), daily_quota=3) as emu:
+        http = httpx.Client(headers={"Authorization": f"Bearer {emu.issue_token()}"}, timeout=5)
+        assert upload(http, emu, bulk(user("D0"))).status_code == 202
+        emu.advance(3600)
+        assert upload(http, emu, bulk(user("D1"))).status_code == 202
+        assert upload(http, emu, bulk(user("D2"))).status_code == 202
+        refused = upload(http, emu, bulk(user("D3")))
+        assert refused.status_code == 429
+        # Until the oldest call of the last 24 h leaves the window: 23 h from now.
+        assert abs(int(refused.headers["Retry-After"]) - (86400 - 3600)) <= 1
+        emu.advance(int(refused.headers["Retry-After"]) - 5)
+        assert upload(http, emu, bulk(user("D3"))).status_code == 429
+        emu.advance(5)
+        assert upload(http, emu, bulk(user("D3"))).status_code == 202
+        refused = upload(http, emu, bulk(user("D4")))
+        assert abs(int(refused.headers["Retry-After"]) - 3600) <= 1
+
+        emu.reset()
+        emu.set_faults(daily_quota=3)
+        assert emu.clock_offset() == 0
+        sent, days = 0, 0
+        while sent < 9:
+            response = upload(http, emu, bulk(user(f"Q{sent}")))
+            if response.status_code == 429:
+                emu.advance(int(response.headers["Retry-After"]))
+                days += 1
+                continue
+            assert response.status_code == 202
+            sent += 1
+        assert days >= 2 and 2 * 86400 <= emu.clock_offset() < 2 * 86400 + 10
+        assert [u["status"] for u in emu.uploads()].count(429) == days
+        assert emu.max_in_window(86400) == 3 and len(emu.directory()) == 9
+        http.close()
+
+
+def test_advance_moves_the_clock_for_windows_logs_and_stamps() -> None:
+    with GraphEmulator(rate_limit=(1, 60.0), log_delay=600) as emu:
+        http = httpx.Client(headers={"Authorization": f"Bearer {emu.issue_token()}"}, timeout=5)
+        started = time.time()
+        assert upload(http, emu, bulk(user("E1"))).status_code == 202
+        assert upload(http, emu, bulk(user("E2"))).status_code == 429
+        assert emu.logs(visible_only=True) == []
+        admin = f"{emu.url}/_emulator/clock"
+        assert httpx.get(admin).json()["offset_seconds"] == 0
+        moved = httpx.post(admin, json={"advance": 600})
+        assert moved.status_code == 200 and moved.json()["offset_seconds"] == 600
+        assert [e["sourceIdentity"]["id"] for e in emu.logs(visible_only=True)] == ["E1"]
+        assert upload(http, emu, bulk(user("E2"))).status_code == 202  # the 60 s window passed
+        emu.advance(2 * 86400)  # tokens keep real time: the client's token is still good
+        assert upload(http, emu, bulk(user("E3"))).status_code == 202
+        stamps = [parse_iso(e["activityDateTime"]) for e in emu.logs()]
+        assert stamps[0] < started + 5
+        assert started + 600 <= stamps[1] < time.time() + 605
+        assert stamps[2] >= started + 600 + 2 * 86400
+        assert emu.uploads()[-1]["time"] >= started + 2 * 86400
+        assert httpx.post(admin, json={"advance": -1}).status_code == 400
+        assert httpx.post(admin, json={"back": 1}).status_code == 400
+        with pytest.raises(ValueError):
+            emu.advance(-5)
+        emu.reset()
+        assert emu.clock_offset() == 0 and httpx.get(admin).json()["offset_seconds"] == 0
+        http.close()
+
+
+def test_bucket_full_for_a_stretch(emu: GraphEmulator, client: httpx.Client) -> None:
+    emu.set_faults(daily_quota=3, status_sequence=[503])
+    assert emu.bucket_full_for(600) == pytest.approx(600, abs=1)
+    for i in range(5):  # more than the quota: bucket-full calls do not use it
+        full = upload(client, emu, bulk(user(f"E{i}")))
+        assert full.status_code == 500 and "Retry-After" not in full.headers
+        error = graph_error(full)
+        assert (error["code"], error["message"]) == (BUCKET_FULL_CODE, BUCKET_FULL_MESSAGE)
+    assert emu.directory() == [] and emu.logs() == []
+    assert emu.pacing()["calls_last_24h"] == 0 and emu.pacing()["admitted"] == 5
+    assert 590 < emu.faults()["bucket_full_remaining"] <= 600
+    assert emu.faults()["status_sequence"] == [503]  # not consumed during the stretch
+    emu.advance(599)
+    assert upload(client, emu, bulk(user("E9"))).status_code == 500
+    emu.advance(2)  # the stretch follows the emulator clock
+    assert emu.faults()["bucket_full_remaining"] == 0
+    assert upload(client, emu, bulk(user("E9"))).status_code == 503
+    assert upload(client, emu, bulk(user("E9"))).status_code == 202
+    assert [u["status"] for u in emu.uploads()] == [500] * 6 + [503, 202]
+    assert emu.uploads()[0]["error"] == BUCKET_FULL_MESSAGE
+
+    # The admin API; real time ends a stretch too; 0 ends one at once.
+    emu.set_faults(daily_quota=None)
+    reply = httpx.post(f"{emu.url}/_emulator/faults", json={"bucket_full_for": 0.3})
+    assert reply.status_code == 200 and 0 < reply.json()["bucket_full_remaining"] <= 0.3
+    assert upload(client, emu, bulk(user("E10"))).status_code == 500
+    time.sleep(0.35)
+    assert upload(client, emu, bulk(user("E10"))).status_code == 202
+    emu.bucket_full_for(60)
+    emu.bucket_full_for(0)
+    assert upload(client, emu, bulk(user("E11"))).status_code == 202
+    for bad in (-1, "soon", True):
+        assert (
+            httpx.post(f"{emu.url}/_emulator/faults", json={"bucket_full_for": bad}).status_code
+            == 400
+        )
+
+
+def test_bucket_full_requests_count_in_the_rate_window() -> None:
+    """A bucket-full answer is a call that passed the rate check: it takes a slot."""
+    with GraphEmulator(rate_limit=(2, 60.0)) as emu:
+        http = httpx.Client(headers={"Authorization": f"Bearer {emu.issue_token()}"}, timeout=5)
+        emu.bucket_full_for(30)
+        statuses = [upload(http, emu, bulk(user("E1"))).status_code for _ in range(3)]
+        assert statuses == [500, 500, 429]
+        emu.advance(60)
+        assert upload(http, emu, bulk(user("E1"))).status_code == 202
+        assert emu.max_in_window(60) == 2
+        http.close()
 
 
 # ---------------------------------------------------------------------------- faults
