@@ -148,18 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["PROVISIONING_RATE_LIMIT_REQUESTS"] = "100000"
-        import azure.functions as func
-
+        from devtools.blob_binding import trigger_argument
         from function_app import app
+        from provisioning.settings import INBOUND_CONTAINER, Settings
+        from provisioning.storage import BlobStore
 
         data = hr_file(args.records)
         drop = next(f for f in app.get_functions() if f.get_function_name() == "hr_file_dropped")
+        store = BlobStore.from_settings(Settings())
+        store.ensure_containers(INBOUND_CONTAINER)
+        store.write_bytes(INBOUND_CONTAINER, "bench.csv", data, "text/csv")
         started = time.perf_counter()
-        asyncio.run(
-            drop.get_user_function()(
-                func.blob.InputStream(data=data, name="hr-inbound/bench.csv", length=len(data))
-            )
-        )
+        asyncio.run(drop.get_user_function()(trigger_argument(drop, "bench.csv")))
         print(f"dropped {args.records:,} records in {time.perf_counter() - started:.1f} s")
         result = asyncio.run(outcome_pass(args.page_size, args.memory))
 

@@ -2,11 +2,11 @@
 
 ``scripts/run-local [FILE] [--mapping M] [--out DIR]`` (``python -m devtools.run_local``) starts
 both on loopback, drops FILE (default: Microsoft's 1,000-row sample) into ``hr-inbound``, invokes
-the blob function exactly as the Functions host would (through ``app.get_functions()``, with a
-real InputStream and the real managed-identity credential), runs one pass of the reconciliation
-timer (which reads the emulator's provisioning logs into the run's ledger), then prints the
-run's outcome, copies its results to ``out/local-run/`` and shows what the emulator's directory
-now holds.
+the blob function exactly as the Functions host would (through ``app.get_functions()``, with the
+BlobClient the Python worker builds for its SDK-typed binding, and the real managed-identity
+credential), runs one pass of the reconciliation timer (which reads the emulator's provisioning
+logs into the run's ledger), then prints the run's outcome, copies its results to
+``out/local-run/`` and shows what the emulator's directory now holds.
 
 Every setting in the environment (README, Settings) applies as in Azure, checked the same way;
 only the ones that point at Azure are replaced by Azurite and the emulator (devtools/local_env).
@@ -122,6 +122,7 @@ def drop_and_run(file: Path) -> dict[str, Any] | None:
     import azure.functions as func
 
     import function_app
+    from devtools.blob_binding import trigger_argument
     from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER
     from provisioning.storage import BlobStore
 
@@ -130,11 +131,9 @@ def drop_and_run(file: Path) -> dict[str, Any] | None:
     name = file.name
     store.write_bytes(INBOUND_CONTAINER, name, file.read_bytes(), "text/csv")
     print(f"dropped               {INBOUND_CONTAINER}/{name} ({file.stat().st_size:,} bytes)")
-    data = store.read_bytes(INBOUND_CONTAINER, name) or b""
-    blob = func.blob.InputStream(
-        data=data, name=f"{INBOUND_CONTAINER}/{name}", uri=store.url(INBOUND_CONTAINER, name)
-    )
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    # The BlobClient the worker builds from the host's reference to the blob (SDK-type binding).
+    blob = trigger_argument(functions["hr_file_dropped"], name)
     asyncio.run(functions["hr_file_dropped"].get_user_function()(blob))
     # What the timer would do some minutes later: Entra's outcome of every record.
     asyncio.run(functions["reconcile"].get_user_function()(func.timer.TimerRequest()))

@@ -7,10 +7,9 @@ import asyncio
 import functools
 from typing import Any
 
-import azure.functions as func
-
+from devtools import blob_binding
 from graph_emulator import GraphEmulator
-from provisioning.settings import RESULTS_CONTAINER, Settings
+from provisioning.settings import INBOUND_CONTAINER, RESULTS_CONTAINER, Settings
 from provisioning.storage import BlobStore
 
 
@@ -28,14 +27,18 @@ def the_function() -> Any:
 
 
 def drop(data: bytes, name: str = "workers.csv") -> Any:
-    """Invoke the function as the host would: a real InputStream for hr-inbound/<name>."""
-    blob = func.blob.InputStream(
-        data=data,
-        name=f"hr-inbound/{name}",
-        uri=f"http://127.0.0.1/devstoreaccount1/hr-inbound/{name}",
-        length=len(data),
-    )
-    return asyncio.run(the_function().get_user_function()(blob))
+    """Drop ``data`` as hr-inbound/<name> (uploaded to storage) and invoke the function as the
+    host and the Python worker would: with the SDK-typed argument the worker builds from the
+    host's reference to the blob (devtools.blob_binding)."""
+    blobs = store()
+    blobs.ensure_containers(INBOUND_CONTAINER)
+    blobs.write_bytes(INBOUND_CONTAINER, name, data, "text/csv")
+    return asyncio.run(the_function().get_user_function()(trigger_argument(name)))
+
+
+def trigger_argument(name: str) -> Any:
+    """The BlobClient the Python worker passes the function for hr-inbound/<name>."""
+    return blob_binding.trigger_argument(the_function(), name)
 
 
 def store() -> BlobStore:
@@ -61,3 +64,8 @@ def result_text(summary: dict[str, Any], name: str) -> str:
 
 def sent_external_ids(emu: GraphEmulator) -> list[str]:
     return [ext for u in emu.uploads() if u["status"] == 202 for _, ext in u["records"]]
+
+
+def worker_raw_bindings() -> list[dict[str, Any]]:
+    """The function's bindings as the Python worker reports them to the host."""
+    return blob_binding.worker_raw_bindings(the_function())

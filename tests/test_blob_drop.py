@@ -3,6 +3,7 @@ ManagedIdentityCredential, invoked through app.get_functions() with real trigger
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -23,9 +24,18 @@ from provisioning.documents import DocumentError
 from provisioning.jml.ordering import new_order
 from provisioning.runs.claims import ClaimStore, claim_name
 from provisioning.runs.seen import read_marker, seen_name
-from provisioning.settings import STATE_CONTAINER
+from provisioning.settings import INBOUND_CONTAINER, STATE_CONTAINER
 from tests.columns import csv_bytes, worker
-from tests.e2e import drop, result_text, runs, sent_external_ids, store, the_function
+from tests.e2e import (
+    drop,
+    result_text,
+    runs,
+    sent_external_ids,
+    store,
+    the_function,
+    trigger_argument,
+    worker_raw_bindings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "csv-with-1000-records.csv"
@@ -48,6 +58,12 @@ def test_binding_metadata() -> None:
             "source": "EventGrid",
         }
     ]
+    # What the Python worker reports to the host once the SDK-type extension is installed: the
+    # BlobClient annotation makes the binding deferred, so the host sends a reference to the
+    # blob (connection, container, name), never its content (README, How a dropped file is
+    # provisioned).
+    (reported,) = worker_raw_bindings()
+    assert reported == {**bindings[0], "properties": {"SupportsDeferredBinding": True}}
 
 
 def test_happy_path_provisions_every_valid_row_once(
@@ -101,6 +117,21 @@ def test_duplicate_drop_sends_nothing_and_names_the_first_run(
     assert [d["status"] for d in dups] == ["duplicate", "duplicate"]
     assert all(d["duplicate_of"] == first["run_id"] for d in dups)
     assert len(sent_external_ids(emulator)) == 120
+
+
+def test_a_blob_gone_or_set_aside_is_not_processed(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The function gets a client naming the blob, not its bytes: a blob deleted between the
+    # event and the invocation, or one under failed/, is logged and left; no run starts.
+    caplog.set_level("INFO")
+    store().ensure_containers(INBOUND_CONTAINER)
+    function = the_function().get_user_function()
+    asyncio.run(function(trigger_argument("deleted.csv")))
+    asyncio.run(function(trigger_argument("failed/old.csv")))
+    assert "hr-inbound/deleted.csv is gone: nothing to process" in caplog.text
+    assert "hr-inbound/failed/old.csv is under failed/: not processed" in caplog.text
+    assert runs() == [] and emulator.uploads() == []
 
 
 def test_bad_file_is_rejected_whole_and_nothing_sent(
@@ -281,13 +312,9 @@ def test_killed_process_resumes_after_last_accepted_batch(
     monkeypatch.setenv("PROVISIONING_LEASE_SECONDS", "60")
     emulator.set_faults(latency_ms=300)
     script = (
-        "import asyncio, sys, azure.functions as func\n"
-        "import function_app\n"
-        "fns = {f.get_function_name(): f for f in function_app.app.get_functions()}\n"
-        "fn = fns['hr_file_dropped'].get_user_function()\n"
-        "data = open(sys.argv[1], 'rb').read()\n"
-        "blob = func.blob.InputStream(data=data, name='hr-inbound/workers.csv', length=len(data))\n"
-        "asyncio.run(fn(blob))\n"
+        "import sys\n"
+        "from tests.e2e import drop\n"
+        "drop(open(sys.argv[1], 'rb').read(), 'workers.csv')\n"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(source)],

@@ -20,7 +20,7 @@ import pytest
 
 from provisioning.errors import ConfigurationError, ProvisioningError
 from provisioning.settings import Settings, load_settings, parse_feed_modes
-from tests.e2e import functions
+from tests.e2e import functions, trigger_argument
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "csv-with-2-records.csv"
@@ -237,10 +237,7 @@ def test_blob_drop_with_a_bad_setting_logs_one_line_and_returns(
 ) -> None:
     monkeypatch.setenv("PROVISIONING_BATCH_SIZE", "100")
     monkeypatch.setenv("HRSTORAGE", LOCAL_STORAGE)
-    data = SAMPLE.read_bytes()
-    blob = func.blob.InputStream(
-        data=data, name="hr-inbound/workers.csv", uri="http://127.0.0.1/x", length=len(data)
-    )
+    blob = trigger_argument("workers.csv")  # nothing is read: the settings stop it first
     function = functions()["hr_file_dropped"].get_user_function()
     with caplog.at_level(logging.INFO):
         assert asyncio.run(function(blob)) is None
