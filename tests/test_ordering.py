@@ -18,6 +18,7 @@ import pytest
 from graph_emulator import GraphEmulator
 from provisioning.changes.accept import ChangeService
 from provisioning.functions.blob_trigger import RunInterrupted
+from provisioning.graph.tenant_pace import PACE_BLOB, read_book
 from provisioning.jml.state import WorkerState
 from provisioning.runs.seen import seen_name
 from provisioning.settings import STATE_CONTAINER, Settings
@@ -340,18 +341,28 @@ def test_token_endpoint_down_interrupts_without_counting_an_attempt(
 # --- 6 and 8. bounded waits and honest resend markers --------------------------------------
 
 
-def test_a_day_long_retry_after_interrupts_at_once_and_frees_the_file(
+def test_a_day_long_retry_after_pauses_every_sender_at_once_and_frees_the_file(
     feeds: dict[str, str], emulator: GraphEmulator
 ) -> None:
+    """Graph's answer once the tenant's daily quota is used up: 429 with a Retry-After of a
+    day. The run ends paused at once (no claim held for a day, no attempt counted), and every
+    other sender waits too: a retry of the file sends nothing until the day has passed."""
     emulator.set_faults(status_sequence=[429], retry_after_seconds=86400)
     data = csv_bytes(people(60))
     begun = time.monotonic()
-    with pytest.raises(RunInterrupted):
-        drop(data, "workers/day1.csv")
+    drop(data, "workers/day1.csv")
     assert time.monotonic() - begun < 30
     (summary,) = runs()
-    assert summary["status"] == "interrupted" and "WaitTooLong" in summary["reason"]
-    drop(data, "workers/day1.csv")  # the claim was released: the retry runs at once
+    assert summary["status"] == "paused" and "Retry-After of 86400 s" in summary["reason"]
+    book = read_book(store())
+    assert book.blocked_until > time.time() + 86000  # for every sender of the tenant
+    drop(data, "workers/day1.csv")  # the claim was released: the retry runs at once ...
+    assert runs()[0]["status"] == "paused"
+    assert len(emulator.uploads()) == 1  # ... and sends nothing while Graph said wait
+    # A day later (the Retry-After has passed):
+    book.blocked_until = time.time() - 1
+    store().write_json(STATE_CONTAINER, PACE_BLOB, book.dump())
+    drop(data, "workers/day1.csv")
     assert runs()[0]["status"] == "complete"
     assert len(sent_external_ids(emulator)) == 60
 
@@ -513,4 +524,4 @@ def test_older_data_accepted_while_planning_makes_the_plan_again(
     assert plans[0].decisions["3"].action == "unchanged"
     assert plans[1].decisions["3"].action == "mover"  # the file's newer data goes again
     sent = [e for u in emulator.uploads()[mark:] if u["status"] == 202 for _, e in u["records"]]
-    assert sent == ["3", "11"]
+    assert sent == ["11", "3"]  # the joiner first, then the mover (SEND_PARTS)

@@ -42,7 +42,8 @@ ACCEPTED = (202,)
 REFUSED_DATA = (400, 409)  # permanent, the batch's own: reported, the run goes on
 # Permanent, the app's (404: the service principal or job does not exist): stops "failed".
 REFUSED_APP = (401, 403, 404)
-TRANSIENT = (0, 408, 429, 500, 502, 503, 504)  # retried; outlasting the retries interrupts
+TRANSIENT = (0, 408, 429, 502, 503, 504)  # retried; outlasting the retries interrupts
+BUCKET_FULL = (500,)  # the emulator's 500 is Microsoft's bucket full: every sender pauses
 
 
 def request(count: int = 3, prefix: str = "E") -> BulkRequest:
@@ -79,7 +80,9 @@ def outcome(status: str, http_status: int, **extra: Any) -> BatchOutcome:
 # --- every status the emulator answers, through the real Submitter -------------------------
 
 
-@pytest.mark.parametrize("http_status", ACCEPTED + REFUSED_DATA + REFUSED_APP + TRANSIENT)
+@pytest.mark.parametrize(
+    "http_status", ACCEPTED + REFUSED_DATA + REFUSED_APP + TRANSIENT + BUCKET_FULL
+)
 def test_each_http_status_follows_the_documented_rule(emu: GraphEmulator, http_status: int) -> None:
     emu.set_faults(status_sequence=[http_status, http_status], retry_after_seconds=0)
     bulk = request(3)
@@ -102,6 +105,12 @@ def test_each_http_status_follows_the_documented_rule(emu: GraphEmulator, http_s
         assert result.status == "rejected" and stop is None  # the run goes on
         assert len(result.attempts) == 1  # resending the same data cannot succeed
         assert counts["records_rejected_by_graph"] == 3
+    elif http_status in BUCKET_FULL:
+        assert result.status == "failed" and result.error_code == "BucketFull"
+        assert len(result.attempts) == 1  # not retried within minutes: paused instead
+        assert stop is not None and stop[0] == "paused"
+        assert "bucket" in stop[1] and f"sending resumes at {result.resume_at}" in stop[1]
+        assert counts["records_rejected_by_graph"] == 0  # resumable: not the records' fault
     elif http_status in REFUSED_APP:
         assert result.status == "rejected" and len(result.attempts) == 1
         assert stop is not None and stop[0] == "failed"
@@ -128,12 +137,29 @@ def test_a_transient_failure_then_acceptance_goes_on(emu: GraphEmulator) -> None
     assert counted(entry, 2)["records_accepted"] == 2
 
 
-def test_a_retry_after_longer_than_allowed_interrupts_without_waiting(emu: GraphEmulator) -> None:
+def test_a_retry_after_longer_than_allowed_pauses_without_waiting(emu: GraphEmulator) -> None:
     emu.set_faults(status_sequence=[429], retry_after_seconds=3600)
     result = submit(emu, request(1), max_attempts=5, max_wait_seconds=30)
     stop = stop_reason(result)
-    assert result.status == "failed" and result.error_code == "WaitTooLong"
+    assert result.status == "failed" and result.error_code == "Throttled"
     assert len(result.attempts) == 1  # given up at once, not after an hour
+    assert stop is not None and stop[0] == "paused"
+    assert "Retry-After of 3600 s" in stop[1] and f"resumes at {result.resume_at}" in stop[1]
+
+
+def test_a_backoff_longer_than_allowed_interrupts_without_waiting(emu: GraphEmulator) -> None:
+    emu.set_faults(status_sequence=[503], retry_after=False)
+    result = submit(
+        emu,
+        request(1),
+        max_attempts=5,
+        max_wait_seconds=30,
+        retry_base_seconds=3600,
+        retry_max_seconds=7200,
+    )
+    stop = stop_reason(result)
+    assert result.status == "failed" and result.error_code == "WaitTooLong"
+    assert len(result.attempts) == 1
     assert stop is not None and stop[0] == "interrupted"
     assert "WaitTooLong" in stop[1] and "PROVISIONING_MAX_WAIT_SECONDS" in stop[1]
 

@@ -22,6 +22,7 @@ from provisioning.graph.pace_book import (
     pause,
     penalise,
     reserve,
+    schedule,
     used_today,
 )
 
@@ -130,3 +131,57 @@ def test_the_book_forgets_what_no_window_or_quota_needs() -> None:
     reserve(book, DAY * 2, LIMITS)
     assert book.slots == [DAY * 2]
     assert list(book.calls) == [str(int(DAY * 2 // BUCKET) * BUCKET)]
+
+
+def test_a_send_bigger_than_the_quota_is_spread_over_days_in_its_order() -> None:
+    limits = Limits(requests=40, window=5.0, margin=0.25, quota=100)
+    now = 1_000 * BUCKET + 10.0
+    book = PaceBook(calls={str(int(now // BUCKET) * BUCKET - 6 * BUCKET): 30})  # 70 left
+    parts = schedule(book, now, limits, [("joiners", 70), ("leavers", 50), ("movers", 160)])
+    joiners, leavers, movers = parts
+    # the joiners take what is left today
+    assert (joiners.first, joiners.last) == (now, now)
+    # the 30 calls of an hour ago come back first, then today's own 70, the next day
+    earlier_frees = int(now // BUCKET) * BUCKET - 5 * BUCKET + DAY
+    own_frees = int(now // BUCKET) * BUCKET + BUCKET + DAY
+    assert (leavers.first, leavers.last) == (earlier_frees, own_frees)
+    # the movers need the rest of day 2 and two more days
+    assert movers.first == own_frees and movers.last > own_frees + DAY
+    assert [p.name for p in parts] == ["joiners", "leavers", "movers"]
+
+
+@given(
+    quota=st.integers(1, 50),
+    used=st.integers(0, 60),
+    parts=st.lists(st.integers(0, 120), min_size=1, max_size=4),
+)
+def test_a_schedule_never_spends_more_than_the_quota_in_any_day(
+    quota: int, used: int, parts: list[int]
+) -> None:
+    """Replaying the schedule request by request: no 24 hours ever hold more calls than the
+    quota (the calls counted before included), and parts never go back in time."""
+    limits = Limits(requests=1_000, window=1.0, margin=0.0, quota=quota)
+    now = 500 * BUCKET + 1.0
+    book = PaceBook(calls={str(499 * BUCKET): min(used, quota)})
+    planned = schedule(book, now, limits, [(f"p{i}", n) for i, n in enumerate(parts)])
+    firsts = [p.first for p in planned if p.requests]
+    assert firsts == sorted(firsts)
+    # every part's requests really fit: reserving them at the planned times never fails
+    for part in planned:
+        for _ in range(part.requests):
+            at = max(part.first, now)
+            while True:
+                try:
+                    reserve(book, at, limits)
+                    break
+                except QuotaExhausted as exc:
+                    assert exc.until <= part.last, (exc.until, part)
+                    at = exc.until
+
+
+def test_a_slot_from_a_clock_far_ahead_does_not_hold_everyone() -> None:
+    """A writer whose clock ran ahead (or a test clock): its slot is forgotten, not waited for."""
+    book = PaceBook()
+    reserve(book, 10 * DAY, LIMITS)
+    assert reserve(book, 1_000.0, LIMITS) == 1_000.0
+    assert book.slots == [1_000.0]

@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from provisioning.jml import planning
 from provisioning.jml.lifecycle import Held, Known, Policy, fingerprint
 from provisioning.jml.ordering import OrderView, SendGate, new_order
 from provisioning.jml.planning import (
+    SEND_PARTS,
     PlanResult,
     SendPlan,
     changed_attributes,
@@ -311,15 +313,16 @@ def test_a_day_of_changes_against_the_state(state: WorkerState) -> None:
         assert value not in text, value
 
     ops = sent(rows, result, state.records(plan.absent_leavers))
+    # Joiners (rehires too), then leavers, then movers; each part wave by wave, in file order.
     assert [(op.external_id, action) for op, action, _ in ops] == [
-        ("2", "mover"),
-        ("3", "leaver"),
         ("4", "rehire"),
-        ("6", "leaver"),
-        ("9", "mover"),
         ("21", "joiner"),
         ("20", "joiner"),  # after its manager, in the second wave
+        ("3", "leaver"),
+        ("6", "leaver"),
         ("5", "leaver"),  # absent: its last accepted record, disabled
+        ("2", "mover"),
+        ("9", "mover"),
     ]
     by_id = {op.external_id: op for op, _, _ in ops}
     assert by_id["6"].data["active"] is False and by_id["5"].data["active"] is False
@@ -565,17 +568,17 @@ def test_send_operations_go_wave_by_wave_and_report_rejections_once() -> None:
     assert len({op.bulk_id for op, _, _ in ops}) == 4
 
 
-def test_absent_leavers_are_sent_last_under_a_bulk_id_without_their_hr_id() -> None:
+def test_absent_leavers_go_with_the_leavers_under_a_bulk_id_without_their_hr_id() -> None:
     known = {ext: Known("fp", True, FULL) for ext in ("1", "GONE-1", "GONE-2")}
     result = make_plan(conversion([worker(1)]), policy(threshold_count=10), None, known)
     records = {"GONE-1": {"externalId": "GONE-1", "displayName": "x", "active": True}}
     ops = list(send_operations(lambda first: conversion([worker(1)]), SendPlan.of(result.plan),
                                records, HASH))  # fmt: skip
     assert [(op.external_id, action, owner) for op, action, owner in ops] == [
-        ("1", "mover", FULL),
         ("GONE-1", "leaver", FULL),  # GONE-2 has no record to send: left to the caller
+        ("1", "mover", FULL),  # movers after leavers
     ]
-    gone = ops[1][0]
+    gone = ops[0][0]
     assert gone.data == {"externalId": "GONE-1", "displayName": "x", "active": False}
     assert records["GONE-1"]["active"] is True  # the state's record is not changed
     assert gone.bulk_id == f"{HASH[:16]}-gone-{id_hash('GONE-1')[:12]}"
@@ -685,18 +688,25 @@ def test_plan_and_send_pass_agree_and_a_second_pass_sends_nothing(
         assert known[ext].active and known[ext].feed == FULL and ext not in listed
     assert not set(plan.absent_leavers) & set(plan.decisions)
 
-    # The send pass yields exactly what the plan sends, each once, wave by wave.
+    # The send pass yields exactly what the plan sends, each once: joiners, leavers, movers,
+    # each part wave by wave, the absent leavers after the other leavers.
     absent_records = {ext: {"externalId": ext, "active": True} for ext in plan.absent_leavers}
     ops = sent(rows, result, absent_records)
     ids = [op.external_id for op, _, _ in ops]
     send_plan = SendPlan.of(plan)
     assert sorted(ids) == sorted([*send_plan.sends, *send_plan.absent])
     assert len(ids) == len(set(ids))
-    waves = [send_plan.sends[ext][2] for ext in ids if ext in send_plan.sends]
-    assert waves == sorted(waves)
+    part = {action: i for i, (_, actions) in enumerate(SEND_PARTS) for action in actions}
+    order = [
+        (part[send_plan.sends[ext][0]], send_plan.sends[ext][2])
+        if ext in send_plan.sends
+        else (part["leaver"], math.inf)
+        for ext in ids
+    ]
+    assert order == sorted(order)
     for op, action, owner in ops:
         planned = plan.decisions.get(op.external_id)
-        if planned is None:  # an absent leaver, after every wave
+        if planned is None:  # an absent leaver, after the other leavers
             assert action == "leaver" and op.data["active"] is False
             continue
         assert action == planned.action and owner == (planned.feed or FULL)

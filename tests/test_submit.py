@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
+from provisioning.clock import parse_iso
 from provisioning.convert.bulk import CONTENT_TYPE, serialize
 from provisioning.errors import ConfigurationError
 from provisioning.graph.client import (
@@ -31,6 +32,7 @@ from provisioning.graph.client import (
     parse_error,
     parse_retry_after,
 )
+from provisioning.graph.pace_book import PENALTY_REASON, Paused
 from provisioning.graph.pacing import (
     DEFAULT_MAX_WAIT,
     RateLimiter,
@@ -38,7 +40,7 @@ from provisioning.graph.pacing import (
     WaitTooLong,
     retry_policy_for,
 )
-from provisioning.graph.submit import BatchOutcome, Submitter
+from provisioning.graph.submit import BatchOutcome, Submitter, iso_utc
 from provisioning.settings import Settings
 from tests.graphs import emulator_settings, scim_operations
 
@@ -283,20 +285,43 @@ def test_pacing_at_the_limit_gets_no_429(emu: GraphEmulator) -> None:
     assert elapsed >= 1.0  # three windows: 0, 0.5, 1.0
 
 
-def test_500_500_then_accepted_with_backoff(emu: GraphEmulator) -> None:
-    emu.set_faults(status_sequence=[500, 500])
+def test_503_503_then_accepted_with_backoff(emu: GraphEmulator) -> None:
+    emu.set_faults(status_sequence=[503, 503])
     settings = emulator_settings(emu, retry_base_seconds=0.01, retry_max_seconds=1.0)
 
     async def scenario(_: GraphClient, submitter: Submitter, sleeps: list[float]) -> Any:
-        return await submitter.submit(body(), "crid-500"), sleeps
+        return await submitter.submit(body(), "crid-503"), sleeps
 
     outcome, sleeps = run(settings, scenario)
     assert outcome.status == "accepted"
-    assert statuses(outcome) == [500, 500, 202]
-    assert outcome.attempts[0].error and BUCKET_FULL_MESSAGE[:20] in outcome.attempts[0].error
+    assert statuses(outcome) == [503, 503, 202]
     assert len(sleeps) == 2
     assert 0.005 <= sleeps[0] <= 0.01 and 0.01 <= sleeps[1] <= 0.02  # equal jitter
-    assert [u["status"] for u in emu.uploads()] == [500, 500, 202]
+    assert [u["status"] for u in emu.uploads()] == [503, 503, 202]
+
+
+def test_bucket_full_pauses_every_sender_instead_of_retrying(emu: GraphEmulator) -> None:
+    """Microsoft's 500 "bucket full": not retried within the backoff's minutes; the pacer is
+    paused for PROVISIONING_BUCKET_FULL_PAUSE_MINUTES, so the next submit does not even try."""
+    emu.bucket_full_for(60)
+    settings = emulator_settings(emu)
+
+    async def scenario(_: GraphClient, submitter: Submitter, sleeps: list[float]) -> Any:
+        first = await submitter.submit(body(), "crid-full")
+        second = await submitter.submit(body(), "crid-next")
+        return first, second, sleeps
+
+    started = time.time()
+    first, second, sleeps = run(settings, scenario)
+    assert (first.status, first.error_code, first.http_status) == ("failed", "BucketFull", 500)
+    assert len(first.attempts) == 1 and sleeps == []
+    assert first.attempts[0].error and BUCKET_FULL_MESSAGE[:20] in first.attempts[0].error
+    assert first.resume_at is not None and first.error_message is not None
+    resume = parse_iso(first.resume_at).timestamp()
+    assert started + 600 - 5 < resume < time.time() + 600 + 5  # the Submitter's default
+    assert "bucket" in first.error_message and first.resume_at in first.error_message
+    assert (second.status, second.error_code, second.attempts) == ("failed", "Paused", [])
+    assert [u["status"] for u in emu.uploads()] == [500]  # the second one never went out
 
 
 def test_dropped_connection_is_retried(emu: GraphEmulator) -> None:
@@ -613,8 +638,8 @@ def test_submitter_429_penalises_the_shared_limiter_and_waits_retry_after() -> N
 
 
 def test_submitter_gives_up_on_a_retry_after_longer_than_max_wait() -> None:
-    """A day-long Retry-After (the daily quota used up) is not slept on: failed at once, and the
-    next submit through the same limiter is not even sent (the penalty box)."""
+    """A day-long Retry-After (the daily quota used up) is not slept on: a pause at once, and
+    the next submit through the same limiter is not even sent (the penalty box)."""
     fake = FakeTime()
     limiter = RateLimiter(10, 1.0, clock=fake.clock, sleep=fake.sleep)
     policy = RetryPolicy(8, 0.5, 10.0, rng=random.Random(3), max_wait=300.0)
@@ -631,24 +656,24 @@ def test_submitter_gives_up_on_a_retry_after_longer_than_max_wait() -> None:
     assert fake.sleeps == [] and fake.now == started
     assert (outcome.status, outcome.error_code, outcome.http_status, outcome.request_id) == (
         "failed",
-        "WaitTooLong",
+        "Throttled",
         429,
         "r1",
     )
+    assert outcome.resume_at == iso_utc(started + 86400.0)
     assert outcome.error_message == (
-        "Graph asked to wait 86400 s (Retry-After) before the next attempt, longer than the "
-        "300 s allowed (PROVISIONING_MAX_WAIT_SECONDS): not waiting; resubmit later"
+        f"Graph answered 429 with a Retry-After of 86400 s; sending resumes at {outcome.resume_at}"
     )
     assert [a.status for a in outcome.attempts] == [429]
     assert limiter.blocked_until == pytest.approx(started + 86400.0)
     assert (held.status, held.error_code, held.attempts, held.http_status) == (
         "failed",
-        "WaitTooLong",
+        "Paused",
         [],
         0,
     )
     assert held.error_message and held.error_message.startswith(
-        "every send is held for another 86400 s (an earlier Retry-After from Graph)"
+        "Graph asked every sender to wait (429 with Retry-After); sending resumes at"
     )
     assert client.calls == 1
 
@@ -695,10 +720,11 @@ def test_rate_limiter_acquire_bounded_by_max_wait() -> None:
             300.0,
         )
         limiter.penalise(86400.0)
-        with pytest.raises(WaitTooLong) as penalty:
+        before = time.time()
+        with pytest.raises(Paused) as penalty:  # Graph's own wait: a pause, not a failure
             await limiter.acquire(max_wait=300.0)
-        assert penalty.value.cause == "penalty"
-        assert penalty.value.seconds == pytest.approx(86400.0)
+        assert penalty.value.reason == PENALTY_REASON
+        assert before + 86400.0 - 1 < penalty.value.until < time.time() + 86400.0 + 1
         assert fake.sleeps == []
         # without a bound (the default) it waits, as before
         await limiter.acquire()

@@ -96,6 +96,8 @@ def test_files_no_trigger_saw_are_processed_oldest_first(
         "moved_to_failed": 0,
         "skipped_busy": 0,
         "deferred_for_budget": 0,
+        "deferred_for_pause": 0,
+        "paused": None,
         "errors": 0,
     }
     first, second = sorted(runs(), key=lambda s: s["started"])

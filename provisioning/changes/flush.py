@@ -111,6 +111,7 @@ async def flush(
             sleep=keeper.sleep,
             keep_alive=keeper.renew_if_due,
             priority="interactive",
+            clock=clock,
         )
 
         def record(batch: SentBatch) -> None:

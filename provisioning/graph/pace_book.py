@@ -90,9 +90,12 @@ def _bucket(moment: float) -> int:
 
 
 def prune(book: PaceBook, now: float, limits: Limits) -> None:
-    """Forget slots no window needs and call buckets older than the quota's 24 hours."""
+    """Forget slots no window needs and call buckets older than the quota's 24 hours. A slot
+    further ahead than any sender can reserve (a writer whose clock ran ahead) is forgotten
+    too: trusted, it would hold every sender until that time."""
     horizon = now - _KEEP_FACTOR * limits.span
-    book.slots = [s for s in book.slots if s > horizon]
+    ahead = max(now, book.blocked_until) + _KEEP_FACTOR * limits.span
+    book.slots = [s for s in book.slots if horizon < s <= ahead]
     oldest = now - DAY - BUCKET
     book.calls = {k: v for k, v in book.calls.items() if int(k) > oldest}
 
@@ -163,13 +166,55 @@ def pause(book: PaceBook, now: float, seconds: float, reason: str) -> None:
         book.paused_reason = reason
 
 
+PENALTY_REASON = "Graph asked every sender to wait (429 with Retry-After)"
+
+
 def hold(book: PaceBook, now: float, limits: Limits) -> tuple[float, str] | None:
-    """(until, why) when no sender may send now: a bucket-full pause, or the daily quota used
-    up; None otherwise."""
+    """(until, why) when no sender may send now: a bucket-full pause, a 429's Retry-After, or
+    the daily quota used up; None otherwise."""
     if book.paused_until > now:
         return book.paused_until, book.paused_reason or "sending is paused"
+    if book.blocked_until > now:
+        return book.blocked_until, PENALTY_REASON
     if used_today(book, now) >= limits.quota:
         frees = quota_frees(book, now)
         until = frees[0][0] if frees else now
         return until, f"the daily quota of {limits.quota} bulkUpload calls is used up"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """When a part of a send can go under the daily quota: its first and last request at the
+    earliest (wall-clock seconds)."""
+
+    name: str
+    requests: int
+    first: float
+    last: float
+
+
+def schedule(
+    book: PaceBook, now: float, limits: Limits, parts: list[tuple[str, int]]
+) -> list[Part]:
+    """When each part (name, requests), sent in the order given, can go at the earliest under
+    the daily quota: what is left of it now, then the calls freed as the 24 hours move (those
+    already counted, and this send's own once 24 hours old). The rate limit is left out: it
+    costs seconds where the quota costs days."""
+    left = max(0, limits.quota - used_today(book, now))
+    frees = quota_frees(book, now)  # (when, calls), oldest first
+    at, out = now, []
+    for name, requests in parts:
+        need, first = requests, None
+        while need > 0:
+            if left == 0:
+                at, left = max(at, frees[0][0]), frees[0][1]
+                frees.pop(0)
+            take = min(left, need)
+            first = at if first is None else first
+            need, left = need - take, left - take
+            # what this part spends now frees a day later, after everything counted before it
+            frees.append((_bucket(at) + BUCKET + DAY, take))
+            frees.sort()
+        out.append(Part(name, requests, now if first is None else first, at))
+    return out

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .pace_book import Paused
+from .pace_book import PENALTY_REASON, Paused
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -39,9 +39,9 @@ class WaitTooLong(Exception):
     """The next send would have to wait longer than allowed; nothing was slept.
 
     ``seconds`` is the wait that was asked for, ``limit`` the maximum, and ``cause`` what asked
-    for it: ``"retry-after"`` (Graph's Retry-After), ``"backoff"`` (our exponential backoff),
-    ``"penalty"`` (the rate limiter's penalty box, holding every sender after an earlier
-    Retry-After) or ``"window"`` (the pacing window itself)."""
+    for it: ``"retry-after"`` (Graph's Retry-After on another status than 429), ``"backoff"``
+    (our exponential backoff) or ``"window"`` (the pacing window itself). A 429's Retry-After
+    longer than allowed is a pause instead (:class:`Paused`): it holds every sender."""
 
     def __init__(self, seconds: float, limit: float, cause: str) -> None:
         super().__init__(
@@ -133,9 +133,10 @@ class RateLimiter:
         """Wait until a send is allowed, count it, and return its permit.
 
         Raises ``WaitTooLong`` without sleeping when the send could not go within ``max_wait``
-        seconds of this call (time spent queueing behind other senders included): a penalty
-        after a long Retry-After must not hold a run for hours. ``sleep`` is the caller's own
-        (one that keeps its lease), used instead of the limiter's for this wait."""
+        seconds of this call (time spent queueing behind other senders included), and
+        :class:`Paused` when what holds it is a penalty (a long Retry-After) or a pause: neither
+        may hold a run for hours. ``sleep`` is the caller's own (one that keeps its lease),
+        used instead of the limiter's for this wait."""
         sleep = sleep or self._sleep
         deadline = self._clock() + max_wait
         async with self._lock:
@@ -148,8 +149,9 @@ class RateLimiter:
                 if wait <= 0:
                     break
                 if now + wait > deadline:
-                    cause = "penalty" if penalty >= window else "window"
-                    raise WaitTooLong(wait, max_wait, cause)
+                    if penalty >= window:  # Graph's own Retry-After: a pause, for every sender
+                        raise Paused(time.time() + penalty, PENALTY_REASON)
+                    raise WaitTooLong(wait, max_wait, "window")
                 self.waited_seconds += wait
                 await sleep(wait)
             permit = Permit(self._clock())

@@ -13,11 +13,13 @@ outcomes, its own state) is its ``on_batch`` callback.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clock import utcnow
 from ..convert.bulk import BulkRequest, Operation, batches
 from ..jml.lifecycle import fingerprint
 from ..jml.ordering import GateBusy, SendGate, Turn
@@ -101,7 +103,7 @@ class Sender:
     ahead of bulk work. ``sleep`` is the caller's and ``keep_alive`` renews its lease when due:
     every wait (pacing, backoff, Retry-After, a busy gate) sleeps through ``sleep``, and
     ``keep_alive`` runs before and after each batch, so a delivery never outlives the lease it
-    holds."""
+    holds. ``clock`` is the caller's wall clock, the one the tenant's schedule is kept in."""
 
     def __init__(
         self,
@@ -113,11 +115,18 @@ class Sender:
         keep_alive: Callable[[], None] = lambda: None,
         priority: Priority = "bulk",
         pace: Pacer | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.gate = gate
         self._keep_alive = keep_alive
-        self.pace = pace or TenantPace(gate.store, settings, priority=priority, sleep=sleep)
+        self.pace = pace or TenantPace(
+            gate.store,
+            settings,
+            priority=priority,
+            sleep=sleep,
+            clock=lambda: clock().timestamp(),
+        )
         self.submitter = Submitter(
             graph,
             self.pace,

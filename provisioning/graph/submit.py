@@ -6,16 +6,18 @@ attempt recorded, and a single ``BatchOutcome`` at the end.
 - rejected: a permanent error (400 Invalid Data Format, 401, 403, 404, ...): not retried, since
   resending the same request cannot succeed; Graph's error code, message and request id kept.
 - failed: transient errors (429, 5xx, timeouts, dropped connections, no token) until
-  ``max_attempts`` ran out; or, at once, when the next wait (a Retry-After, the backoff, or the
-  rate limiter's penalty after a Retry-After) would be longer than the policy's ``max_wait``
-  (``error_code`` "WaitTooLong"): the run is interrupted and resumes later instead of holding
-  its claim for hours. Safe to resubmit later: a resent record is matched on its externalId
-  again.
+  ``max_attempts`` ran out; or, at once, when the next wait (the backoff, a Retry-After on
+  another status than 429, or the pacing window) would be longer than the policy's
+  ``max_wait`` (``error_code`` "WaitTooLong"): the run is interrupted and resumes later instead
+  of holding its claim for hours. Safe to resubmit later: a resent record is matched on its
+  externalId again.
 
 - paused: nothing more may be sent for a while, by any sender: Graph answered 500 "bucket
   full" (every sender then pauses PROVISIONING_BUCKET_FULL_PAUSE_MINUTES; Microsoft's
-  troubleshooting page for API-driven inbound provisioning advises 5-10 minutes), a pause set
-  by another sender is still on, or the daily call quota is used up. ``status`` is "failed"
+  troubleshooting page for API-driven inbound provisioning advises 5-10 minutes), Graph asked
+  with a 429 to wait longer than ``max_wait`` (its answer once the tenant's daily quota is
+  used up), a pause or such a Retry-After met by another sender is still on, or the daily call
+  quota is used up. ``status`` is "failed"
   with ``error_code`` in ``PAUSED_CODES`` and ``resume_at`` saying when sending may go on; the
   run ends ``paused`` and resumes by itself, and no file attempt is counted.
 
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 Status = Literal["accepted", "rejected", "failed"]
 # Outcomes that pause every sender rather than fail the batch (see the module's docstring).
-PAUSED_CODES = frozenset({"BucketFull", "Paused", "QuotaExhausted"})
+PAUSED_CODES = frozenset({"BucketFull", "Paused", "QuotaExhausted", "Throttled"})
 # Microsoft documents a 500 whose message says the job's bucket is full; matched on the words,
 # not on one exact sentence.
 _BUCKET_FULL = re.compile(r"\bbucket\b.*\bfull\b", re.IGNORECASE | re.DOTALL)
@@ -130,7 +132,6 @@ def _too_long_message(exc: WaitTooLong) -> str:
     asked = {
         "retry-after": f"Graph asked to wait {wait} s (Retry-After) before the next attempt",
         "backoff": f"the backoff before the next attempt would be {wait} s",
-        "penalty": f"every send is held for another {wait} s (an earlier Retry-After from Graph)",
         "window": f"the pacing window would hold the next send for {wait} s",
     }.get(exc.cause, f"the next attempt would wait {wait} s")
     return (
@@ -244,6 +245,10 @@ class Submitter:
                 # up too (RateLimiter.acquire) rather than earn more 429s.
                 self.limiter.penalise(attempt.retry_after)
             delay = self.policy.delay(number, attempt.retry_after)
+            if status == 429 and attempt.retry_after is not None and self.policy.too_long(delay):
+                until = self._clock() + delay
+                why = f"Graph answered 429 with a Retry-After of {format_seconds(delay)} s"
+                return self._paused("Throttled", why, until, client_request_id, attempts)
             if self.policy.too_long(delay):
                 cause = "retry-after" if attempt.retry_after is not None else "backoff"
                 too_long = WaitTooLong(delay, self.policy.max_wait, cause)

@@ -34,6 +34,7 @@ from ..documents import DocumentError, read_document, update_document
 from ..settings import STATE_CONTAINER, Settings
 from ..storage import BlobStore
 from .pace_book import (
+    PENALTY_REASON,
     Limits,
     PaceBook,
     Paused,
@@ -162,7 +163,7 @@ class TenantPace:
                 if now < self._fallback_until:
                     return await self._fallback_acquire(deadline - now, sleep)
                 try:
-                    slot, book = await self._io(partial(self._reserve, now, horizon))
+                    slot, book, now = await self._io(partial(self._reserve, horizon))
                 except StorageSlow as exc:
                     log.warning(
                         "pace document slow or unavailable (%s): pacing this process at %d "
@@ -178,8 +179,11 @@ class TenantPace:
                 if due > deadline:
                     if slot is not None:
                         await self._give_back(slot)
-                    cause = "penalty" if book.blocked_until >= due else "window"
-                    raise WaitTooLong(due - now, max_wait, cause)
+                    if book.blocked_until >= due:
+                        # Graph's own Retry-After, longer than a run may wait: every sender
+                        # pauses until then (the daily quota used up answers a day).
+                        raise Paused(book.blocked_until, PENALTY_REASON)
+                    raise WaitTooLong(due - now, max_wait, "window")
                 if due > now:
                     self.waited_seconds += due - now
                     await sleep(due - now)
@@ -189,9 +193,14 @@ class TenantPace:
                     continue
                 return Permit(slot)
 
-    def _reserve(self, now: float, horizon: float) -> tuple[float | None, PaceBook]:
-        def change(book: PaceBook) -> tuple[float | None, PaceBook]:
-            return reserve(book, now, self.limits, horizon), book.model_copy(deep=True)
+    def _reserve(self, horizon: float) -> tuple[float | None, PaceBook, float]:
+        """(slot or None, the book as written, the time it was read): the time is taken after
+        the read, just before the write, so a slot due "now" is not already late by the time
+        the read took."""
+
+        def change(book: PaceBook) -> tuple[float | None, PaceBook, float]:
+            now = self._clock()
+            return reserve(book, now, self.limits, horizon), book.model_copy(deep=True), now
 
         return self._update(change)
 

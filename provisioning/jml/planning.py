@@ -1,9 +1,11 @@
 """Make the plan of one file against the worker state, and the operations that carry it out.
 
 The plan pass converts the file once and feeds every valid user to the pure Planner. The send
-pass converts it again (per manager wave) and lets through only what the plan sends, with the
-``active`` value the plan decided, followed by the absent leavers from the state. Both passes
-are deterministic for a file and a plan, which is what makes a run resumable.
+pass converts it again (per part and manager wave) and lets through only what the plan sends,
+with the ``active`` value the plan decided: joiners first, then leavers (with the absent ones
+from the state), then movers, the order a send spread over days by the daily quota goes in
+(``SEND_PARTS``). Both passes are deterministic for a file and a plan, which is what makes a
+run resumable.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from .state import WorkerState, id_hash
 # Changed-attribute names are listed for this many movers (the rest are counted only), so a
 # mass change (a new mapping, a reorganisation) cannot make the plan hold every old record.
 MOVER_DETAIL_LIMIT = 2000
+# The parts of a send, in the order they go: new people first (they have nothing until then),
+# then leavers (access that must end), then movers (people who can already work).
+SEND_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("joiners", frozenset({"joiner", "rehire"})),
+    ("leavers", frozenset({"leaver"})),
+    ("movers", frozenset({"mover"})),
+)
 
 
 def feed_of(blob: str) -> str:
@@ -198,22 +207,43 @@ def send_operations(
     absent_records: dict[str, dict[str, Any]],
     content_hash: str,
 ) -> Iterator[tuple[Operation, str, str]]:
-    """(operation, action, owning feed) in send order: wave by wave (managers first), then
-    absent leavers.
+    """(operation, action, owning feed) in send order: part by part (``SEND_PARTS``), each wave
+    by wave (managers first), the absent leavers with the leavers.
 
-    ``new_conversion(first)`` makes a fresh conversion of the file; only the first wave's
-    reports its rejected rows, so each rejection is reported once.
+    ``new_conversion(first)`` makes a fresh conversion of the file; only the first pass reports
+    its rejected rows, so each rejection is reported once (and a file with nothing to send is
+    still read once, for them).
     """
     sends = send_plan.sends
-    for wave in range(send_plan.waves):
-        for op in new_conversion(wave == 0).operations():
+    passes: list[tuple[frozenset[str], int] | None] = []  # None: the absent leavers
+    for name, actions in SEND_PARTS:
+        waves = {wave for action, _, wave, _ in sends.values() if action in actions}
+        passes += [(actions, wave) for wave in sorted(waves)]
+        if name == "leavers":
+            passes.append(None)
+    if not any(passes):
+        passes.insert(0, (frozenset(), 0))
+    first = True
+    for step in passes:
+        if step is None:
+            yield from _absent(send_plan, absent_records, content_hash)
+            continue
+        actions, wave = step
+        for op in new_conversion(first).operations():
             planned = sends.get(op.external_id)
-            if planned is None or planned[2] != wave:
+            if planned is None or planned[2] != wave or planned[0] not in actions:
                 continue
             action, active, _, owner = planned
             if active is not None:
                 op.data = {**op.data, "active": active}
             yield op, action, owner
+        first = False
+
+
+def _absent(
+    send_plan: SendPlan, absent_records: dict[str, dict[str, Any]], content_hash: str
+) -> Iterator[tuple[Operation, str, str]]:
+    """The leavers absent from a full file, from their last record in the state."""
     for external_id in send_plan.absent:
         record = absent_records.get(external_id)
         if record is None:

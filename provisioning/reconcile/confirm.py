@@ -311,7 +311,14 @@ class Confirmer:
             op = Operation(wire, record["id"], record["line"], data, record=ordinal(record))
             items.append(Outgoing(op, worker.order, worker.feed, "retry", resend=True))
         report: dict[str, Any] = {"requests": [], "records_accepted": 0}
-        sender = Sender(self.settings, self._poster, gate, sleep=self._sleep, keep_alive=keep_alive)
+        sender = Sender(
+            self.settings,
+            self._poster,
+            gate,
+            sleep=self._sleep,
+            keep_alive=keep_alive,
+            clock=self._clock,
+        )
 
         def settle(batch: SentBatch) -> None:
             for item in batch.superseded:

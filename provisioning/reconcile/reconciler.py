@@ -215,7 +215,12 @@ class Reconciler:
                 errors.append(graph_reason(batch.outcome, "answered"))
 
         sender = Sender(
-            self.settings, self.graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due
+            self.settings,
+            self.graph,
+            gate,
+            sleep=keeper.sleep,
+            keep_alive=keeper.renew_if_due,
+            clock=self._clock,
         )
         delivery = await sender.deliver(
             items,

@@ -19,15 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from ..clock import iso, utcnow
 from ..convert.mapping import Mapping, load_mapping
 from ..convert.pipeline import Conversion, Source
 from ..convert.rows import FileError
 from ..convert.validation import RowError
+from ..documents import DocumentError
 from ..graph.client import GraphApi, GraphUnavailable
 from ..graph.outcomes import TextToBlob, job_stop_reason
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
+from ..graph.tenant_pace import limits_for, read_book
 from ..jml.ordering import ALL, GateBusy, SendGate
 from ..jml.planning import (
     PlanResult,
@@ -42,6 +46,7 @@ from ..settings import RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..status import FINAL, log_level
 from ..storage import BlobStore, LeaseKeeper, PreconditionFailed
 from .batchbook import BatchBook
+from .budget import budget
 from .claims import Claim, ClaimStore, Results
 from .reports import RejectedCsv, render_run_html
 from .seen import write_marker
@@ -341,7 +346,12 @@ class DropProcessor:
                 self.claims.save(claim, keeper.lease)
 
         sender = Sender(
-            self.settings, self.graph, gate, sleep=keeper.sleep, keep_alive=keeper.renew_if_due
+            self.settings,
+            self.graph,
+            gate,
+            sleep=keeper.sleep,
+            keep_alive=keeper.renew_if_due,
+            clock=self._clock,
         )
         delivery = await sender.deliver(
             items,
@@ -465,13 +475,27 @@ class DropProcessor:
                 order,
             )
         report = made.report()
+        report["budget"] = self._budget(SendPlan.of(plan))
         summary["plan"] = report
         results.write_json("plan.json", report)
+        if not report["budget"].get("fits_now", True):
+            log.warning("run %s: %s", claim.run_id, report["budget"]["reason"])
         log.info(
             "run %s plan: %s",
             claim.run_id,
             ", ".join(f"{k}={v}" for k, v in report["counts"].items()),
         )
+
+    def _budget(self, send_plan: SendPlan) -> dict[str, Any]:
+        """The run's calls against the daily quota (``runs.budget``); an empty budget when the
+        tenant's pace cannot be read (the send then finds out for itself)."""
+        try:
+            book = read_book(self.store)
+        except (DocumentError, AzureError) as exc:
+            log.warning("the daily quota could not be checked before sending: %s", exc)
+            return {}
+        now = self._clock().timestamp()
+        return budget(send_plan, self.settings.batch_size, book, now, limits_for(self.settings))
 
     def _finish(
         self,

@@ -149,7 +149,12 @@ class Releaser:
                     self.state.drop_held(held)
 
         sender = Sender(
-            self.settings, self.graph, gate, sleep=self._sleep, keep_alive=self._keep_alive
+            self.settings,
+            self.graph,
+            gate,
+            sleep=self._sleep,
+            keep_alive=self._keep_alive,
+            clock=self._clock,
         )
         stop = (
             await sender.deliver(

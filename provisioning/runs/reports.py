@@ -245,6 +245,7 @@ def _plan_html(plan: dict[str, Any] | None) -> str:
     return f"""<h2>Plan (feed {esc(str(plan.get("feed")))}, {esc(str(plan.get("mode")))})</h2>
 {bar_chart_svg(plan.get("counts", {}))}
 {approval}
+{_budget_html(plan.get("budget"))}
 <h3>Attributes changed by movers</h3>
 <table><tr><th>attribute</th><th>movers</th></tr>{changed_rows}</table>
 <h3>Held until a date</h3>
@@ -252,6 +253,30 @@ def _plan_html(plan: dict[str, Any] | None) -> str:
 <p>{len(plan.get("manager_not_found", []))} workers have a manager who is neither in the file
 nor known (warning: the manager link will not resolve).</p>
 """
+
+
+def _budget_html(budget: dict[str, Any] | None) -> str:
+    """The run's calls against the daily quota; when it does not fit, when each part goes."""
+    if not budget:
+        return ""
+    esc = html.escape
+    line = (
+        f"<p>{budget['requests_needed']} bulk requests needed; {budget['calls_left_now']} of "
+        f"the daily quota of {budget['daily_quota']} left when the run was planned.</p>"
+    )
+    if budget.get("fits_now"):
+        return line
+    rows = "".join(
+        f"<tr><td>{esc(p['part'])}</td><td class=n>{p['records']}</td>"
+        f"<td class=n>{p['requests']}</td><td>{esc(str(p['first_request'] or ''))}</td>"
+        f"<td>{esc(str(p['last_request'] or ''))}</td></tr>"
+        for p in budget.get("parts", [])
+    )
+    return f"""<h3>Spread over days by the daily quota</h3>
+{line}
+<p><strong>{esc(budget.get("reason", ""))}</strong></p>
+<table><tr><th>part</th><th>records</th><th>requests</th><th>first request</th>
+<th>last request</th></tr>{rows}</table>"""
 
 
 def html_page(title: str, body: str) -> str:
