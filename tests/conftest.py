@@ -52,6 +52,20 @@ def clean_storage(azurite: Azurite) -> Azurite:
 
 
 @pytest.fixture
+def store(clean_storage: Azurite) -> Iterator[Any]:
+    """A BlobStore on a clean Azurite, with the state container."""
+    from azure.storage.blob import BlobServiceClient
+
+    from provisioning.settings import STATE_CONTAINER
+    from provisioning.storage import BlobStore
+
+    service = BlobServiceClient.from_connection_string(clean_storage.connection_string)
+    with BlobStore(service) as blob_store:
+        blob_store.ensure_containers(STATE_CONTAINER)
+        yield blob_store
+
+
+@pytest.fixture
 def emulator() -> Iterator[GraphEmulator]:
     with GraphEmulator(rate_limit=(40, 5.0)) as emu:
         yield emu

@@ -4,30 +4,20 @@ would have) see each other's records, in order, and never hold the gate at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from provisioning.jml import ordering
 from provisioning.jml.ordering import GateBusy, OrderView, SendGate, new_order
 from provisioning.jml.state import WorkerState
-from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.settings import Settings
 from provisioning.storage import BlobStore
 
 if TYPE_CHECKING:
-    from tests.conftest import Azurite
+    pass
 
 FEED = "employees"
-
-
-@pytest.fixture
-def store(clean_storage: Azurite) -> Iterator[BlobStore]:
-    service = BlobServiceClient.from_connection_string(clean_storage.connection_string)
-    with BlobStore(service) as blob_store:
-        blob_store.ensure_containers(STATE_CONTAINER)
-        yield blob_store
 
 
 def sender(store: BlobStore, *, max_wait: float = 30) -> SendGate:

@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from graph_emulator import GraphEmulator
 from provisioning.graph.client import GraphClient
 from provisioning.graph.sender import Outgoing, Sender, SentBatch
 from provisioning.jml.ordering import SendGate, new_order
-from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.settings import Settings
 from provisioning.storage import BlobStore
 from tests.graphs import emulator_settings, scim_operations
 
 if TYPE_CHECKING:
-    from tests.conftest import Azurite
+    pass
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:GetQueryParameters is deprecated:DeprecationWarning"
 )
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 ORDER = new_order(dt.datetime(2026, 12, 2, tzinfo=dt.UTC), "test")
-
-
-@pytest.fixture
-def store(clean_storage: Azurite) -> Iterator[BlobStore]:
-    service = BlobServiceClient.from_connection_string(clean_storage.connection_string)
-    with BlobStore(service) as blob_store:
-        blob_store.ensure_containers(STATE_CONTAINER)
-        yield blob_store
 
 
 def settings_for(emu: GraphEmulator, **changes: Any) -> Settings:

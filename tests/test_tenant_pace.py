@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,20 +13,12 @@ from azure.storage.blob import BlobServiceClient
 
 from provisioning.graph.pace_book import Paused, QuotaExhausted
 from provisioning.graph.tenant_pace import TenantPace, read_book
-from provisioning.settings import STATE_CONTAINER, Settings
+from provisioning.settings import Settings
 from provisioning.storage import BlobStore
 from tests.test_pace_book import most_in_window
 
 if TYPE_CHECKING:
     from tests.conftest import Azurite
-
-
-@pytest.fixture
-def store(clean_storage: Azurite) -> Iterator[BlobStore]:
-    service = BlobServiceClient.from_connection_string(clean_storage.connection_string)
-    with BlobStore(service) as blob_store:
-        blob_store.ensure_containers(STATE_CONTAINER)
-        yield blob_store
 
 
 def pace_settings(**changes: Any) -> Settings:

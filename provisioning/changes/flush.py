@@ -104,15 +104,7 @@ async def flush(
         }
         totals["records_superseded"] += len(older)
         gate = SendGate.from_settings(store, settings, sleep=keeper.sleep)
-        sender = Sender(
-            settings,
-            graph,
-            gate,
-            sleep=keeper.sleep,
-            keep_alive=keeper.renew_if_due,
-            priority="interactive",
-            clock=clock,
-        )
+        sender = Sender.keeping(keeper, settings, graph, gate, clock=clock, priority="interactive")
 
         def record(batch: SentBatch) -> None:
             _settle(outcome_of, batch)

@@ -25,7 +25,7 @@ from ..jml.lifecycle import fingerprint
 from ..jml.ordering import GateBusy, SendGate, Turn
 from ..jml.state import Change
 from ..settings import Settings
-from ..storage import PreconditionFailed
+from ..storage import LeaseKeeper, PreconditionFailed
 from .outcomes import stop_reason
 from .pacing import Pacer, retry_policy_for
 from .submit import BatchOutcome, Submitter
@@ -133,6 +133,28 @@ class Sender:
             retry_policy_for(settings),
             sleep=sleep,
             bucket_full_pause=settings.bucket_full_pause_minutes * 60,
+        )
+
+    @classmethod
+    def keeping(
+        cls,
+        keeper: LeaseKeeper,
+        settings: Settings,
+        graph: Any,
+        gate: SendGate,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        priority: Priority = "bulk",
+    ) -> Sender:
+        """A sender for a caller holding a lease through ``keeper``: every wait renews it."""
+        return cls(
+            settings,
+            graph,
+            gate,
+            sleep=keeper.sleep,
+            keep_alive=keeper.renew_if_due,
+            priority=priority,
+            clock=clock,
         )
 
     async def deliver(

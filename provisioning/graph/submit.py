@@ -296,7 +296,6 @@ class Submitter:
         self, exc: WaitTooLong, client_request_id: str, attempts: list[Attempt]
     ) -> BatchOutcome:
         """``failed`` at once, without sleeping: the caller interrupts the run (resumable)."""
-        last = attempts[-1] if attempts else None
         message = _too_long_message(exc)
         log.error(
             "bulkUpload given up after %d attempt(s): %s client-request-id=%s",
@@ -304,16 +303,7 @@ class Submitter:
             message,
             client_request_id,
         )
-        return BatchOutcome(
-            status="failed",
-            http_status=last.status if last else TRANSPORT_ERROR,
-            client_request_id=client_request_id,
-            request_id=last.request_id if last else None,
-            error_code="WaitTooLong",
-            error_message=message,
-            attempts=attempts,
-            maybe_applied_attempts=_maybe_applied(attempts),
-        )
+        return _given_up("WaitTooLong", message, client_request_id, attempts)
 
     def _paused(
         self,
@@ -324,7 +314,6 @@ class Submitter:
         attempts: list[Attempt],
     ) -> BatchOutcome:
         """``failed`` with a code of ``PAUSED_CODES``: nothing more is sent before ``until``."""
-        last = attempts[-1] if attempts else None
         resume_at = iso_utc(until)
         log.warning(
             "bulkUpload paused until %s (%s) client-request-id=%s",
@@ -332,17 +321,8 @@ class Submitter:
             code,
             client_request_id,
         )
-        return BatchOutcome(
-            status="failed",
-            http_status=last.status if last else TRANSPORT_ERROR,
-            client_request_id=client_request_id,
-            request_id=last.request_id if last else None,
-            error_code=code,
-            error_message=f"{reason}; sending resumes at {resume_at}",
-            attempts=attempts,
-            maybe_applied_attempts=_maybe_applied(attempts),
-            resume_at=resume_at,
-        )
+        message = f"{reason}; sending resumes at {resume_at}"
+        return _given_up(code, message, client_request_id, attempts, resume_at=resume_at)
 
     def _outcome(
         self,
@@ -373,6 +353,29 @@ class Submitter:
             attempts=attempts,
             maybe_applied_attempts=_maybe_applied(attempts),
         )
+
+
+def _given_up(
+    code: str,
+    message: str,
+    client_request_id: str,
+    attempts: list[Attempt],
+    *,
+    resume_at: str | None = None,
+) -> BatchOutcome:
+    """``failed`` without a further attempt, with the last attempt's status and request id."""
+    last = attempts[-1] if attempts else None
+    return BatchOutcome(
+        status="failed",
+        http_status=last.status if last else TRANSPORT_ERROR,
+        client_request_id=client_request_id,
+        request_id=last.request_id if last else None,
+        error_code=code,
+        error_message=message,
+        attempts=attempts,
+        maybe_applied_attempts=_maybe_applied(attempts),
+        resume_at=resume_at,
+    )
 
 
 def _maybe_applied(attempts: list[Attempt]) -> int:

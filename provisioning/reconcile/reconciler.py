@@ -214,14 +214,7 @@ class Reconciler:
             if batch.outcome is not None and not batch.outcome.accepted:
                 errors.append(graph_reason(batch.outcome, "answered"))
 
-        sender = Sender(
-            self.settings,
-            self.graph,
-            gate,
-            sleep=keeper.sleep,
-            keep_alive=keeper.renew_if_due,
-            clock=self._clock,
-        )
+        sender = Sender.keeping(keeper, self.settings, self.graph, gate, clock=self._clock)
         delivery = await sender.deliver(
             items,
             request_id=lambda index, part: client_request_id(run_id, index, part),

@@ -345,14 +345,7 @@ class DropProcessor:
                 claim.next_batch = batch.index + 1
                 self.claims.save(claim, keeper.lease)
 
-        sender = Sender(
-            self.settings,
-            self.graph,
-            gate,
-            sleep=keeper.sleep,
-            keep_alive=keeper.renew_if_due,
-            clock=self._clock,
-        )
+        sender = Sender.keeping(keeper, self.settings, self.graph, gate, clock=self._clock)
         delivery = await sender.deliver(
             items,
             request_id=lambda index, part: client_request_id(claim.content_hash, index, part),
