@@ -88,6 +88,8 @@ class Delivery:
     superseded: int = 0
     # (status, reason) of the batch that stopped the delivery; None when everything was sent.
     stop: tuple[str, str] | None = None
+    # When sending may go on (ISO 8601 UTC), when the delivery stopped "paused".
+    resume_at: str | None = None
 
     def add(self, batch: SentBatch) -> None:
         self.requests += batch.requests
@@ -95,6 +97,8 @@ class Delivery:
         self.accepted += len(batch.accepted)
         self.superseded += len(batch.superseded)
         self.stop = batch.stop
+        if batch.stop is not None and batch.stop[0] == "paused" and batch.outcome is not None:
+            self.resume_at = batch.outcome.resume_at
 
 
 class Sender:

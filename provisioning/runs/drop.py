@@ -356,6 +356,8 @@ class DropProcessor:
         if conversions:
             summary.update(conversions[0].summary.as_dict())
         summary.update(book.summary())
+        if delivery.resume_at:
+            summary["resume_at"] = delivery.resume_at
         rejected_blob.commit("text/csv; charset=utf-8")
         book.close()
         return delivery.stop
