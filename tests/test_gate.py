@@ -4,7 +4,8 @@ would have) see each other's records, in order, and never hold the gate at once.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -123,3 +124,69 @@ def test_a_view_far_behind_reads_the_shards_again(
             assert turn.newer("W3", "o2") and not turn.newer("W3", "o3")
 
     asyncio.run(run())
+
+
+def holding_loop(gate: SendGate, stop: asyncio.Event, turns: list[float]) -> Any:
+    """A sender with endless work: a turn, a request's worth of time, a pause, again."""
+
+    async def run() -> None:
+        async with gate.holding():
+            while not stop.is_set():
+                await gate.turn()
+                turns.append(time.monotonic())
+                await asyncio.sleep(0.03)  # the POST
+                gate.pause()
+
+    return run()
+
+
+def test_an_interactive_waiter_gets_the_gate_after_the_current_request(store: BlobStore) -> None:
+    """A large file holds the gate request after request; an HTTP change waiting for it gets it
+    after the file's current request, not at the end of the file's slice."""
+
+    async def run() -> float:
+        stop = asyncio.Event()
+        busy = SendGate.from_settings(store, Settings(lease_seconds=15))
+        busy._slice = 30.0  # a slice far longer than the wait allowed below
+        task = asyncio.create_task(holding_loop(busy, stop, []))
+        await asyncio.sleep(0.3)
+        change = SendGate(
+            store,
+            busy.view,
+            lease_seconds=15,
+            max_wait_seconds=5,
+            interactive=True,
+        )
+        begun = time.monotonic()
+        async with change.holding():
+            await change.turn()
+            waited = time.monotonic() - begun
+        stop.set()
+        await task
+        return waited
+
+    assert asyncio.run(run()) < 1.0
+
+
+def test_a_bulk_waiter_is_not_starved_by_two_others_taking_turns(store: BlobStore) -> None:
+    """Two senders with endless work hand the gate to each other; a third, waiting, gets a
+    turn within a slice or two (it knocks at every look, so each new holder sees it)."""
+
+    async def run() -> float:
+        stop = asyncio.Event()
+        settings = Settings(lease_seconds=15, max_wait_seconds=10)
+        busy = [SendGate.from_settings(store, settings) for _ in range(2)]
+        for gate in busy:
+            gate._slice = 0.3
+        tasks = [asyncio.create_task(holding_loop(g, stop, [])) for g in busy]
+        await asyncio.sleep(0.5)
+        waiter = SendGate.from_settings(store, settings)
+        begun = time.monotonic()
+        async with waiter.holding():
+            await waiter.turn()
+            waited = time.monotonic() - begun
+        stop.set()
+        await asyncio.gather(*tasks)
+        return waited
+
+    assert asyncio.run(run()) < 2.0

@@ -123,6 +123,8 @@ class Sender:
     ) -> None:
         self.settings = settings
         self.gate = gate
+        # The gate knocks as this sender's work is: an interactive waiter gets it at once.
+        gate.interactive = priority == "interactive"
         self._keep_alive = keep_alive
         self.pace = pace or TenantPace(
             gate.store,

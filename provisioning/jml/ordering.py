@@ -47,10 +47,16 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
-# A sender waiting for the gate says so here; the holder steps aside at the end of its slice.
+# A sender waiting for the gate says so at every look, so whoever holds the gate then sees it:
+# bulk senders here (the holder steps aside at the end of its slice), interactive ones (HTTP
+# changes) in their own blob, which a holder reads after every request and steps aside for at
+# once. Every look, not only the first: a holder only counts knocks made since it took the
+# gate, so a waiter that knocked once would be invisible to the next holder and could starve.
 KNOCK = "locks/send-knock"
-# Longest pause between two looks at a taken gate (seconds).
-_POLL_MAX = 0.25
+KNOCK_INTERACTIVE = "locks/send-knock-interactive"
+# Longest pause between two looks at a taken gate (seconds); a holder that stepped aside for a
+# waiter stays away twice as long, so the waiter's next look finds the gate free.
+_POLL_MAX = 0.1
 # A view further behind than this many deltas reads the shards again instead of the deltas.
 MAX_CATCH_UP = 2000
 # In ``Turn.touched``: the workers touched are not known (the view was far behind).
@@ -193,7 +199,9 @@ class SendGate:
     """The tenant-wide gate every bulk request passes: one holder at a time, across processes.
 
     A holder keeps the gate for a slice of ``slice_seconds`` (a few requests in a row: two
-    storage writes per request instead of five), then gives others their turn. ``sleep`` is
+    storage writes per request instead of five), then gives others their turn; a holder gives
+    way after its current request to an ``interactive`` waiter (an HTTP change), so a change
+    never waits behind a large file's slice. ``sleep`` is
     the caller's (it keeps the caller's own lease while waiting); the gate's lease is renewed
     in the background while held (a POST can take as long as the request timeout, a retry wait
     as long as ``max_wait_seconds``). Every write of the gate blob is conditional on the lease,
@@ -207,9 +215,11 @@ class SendGate:
         lease_seconds: int,
         max_wait_seconds: float,
         sleep: Sleep = asyncio.sleep,
-        slice_seconds: float = 1.0,
+        slice_seconds: float = 2.0,
+        interactive: bool = False,
     ) -> None:
         self.store = store
+        self.interactive = interactive
         self.view = view
         self.data: dict[str, Any] = {}
         self._lease_seconds = lease_seconds
@@ -246,7 +256,6 @@ class SendGate:
     async def _acquire(self) -> Lease:
         begun = time.monotonic()
         pause = 0.02
-        knocked = False
         while True:
             try:
                 lease = self.store.acquire_lease(STATE_CONTAINER, GATE, self._lease_seconds)
@@ -256,10 +265,8 @@ class SendGate:
                 continue
             if lease is not None:
                 return lease
-            if not knocked:
-                # Tell the holder someone waits, so it steps aside at the end of its slice.
-                self.store.write_json(STATE_CONTAINER, KNOCK, {"at": time.time()}, indent=None)
-                knocked = True
+            knock = KNOCK_INTERACTIVE if self.interactive else KNOCK
+            self.store.write_json(STATE_CONTAINER, knock, {"at": time.time()}, indent=None)
             if time.monotonic() - begun > self._max_wait:
                 raise GateBusy(
                     f"the send gate stayed taken for more than {self._max_wait:.0f} s "
@@ -268,9 +275,10 @@ class SendGate:
             await self._sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, _POLL_MAX)
 
-    def _knocked(self) -> bool:
-        """Whether another sender started waiting while this one held the gate."""
-        found = self.store.read_json(STATE_CONTAINER, KNOCK)
+    def _knocked(self, knock: str) -> bool:
+        """Whether another sender waited (``knock``: bulk or interactive) while this one held
+        the gate."""
+        found = self.store.read_json(STATE_CONTAINER, knock)
         return bool(found and float(found[0].get("at", 0)) >= self._held_since_wall)
 
     async def _keep(self, lease: Lease) -> None:
@@ -304,15 +312,16 @@ class SendGate:
         return Turn(self, touched)
 
     def pause(self) -> None:
-        """Between two requests: give the gate up once the slice is over or someone waits, so
-        the caller's own work in between (its results, the next batch of a long file) never
-        keeps the others out."""
+        """Between two requests: give the gate up once the slice is over, or at once when an
+        interactive sender waits, so the caller's own work in between (its results, the next
+        batch of a long file) never keeps the others out."""
         if self._lease is None:
             return
-        knocked = self._knocked()
-        if knocked or time.monotonic() - self._held_since > self._slice:
+        over = time.monotonic() - self._held_since > self._slice
+        waiting = self._knocked(KNOCK_INTERACTIVE) or (over and self._knocked(KNOCK))
+        if waiting or over:
             self.release()
-            self._yielded = knocked
+            self._yielded = waiting
 
     def release(self) -> None:
         """Give the gate up (best effort; an unreleased lease expires by itself)."""
