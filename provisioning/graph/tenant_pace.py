@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from functools import partial
@@ -30,9 +31,9 @@ from typing import Literal, TypeVar
 
 from azure.core.exceptions import AzureError
 
-from ..documents import DocumentError, read_document, update_document
+from ..documents import DocumentError, read_document
 from ..settings import STATE_CONTAINER, Settings
-from ..storage import BlobStore
+from ..storage import BlobStore, PreconditionFailed
 from .pace_book import (
     PENALTY_REASON,
     Limits,
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 PACE_BLOB = "pace.json"
 Priority = Literal["interactive", "bulk"]
 T = TypeVar("T")
+# Conditional writes of the book before it counts as too busy (storage is then "slow").
+_ATTEMPTS = 20
 # After storage was slow, the fallback pace is used this long before the book is tried again.
 _FALLBACK_SECONDS = 10.0
 # A slot slept on longer than this is checked against the book again before it is used: a
@@ -102,6 +105,8 @@ class TenantPace:
         self._fallback_until = -math.inf
         self._lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()
+        # The book as this sender last wrote it, with its ETag (None: read it first).
+        self._last: tuple[PaceBook, str | None] | None = None
         self.waited_seconds = 0.0
         self.fallback_sends = 0
 
@@ -114,17 +119,32 @@ class TenantPace:
             raise StorageSlow(f"{type(exc).__name__}: {exc}"[:200]) from exc
 
     def _update(self, change: Callable[[PaceBook], T]) -> T:
-        """Apply ``change`` to the book under its ETag; what ``change`` returned."""
-        result: list[T] = []
-
-        def apply(book: PaceBook | None) -> PaceBook:
-            book = book or PaceBook()
-            result[:] = [change(book)]
-            return book
-
-        if not update_document(self.store, STATE_CONTAINER, PACE_BLOB, PaceBook, apply):
-            raise StorageSlow(f"{STATE_CONTAINER}/{PACE_BLOB} kept changing")
-        return result[0]
+        """Apply ``change`` to the book under its ETag; what ``change`` returned. The book this
+        sender wrote last is tried first, without reading it again: the send gate lets one
+        process send at a time, so it is most often still the current one (one storage round
+        trip per send instead of two); when someone wrote since, it is read again."""
+        for _ in range(_ATTEMPTS):
+            if self._last is None:
+                found = read_document(self.store, STATE_CONTAINER, PACE_BLOB, PaceBook)
+                self._last = found or (PaceBook(), None)
+            book, etag = self._last[0].model_copy(deep=True), self._last[1]
+            result = change(book)
+            try:
+                if etag is None:
+                    written = self.store.write_json(
+                        STATE_CONTAINER, PACE_BLOB, book.dump(), create_only=True, indent=None
+                    )
+                else:
+                    written = self.store.write_json(
+                        STATE_CONTAINER, PACE_BLOB, book.dump(), etag=etag, indent=None
+                    )
+            except PreconditionFailed:
+                self._last = None  # someone else wrote: read it again
+                time.sleep(random.uniform(0, 0.01))
+                continue
+            self._last = (book, written)
+            return result
+        raise StorageSlow(f"{STATE_CONTAINER}/{PACE_BLOB} kept changing")
 
     def read(self) -> PaceBook:
         return read_book(self.store)
