@@ -26,7 +26,7 @@ GRAPH_RESOURCES = frozenset(
         "00000003-0000-0000-c000-000000000000",
     }
 )
-JOB_STATUSES = ("Active", "Paused", "Quarantine", "NotRun")
+JOB_STATUSES = ("Active", "Paused", "Quarantine", "NotRun", "NotConfigured")
 QUARANTINE_REASONS = (
     "EncounteredBaseEscrowThreshold",
     "EncounteredTotalEscrowThreshold",

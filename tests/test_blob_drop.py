@@ -218,6 +218,34 @@ def test_paused_job_stops_early_with_the_reason(
     assert len(sent_external_ids(emulator)) == 10
 
 
+@pytest.mark.parametrize(
+    ("state", "sends"),
+    [("Active", True), ("NotRun", True), ("Paused", False), ("Quarantine", False),
+     ("NotConfigured", False)],
+)  # fmt: skip
+def test_each_documented_job_state_sends_or_stops_as_the_readme_says(
+    env: dict[str, str], emulator: GraphEmulator, state: str, sends: bool
+) -> None:
+    """README, "Job states": a job that has not completed its first cycle (NotRun, a fresh
+    deployment) is sent to, and Entra applies the records once the cycle runs; a job that is
+    not configured, paused or in quarantine is not, and the run stops, resumable."""
+    emulator.set_faults(job_status=state)
+    drop(hr_file(10))
+    (summary,) = runs()
+    if sends:
+        assert summary["status"] == "complete"
+        assert len(sent_external_ids(emulator)) == 10
+    else:
+        assert summary["status"] == "stopped" and state in summary["reason"].replace(
+            "in quarantine", "Quarantine"
+        ).replace("is paused", "Paused")
+        assert emulator.uploads() == []
+    emulator.set_faults(job_status="Active")  # the first cycle ran, or the job was fixed
+    if not sends:
+        drop(hr_file(10))
+    assert len(emulator.directory()) == 10
+
+
 def test_outage_interrupts_then_resumes_without_resending(
     env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1031,7 +1031,7 @@ def test_fail_records_fault(emu: GraphEmulator, client: httpx.Client) -> None:
     assert entries["E3"]["provisioningStatusInfo"]["status"] == "success"
 
 
-@pytest.mark.parametrize("status", ["Paused", "Quarantine", "NotRun"])
+@pytest.mark.parametrize("status", ["Paused", "Quarantine", "NotRun", "NotConfigured"])
 def test_inactive_job_holds_operations_until_active(
     emu: GraphEmulator, client: httpx.Client, status: str
 ) -> None:

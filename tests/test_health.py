@@ -152,3 +152,20 @@ def test_assess_thresholds() -> None:
     below, at = PaceBook(calls={bucket: 2999}), PaceBook(calls={bucket: 3000})
     assert not assess(JobStatus("Active"), below, settings, now)["quota"]["near"]
     assert assess(JobStatus("Active"), at, settings, now)["quota"]["near"]
+
+
+def test_a_job_before_its_first_cycle_is_healthy_with_a_warning(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.set_faults(job_status="NotRun")
+    caplog.set_level("INFO")
+    report = check()
+    assert report["healthy"] and report["job"]["code"] == "NotRun"
+    assert "has not completed its first cycle" in report["warnings"][0]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_job_not_configured_is_unhealthy(env: dict[str, str], emulator: GraphEmulator) -> None:
+    emulator.set_faults(job_status="NotConfigured")
+    report = check()
+    assert not report["healthy"] and "not configured" in report["warnings"][0]

@@ -190,8 +190,9 @@ def test_graph_error_text_and_ids_reach_the_reason(emu: GraphEmulator) -> None:
             "the provisioning job is paused; uploads would be accepted but not processed",
         ),
         (
-            {"job_status": "NotRun"},
-            "the provisioning job is not running (status NotRun); start provisioning",
+            {"job_status": "NotConfigured"},
+            "the provisioning job is not configured (NotConfigured); configure the API-driven "
+            "provisioning app in Entra and start provisioning",
         ),
     ],
 )
@@ -206,7 +207,7 @@ def test_job_stop_reason_of_the_job_graph_reports(
             return await client.job_status()
 
     job = asyncio.run(read())
-    assert not job.processing
+    assert not job.sends
     assert job_stop_reason(job) == expected
 
 

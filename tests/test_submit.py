@@ -404,7 +404,7 @@ def test_job_status_active_paused_quarantine(emu: GraphEmulator) -> None:
         JobStatus("Paused"),
         JobStatus("Quarantine", "TooManyDeletes"),
     ]
-    assert seen[0].processing and not seen[1].processing and not seen[2].processing
+    assert seen[0].sends and not seen[1].sends and not seen[2].sends
 
 
 def test_credential_choice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,7 +92,7 @@ async def flush(
         except GraphUnavailable as exc:
             log.error("flush %s interrupted: %s", flush_id, exc.reason)
             return {"status": "interrupted", "reason": exc.reason, **totals}
-        if job.code != "Active":
+        if not job.sends:
             reason = job_stop_reason(job)
             log.error("flush %s stopped: %s", flush_id, reason)
             return {"status": "stopped", "reason": reason, **totals}

@@ -125,17 +125,28 @@ class HttpResult:
         return 200 <= self.status < 300
 
 
+# What the product does in each documented state of the job (synchronizationStatus.code,
+# https://learn.microsoft.com/en-us/graph/api/resources/synchronization-synchronizationstatus;
+# README, "Job states"): it sends while the job is Active, or NotRun ("configured, and may have
+# been started, but hasn't completed its first run yet": a fresh deployment's first drops must
+# not stop; what is sent waits in Entra for the first cycle, and health.json says so). It stops,
+# resumable, while the job is NotConfigured, Paused or in Quarantine, or in a state this
+# version does not know.
+SENDING_STATES = frozenset({"Active", "NotRun"})
+
+
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """Health of the provisioning job: ``code`` Active / Paused / Quarantine / NotRun / ..."""
+    """Health of the provisioning job: ``code`` Active / NotRun / Paused / Quarantine /
+    NotConfigured."""
 
     code: str
     quarantine_reason: str | None = None
 
     @property
-    def processing(self) -> bool:
-        """False when the job accepts uploads but processes nothing (paused, quarantined)."""
-        return self.code == "Active"
+    def sends(self) -> bool:
+        """Whether the product sends to the job in this state (``SENDING_STATES``)."""
+        return self.code in SENDING_STATES
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -41,6 +41,11 @@ def job_stop_reason(job: JobStatus) -> str:
         return f"the provisioning job is in quarantine ({why}); fix it in Entra, then restart"
     if job.code == "Paused":
         return "the provisioning job is paused; uploads would be accepted but not processed"
+    if job.code == "NotConfigured":
+        return (
+            "the provisioning job is not configured (NotConfigured); configure the API-driven "
+            "provisioning app in Entra and start provisioning"
+        )
     return f"the provisioning job is not running (status {job.code}); start provisioning"
 
 

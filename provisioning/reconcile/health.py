@@ -42,8 +42,13 @@ def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime)
     share = 100.0 * calls / settings.daily_call_quota
     near = share >= settings.quota_warn_percent
     percent = round(share, 1)
-    if job.code != "Active":
+    if not job.sends:
         warnings.append(job_stop_reason(job))
+    elif job.code == "NotRun":
+        warnings.append(
+            "the provisioning job has not completed its first cycle (NotRun): what is sent "
+            "waits in Entra until it does; check that provisioning was started"
+        )
     if near:
         warnings.append(
             f"{calls} bulkUpload calls in the last 24 hours: {percent} % of the daily quota of "
@@ -53,7 +58,7 @@ def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime)
         warnings.append(f"sending is held until {_iso(held[0])}: {held[1]}")
     return {
         "checked": iso(now),
-        "healthy": job.code == "Active",
+        "healthy": job.sends,
         "job": {"code": job.code, "quarantine_reason": job.quarantine_reason},
         "quota": {
             "calls_last_24h": calls,

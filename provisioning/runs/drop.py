@@ -255,7 +255,7 @@ class DropProcessor:
             job = await self.graph.job_status()
         except GraphUnavailable as exc:
             return "interrupted", exc.reason
-        if job.code != "Active":
+        if not job.sends:
             reason = job_stop_reason(job)
             log.error("run %s stopped before sending: %s", claim.run_id, reason)
             return "stopped", reason

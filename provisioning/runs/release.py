@@ -77,7 +77,7 @@ class Releaser:
             job = await self.graph.job_status()
         except GraphUnavailable as exc:
             return self._finish(results, summary, "interrupted", exc.reason, begun)
-        if job.code != "Active":
+        if not job.sends:
             return self._finish(results, summary, "stopped", job_stop_reason(job), begun)
         book = BatchBook(self.store, results, run_id=run_id, kind="release")
         stop = await self._send(run_id, gate, book, due, approved)
