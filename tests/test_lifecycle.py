@@ -529,16 +529,30 @@ def test_new_joiner_goes_after_its_new_manager() -> None:
     assert plan.decisions["D"].manager == "C"
 
 
-def test_only_joiners_are_ordered_after_new_managers() -> None:
-    state = {"M": known(user("M")), "E2": known(user("E2", manager="M"))}
-    rows = [user("E2", manager="NEWBOSS"), user("NEWBOSS"), user("E3", manager="M")]
+def test_joiners_and_rehires_are_ordered_after_new_managers() -> None:
+    """A rehire moved under a manager who joins in the same file, listed after them, goes one
+    wave after that manager. A mover needs no wave: movers go after every joiner anyway
+    (planning.SEND_PARTS)."""
+    state = {
+        "M": known(user("M")),
+        "E2": known(user("E2", manager="M")),
+        "BACK": known(user("BACK", active=False)),
+    }
+    rows = [
+        user("E2", manager="NEWBOSS"),
+        user("BACK", manager="NEWBOSS"),
+        user("NEWBOSS"),
+        user("E3", manager="M"),
+    ]
     plan = plan_of(rows, state)
+    assert plan.decisions["BACK"].action == "rehire"
     assert {ext: d.wave for ext, d in plan.decisions.items()} == {
         "E2": 0,  # a mover
+        "BACK": 1,  # after NEWBOSS
         "NEWBOSS": 0,
         "E3": 0,  # known manager
     }
-    assert plan.waves == 1
+    assert plan.waves == 2
 
 
 def test_empty_plan_has_one_wave() -> None:

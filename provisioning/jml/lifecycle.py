@@ -80,7 +80,7 @@ class Decision:
     action: Action
     # None: send the record as mapped; True/False: send it with this ``active`` value.
     active: bool | None = None
-    wave: int = 0  # 0 first; a new joiner goes after its new manager
+    wave: int = 0  # 0 first; a joiner or rehire goes after its manager when that one is new
     manager: str | None = None
     reason: str = ""
     # The feed that owns the worker once this is accepted (see Planner.owner).
@@ -335,14 +335,18 @@ class Planner:
                 self.plan.cancel.append(held)
 
     def _waves(self) -> None:
-        """A new joiner goes one wave after its manager when the manager is new too.
+        """A joiner or a rehire goes one wave after its manager when the manager is a joiner of
+        the same run: Entra cannot link a manager that does not exist yet (it skips the link
+        and never comes back to it). Movers and leavers need no wave: they go after every
+        joiner (``planning.SEND_PARTS``); a rehired manager's account exists already.
 
         Iterative with memory, so a long chain (or a cycle from a shifted manager column)
         costs linear time; a cycle is cut where it closes."""
         decisions = self.plan.decisions
         joiners = {ext for ext, d in decisions.items() if d.action == "joiner"}
+        rehires = {ext for ext, d in decisions.items() if d.action == "rehire"}
         depth: dict[str, int] = {}
-        for start in joiners:
+        for start in joiners | rehires:
             chain: list[str] = []
             on_chain: set[str] = set()
             ext: str | None = start
