@@ -531,3 +531,28 @@ def test_an_outbox_entry_this_version_cannot_use_is_skipped_and_kept(
         f"{STATE_CONTAINER}/{entry} was written by a newer version of the app (outbox entry "
         "schema version 2;" in caplog.text
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        # beyond 64 bits, in a column no mapping reads: the record is fine
+        (b'[{"WorkerID": "1", "k": 401597742495823839625216}]', 202),
+        # a lone surrogate where a directory attribute comes from: refused, as in a file
+        (b'[{"WorkerID": "1", "FirstName": "\\ud83a"}]', 400),
+    ],
+    ids=["huge-integer", "lone-surrogate"],
+)
+def test_values_json_allows_but_orjson_cannot_write_get_an_answer_not_a_500(
+    api: dict[str, str], raw: bytes, status: int
+) -> None:
+    """Found by schemathesis: the request's body hash (for Idempotency-Key) and the record's
+    fingerprint crashed on them."""
+    response = post(None, raw=raw, headers={"Idempotency-Key": "odd-values"})
+    assert response.status_code == status, response.get_body()
+    if status == 400:
+        assert response.mimetype == "application/problem+json"
+        (error,) = [e for e in body(response)["errors"] if "surrogate" in e["reason"]]
+        assert error["column"] == "FirstName" and "U+D83A" in error["reason"]
+    again = post(None, raw=raw, headers={"Idempotency-Key": "odd-values"})
+    assert again.status_code == response.status_code  # the same body, the same answer

@@ -26,7 +26,7 @@ from ..convert.bulk import MAX_OPERATIONS, Operation
 from ..convert.mapping import BUILTIN, Mapping, load_mapping
 from ..convert.read_json import json_object, record_row
 from ..convert.transforms import SpecError
-from ..convert.validation import id_key
+from ..convert.validation import control_problem, id_key
 from ..documents import DocumentError, read_document, update_document
 from ..errors import plain_reason
 from ..jml.lifecycle import Planner, Policy, today_in
@@ -400,7 +400,13 @@ def _change_id(caller: str, key: str) -> str:
 
 def _body_hash(records: list[Any], mapping: str) -> str:
     """What a repeated key must carry again to be a duplicate (key order does not matter)."""
-    canonical = orjson.dumps({"records": records, "mapping": mapping}, option=orjson.OPT_SORT_KEYS)
+    body = {"records": records, "mapping": mapping}
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # What orjson cannot write (an integer beyond 64 bits, a lone surrogate) the standard
+        # library can, escaped: such a body still gets a stable hash instead of a 500.
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -433,6 +439,13 @@ def _validate(records: list[Any], mapping: Mapping) -> tuple[list[Operation], li
                     reason="holds an object or array; a single value is expected",
                 )
             )
+        # As a file's rows are checked (convert.pipeline): no control character or lone
+        # surrogate reaches a directory attribute (nor the fingerprint, which cannot hold one).
+        for column, value in zip(header, row.values, strict=False):
+            reason = control_problem(value) if column in mapped and column not in bad else None
+            if reason is not None:
+                bad.append(column)
+                errors.append(RecordError(index=index, column=column, attribute="", reason=reason))
         problems: list[Any] = []
         user = bound.build(row.values, problems)
         dates = bound.dates(row.values, problems)
