@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pytest
 
 from graph_emulator import BUCKET_FULL_MESSAGE, GraphEmulator
-from provisioning.clock import parse_iso
+from provisioning.clock import iso_at, parse_iso
 from provisioning.convert.bulk import CONTENT_TYPE, serialize
 from provisioning.errors import ConfigurationError
 from provisioning.graph.client import (
@@ -40,7 +40,7 @@ from provisioning.graph.pacing import (
     WaitTooLong,
     retry_policy_for,
 )
-from provisioning.graph.submit import BatchOutcome, Submitter, iso_utc
+from provisioning.graph.submit import BatchOutcome, Submitter
 from provisioning.settings import Settings
 from tests.graphs import emulator_settings, scim_operations
 
@@ -660,7 +660,7 @@ def test_submitter_gives_up_on_a_retry_after_longer_than_max_wait() -> None:
         429,
         "r1",
     )
-    assert outcome.resume_at == iso_utc(started + 86400.0)
+    assert outcome.resume_at == iso_at(started + 86400.0)
     assert outcome.error_message == (
         f"Graph answered 429 with a Retry-After of 86400 s; sending resumes at {outcome.resume_at}"
     )

@@ -64,7 +64,7 @@ def test_one_senders_429_holds_every_sender(store: BlobStore) -> None:
     async def run() -> tuple[Paused, float]:
         first, second = TenantPace(store, settings), TenantPace(store, settings)
         first.penalise(20.0)
-        await first.close()  # the penalty is in storage
+        await first.aclose()  # the penalty is in storage
         with pytest.raises(Paused) as caught:  # longer than the sender may wait: a pause
             await second.acquire(max_wait=5.0)
         third = TenantPace(store, settings, priority="interactive")
@@ -84,7 +84,7 @@ def test_a_bucket_full_pause_stops_every_sender_until_it_ends(store: BlobStore) 
     async def run() -> Paused:
         first, second = TenantPace(store, settings), TenantPace(store, settings)
         first.pause(600.0, "bucket full")
-        await first.close()
+        await first.aclose()
         with pytest.raises(Paused) as caught:
             await second.acquire()
         return caught.value

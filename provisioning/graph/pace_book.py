@@ -100,17 +100,24 @@ def prune(book: PaceBook, now: float, limits: Limits) -> None:
     book.calls = {k: v for k, v in book.calls.items() if int(k) > oldest}
 
 
-def used_today(book: PaceBook, now: float) -> int:
-    """Calls counted against the 24 hours ending ``now`` (a bucket counts until 24 hours after
-    its end)."""
-    return sum(v for k, v in book.calls.items() if int(k) + BUCKET + DAY > now)
-
-
 def quota_frees(book: PaceBook, now: float) -> list[tuple[float, int]]:
     """(when, calls) the quota gets back, oldest first: each bucket 24 hours after its end."""
     return sorted(
         (int(k) + BUCKET + DAY, v) for k, v in book.calls.items() if int(k) + BUCKET + DAY > now
     )
+
+
+def used_today(book: PaceBook, now: float) -> int:
+    """Calls counted against the 24 hours ending ``now``."""
+    return sum(calls for _, calls in quota_frees(book, now))
+
+
+def quota_back_at(book: PaceBook, now: float, limits: Limits) -> float | None:
+    """When the quota has a call again, if it is used up now; None while it has calls left."""
+    frees = quota_frees(book, now)
+    if sum(calls for _, calls in frees) < limits.quota:
+        return None
+    return frees[0][0]
 
 
 def next_slot(book: PaceBook, now: float, limits: Limits) -> float:
@@ -129,10 +136,9 @@ def reserve(book: PaceBook, now: float, limits: Limits, horizon: float = math.in
     prune(book, now, limits)
     if book.paused_until > now:
         raise Paused(book.paused_until, book.paused_reason or "sending is paused")
-    left = limits.quota - used_today(book, now)
-    if left <= 0:
-        frees = quota_frees(book, now)
-        raise QuotaExhausted(frees[0][0] if frees else now + BUCKET, limits.quota)
+    back = quota_back_at(book, now, limits)
+    if back is not None:
+        raise QuotaExhausted(back, limits.quota)
     at = next_slot(book, now, limits)
     if at > now + horizon:
         return None
@@ -176,10 +182,9 @@ def hold(book: PaceBook, now: float, limits: Limits) -> tuple[float, str] | None
         return book.paused_until, book.paused_reason or "sending is paused"
     if book.blocked_until > now:
         return book.blocked_until, PENALTY_REASON
-    if used_today(book, now) >= limits.quota:
-        frees = quota_frees(book, now)
-        until = frees[0][0] if frees else now
-        return until, f"the daily quota of {limits.quota} bulkUpload calls is used up"
+    back = quota_back_at(book, now, limits)
+    if back is not None:
+        return back, f"the daily quota of {limits.quota} bulkUpload calls is used up"
     return None
 
 

@@ -175,6 +175,9 @@ class RateLimiter:
         if self._paused is None or until > self._paused[0]:
             self._paused = (until, reason)
 
+    async def aclose(self) -> None:
+        """Nothing to finish: this pace lives in the process only."""
+
 
 class Pacer(Protocol):
     """What the Submitter needs of a pace: :class:`RateLimiter` (one process) or
@@ -189,6 +192,8 @@ class Pacer(Protocol):
     def penalise(self, seconds: float) -> None: ...
 
     def pause(self, seconds: float, reason: str) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class RetryPolicy:

@@ -13,6 +13,7 @@ outcomes, its own state) is its ``on_batch`` callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -190,7 +191,8 @@ class Sender:
                 by_op[id(item.op)] = item
                 yield item.op
 
-        async with self.gate.holding():
+        # Closing the pace waits for its penalty and pause writes to reach storage.
+        async with self.gate.holding(), contextlib.aclosing(self.pace):
             for request in batches(operations(), size):
                 self._keep_alive()
                 batch = SentBatch(first_index + request.index - 1)
@@ -210,8 +212,6 @@ class Sender:
                 if batch.stop is not None:
                     break
                 self.gate.pause()
-        if isinstance(self.pace, TenantPace):
-            await self.pace.close()
         return delivery
 
     async def _turn(

@@ -17,9 +17,9 @@ attempt recorded, and a single ``BatchOutcome`` at the end.
   troubleshooting page for API-driven inbound provisioning advises 5-10 minutes), Graph asked
   with a 429 to wait longer than ``max_wait`` (its answer once the tenant's daily quota is
   used up), a pause or such a Retry-After met by another sender is still on, or the daily call
-  quota is used up. ``status`` is "failed"
-  with ``error_code`` in ``PAUSED_CODES`` and ``resume_at`` saying when sending may go on; the
-  run ends ``paused`` and resumes by itself, and no file attempt is counted.
+  quota is used up. ``status`` is "failed" with ``error_code`` in ``PAUSED_CODES`` and
+  ``resume_at`` saying when sending may go on; the run ends ``paused`` and resumes by itself,
+  and no file attempt is counted.
 
 A timed-out attempt, or one whose connection dropped after the request went out, may still
 have been accepted by Graph; resending it is harmless because every operation carries the
@@ -38,9 +38,9 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from ..clock import iso_at
 from .client import HttpResult, TransportError
 from .pace_book import Paused, QuotaExhausted
 from .pacing import (
@@ -69,12 +69,6 @@ def is_bucket_full(result: HttpResult) -> bool:
 
 class BulkPoster(Protocol):
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult: ...
-
-
-def iso_utc(timestamp: float) -> str:
-    """ISO 8601 in UTC with milliseconds, e.g. ``2025-01-31T12:00:00.123Z``."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -275,7 +269,7 @@ class Submitter:
             result = await self.client.post_bulk(body, client_request_id)
         except TransportError as exc:
             return None, Attempt(
-                started_at=iso_utc(started),
+                started_at=iso_at(started),
                 status=TRANSPORT_ERROR,
                 duration_ms=round((time.monotonic() - t0) * 1000),
                 error=exc.reason,
@@ -284,7 +278,7 @@ class Submitter:
         finally:
             self.limiter.release(permit)
         return result, Attempt(
-            started_at=iso_utc(started),
+            started_at=iso_at(started),
             status=result.status,
             request_id=result.request_id,
             duration_ms=round((time.monotonic() - t0) * 1000),
@@ -314,7 +308,7 @@ class Submitter:
         attempts: list[Attempt],
     ) -> BatchOutcome:
         """``failed`` with a code of ``PAUSED_CODES``: nothing more is sent before ``until``."""
-        resume_at = iso_utc(until)
+        resume_at = iso_at(until)
         log.warning(
             "bulkUpload paused until %s (%s) client-request-id=%s",
             resume_at,

@@ -4,9 +4,10 @@ flushes and reconciliation passes on any number of instances stay together withi
 limits, stop together on a 429's Retry-After and pause together when Graph's bucket is full.
 
 Why a schedule in one blob, written under its ETag: the send gate already lets one process
-send at a time, so the blob sees little contention; one read and one conditional write per
-send (a few milliseconds) cost nothing next to a bulkUpload call; and the same write counts the
-call against the daily quota, so the budget is exact across senders. Short leases on slots
+send at a time, so the blob sees little contention; one conditional write per send (a read
+too when another process wrote since) costs a few milliseconds next to a bulkUpload call; and
+the same write counts the call against the daily quota, so the budget is exact across
+senders. Short leases on slots
 would need a blob per slot and a listing per send.
 
 Interactive work (HTTP changes) reserves the next free slot whenever it falls; bulk work (file
@@ -146,12 +147,9 @@ class TenantPace:
             return result
         raise StorageSlow(f"{STATE_CONTAINER}/{PACE_BLOB} kept changing")
 
-    def read(self) -> PaceBook:
-        return read_book(self.store)
-
     def _write_later(self, change: Callable[[PaceBook], object]) -> None:
         """Write ``change`` in the background (``penalise`` and ``pause`` are called from sync
-        code); :meth:`close` waits for it."""
+        code); :meth:`aclose` waits for it."""
 
         async def write() -> None:
             try:
@@ -163,7 +161,7 @@ class TenantPace:
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Wait for the penalty and pause writes still under way."""
         if self._writes:
             await asyncio.gather(*self._writes)
@@ -220,7 +218,7 @@ class TenantPace:
 
         def change(book: PaceBook) -> tuple[float | None, PaceBook, float]:
             now = self._clock()
-            return reserve(book, now, self.limits, horizon), book.model_copy(deep=True), now
+            return reserve(book, now, self.limits, horizon), book, now
 
         return self._update(change)
 
@@ -228,7 +226,7 @@ class TenantPace:
         """After a long sleep on ``slot``: True (and the slot given back) when another sender
         set a penalty or pause over it meanwhile."""
         try:
-            book = await self._io(self.read)
+            book = await self._io(partial(read_book, self.store))
         except StorageSlow:
             return False
         if book.paused_until > slot or book.blocked_until > slot:

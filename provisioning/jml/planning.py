@@ -32,6 +32,7 @@ SEND_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("leavers", frozenset({"leaver"})),
     ("movers", frozenset({"mover"})),
 )
+PART_OF = {action: name for name, actions in SEND_PARTS for action in actions}
 
 
 def feed_of(blob: str) -> str:

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from ..clock import iso
+from ..clock import iso, iso_at
 from ..graph.client import JobStatus
 from ..graph.outcomes import job_stop_reason
 from ..graph.pace_book import PaceBook, hold, quota_frees, used_today
@@ -25,10 +25,6 @@ from ..storage import BlobStore
 log = logging.getLogger(__name__)
 
 HEALTH_BLOB = "health.json"
-
-
-def _iso(seconds: float) -> str:
-    return iso(dt.datetime.fromtimestamp(seconds, dt.UTC))
 
 
 def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime) -> dict[str, Any]:
@@ -55,7 +51,7 @@ def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime)
             f"{settings.daily_call_quota}; at the quota sending waits until the window moves"
         )
     if held is not None:
-        warnings.append(f"sending is held until {_iso(held[0])}: {held[1]}")
+        warnings.append(f"sending is held until {iso_at(held[0])}: {held[1]}")
     return {
         "checked": iso(now),
         "healthy": job.sends,
@@ -66,14 +62,14 @@ def assess(job: JobStatus, book: PaceBook, settings: Settings, now: dt.datetime)
             "percent": percent,
             "warn_percent": settings.quota_warn_percent,
             "near": near,
-            "next_free": _iso(frees[0][0]) if frees else None,
+            "next_free": iso_at(frees[0][0]) if frees else None,
         },
         "sending": {
             "held": held is not None,
-            "until": _iso(held[0]) if held else None,
+            "until": iso_at(held[0]) if held else None,
             "reason": held[1] if held else None,
             "bucket_full_pause_until": (
-                _iso(book.paused_until) if book.paused_until > moment else None
+                iso_at(book.paused_until) if book.paused_until > moment else None
             ),
         },
         "warnings": warnings,

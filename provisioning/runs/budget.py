@@ -10,28 +10,21 @@ allows, ends ``paused`` with the time sending can go on, and the sweep resumes i
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
-from ..clock import iso
+from ..clock import iso_at
 from ..graph.pace_book import Limits, PaceBook, schedule, used_today
-from ..jml.planning import SEND_PARTS, SendPlan
+from ..jml.planning import PART_OF, SEND_PARTS, SendPlan
 
 
 def part_records(send_plan: SendPlan) -> list[tuple[str, int]]:
     """(part, records it sends), in send order; absent leavers count with the leavers."""
     counts = dict.fromkeys((name for name, _ in SEND_PARTS), 0)
     for action, _, _, _ in send_plan.sends.values():
-        for name, actions in SEND_PARTS:
-            if action in actions:
-                counts[name] += 1
+        counts[PART_OF[action]] += 1
     counts["leavers"] += len(send_plan.absent)
     return list(counts.items())
-
-
-def _iso(seconds: float) -> str:
-    return iso(dt.datetime.fromtimestamp(seconds, dt.UTC))
 
 
 def budget(
@@ -57,8 +50,8 @@ def budget(
                 "part": part.name,
                 "records": count,
                 "requests": part.requests,
-                "first_request": _iso(part.first) if part.requests else None,
-                "last_request": _iso(part.last) if part.requests else None,
+                "first_request": iso_at(part.first) if part.requests else None,
+                "last_request": iso_at(part.last) if part.requests else None,
             }
             for part, (_, count) in zip(parts, records, strict=True)
         ],
@@ -67,7 +60,7 @@ def budget(
         ends = max(part.last for part in parts)
         report["reason"] = (
             f"{needed} requests needed, {left} of the daily quota of {limits.quota} left: sent "
-            f"over the days until {_iso(ends)} at the earliest, joiners first, then leavers, "
+            f"over the days until {iso_at(ends)} at the earliest, joiners first, then leavers, "
             "then movers; the run pauses when the quota is used up and resumes by itself"
         )
     return report

@@ -28,7 +28,6 @@ Every move writes ``results/failed/<date>/<hash of the name>.json`` with the rea
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import time
@@ -38,7 +37,7 @@ from typing import Any, Literal
 
 from azure.core.exceptions import AzureError
 
-from ..clock import iso, utcnow
+from ..clock import iso, iso_at, utcnow
 from ..documents import DocumentError
 from ..graph.pace_book import hold
 from ..graph.tenant_pace import limits_for, read_book
@@ -181,7 +180,7 @@ class Sweeper:
         if found is None:
             return None
         until, why = found
-        reason = f"{why}; sending resumes at {iso(dt.datetime.fromtimestamp(until, dt.UTC))}"
+        reason = f"{why}; sending resumes at {iso_at(until)}"
         log.warning("sweep starts no file: %s", reason)
         return reason
 
