@@ -172,6 +172,19 @@ class Settings(BaseSettings):
     outcome_timeout_minutes: int = Field(default=120, ge=1)
     # Sends of one record in all (first send included) when Entra reports a transient failure.
     max_record_attempts: int = Field(default=3, ge=1)
+    # Provisioning-log reads (GET /auditLogs/provisioning) allowed per window, for the tenant:
+    # Graph throttles identity and access reports at 5 requests per 10 s per app per tenant.
+    log_read_requests: int = Field(default=5, ge=1)
+    log_read_window_seconds: float = Field(default=10.0, gt=0)
+    # Each outcome pass re-reads this much of the log before its checkpoint, for entries that
+    # became visible late (their activityDateTime is older than entries already read).
+    log_overlap_seconds: float = Field(default=60.0, ge=0)
+    # What one reconciliation pass may take; its outcome step stops reading the log before
+    # then and goes on in the next pass (the Functions timeout must be longer).
+    reconcile_budget_seconds: float = Field(default=480.0, gt=0)
+    # Follow-up sends of a worker whose manager Entra could not resolve, once that manager
+    # exists in Entra; after this many the link is reported and left alone.
+    max_manager_followups: int = Field(default=3, ge=0)
     # Extra provisioning-log error codes to treat as transient (comma-separated).
     transient_error_codes: CommaSeparated = frozenset()
     # Attempts at one dropped file before it is moved to hr-inbound/failed/.
