@@ -9,6 +9,7 @@ also checked on hand-built inputs.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,13 @@ from provisioning.functions.services import open_services
 from provisioning.graph.users import entra_users
 from provisioning.jml.lifecycle import Known
 from provisioning.jml.state import WorkerState, id_hash
-from provisioning.reconcile.drift import SELECT, DriftReport, compare, fix_operations
+from provisioning.reconcile.drift import (
+    OTHER_MANAGER,
+    SELECT,
+    DriftReport,
+    compare,
+    fix_operations,
+)
 from provisioning.reconcile.drift_report import LATEST, drift_report, render_drift_html
 from provisioning.settings import RESULTS_CONTAINER, Settings
 from tests.columns import csv_bytes, worker
@@ -112,6 +119,7 @@ def test_a_clean_directory_has_no_drift(provisioned: GraphEmulator) -> None:
         "enabled_leavers": 0,
         "missing_accounts": 0,
         "mismatches": 0,
+        "manager_pending_followup": 0,
         "skipped_pending": 0,
         "unmanaged_users": 0,
     }
@@ -158,6 +166,7 @@ def test_each_kind_of_drift_is_reported_by_id_and_attribute_name(
         "enabled_leavers": 1,
         "missing_accounts": 1,
         "mismatches": 2,
+        "manager_pending_followup": 0,
         "skipped_pending": 1,
         "unmanaged_users": 2,
     }
@@ -365,3 +374,137 @@ def test_html_lists_are_capped_and_the_json_is_complete() -> None:
     assert "and 3 more" in page and "and 2 more" in page
     assert "<code>1</code>" in page and "<code>4</code>" not in page
     assert len(payload["enabled_leavers"]) == 5
+
+
+# --- managers ---------------------------------------------------------------------------------
+
+
+def manager_of(emu: GraphEmulator, employee_id: str) -> str | None:
+    with emu.state.lock:
+        user = emu.state.users[emu.state.by_employee_id[employee_id]]
+        manager = (user.get("manager") or {}).get("id")
+        return next((e for e, i in emu.state.by_employee_id.items() if i == manager), None)
+
+
+def set_manager(emu: GraphEmulator, employee_id: str, manager: str | None) -> None:
+    with emu.state.lock:
+        target = emu.state.by_employee_id[manager] if manager else None
+    edit_user(emu, employee_id, manager={"id": target} if target else None)
+
+
+@pytest.fixture
+def managed(env: dict[str, str], emulator: GraphEmulator) -> GraphEmulator:
+    """Workers 1-6: 2, 3, 4 and 5 report to 1, 6 names no manager; Entra agrees."""
+    rows = [worker(1), *(worker(n, ManagerID="1") for n in (2, 3, 4, 5)), worker(6)]
+    drop(csv_bytes(rows), "workers/day1.csv")
+    assert [manager_of(emulator, str(n)) for n in range(1, 7)] == [None, "1", "1", "1", "1", None]
+    return emulator
+
+
+def test_manager_drift_is_reported_both_ways_by_name_only(managed: GraphEmulator) -> None:
+    state = WorkerState(store())
+    state.fold()
+    records = state.records(["2", "6"])
+    assert records["2"][ENTERPRISE]["manager"] == {"value": "1"}
+    # An empty ManagerID leaves the attribute out: the record says nothing of a manager.
+    assert "manager" not in records["6"].get(ENTERPRISE, {})
+    set_manager(managed, "2", None)  # HR names 1, Entra has none
+    set_manager(managed, "3", "4")  # HR names 1, Entra has 4
+    set_manager(managed, "5", "6")  # HR names 1, Entra has 6 ...
+    edit_user(managed, "5", jobTitle="Other")  # ... and another title
+    set_manager(managed, "6", "1")  # HR says nothing of a manager: not compared
+    managed.seed_users([{"id": "no-employee-id", "displayName": "Boss without employeeId"}])
+    edit_user(managed, "4", manager={"id": "no-employee-id"})  # HR names 1, Entra has that
+
+    summary = run_drift(page_size=2, manager_links=())
+    report: DriftReport = summary["report"]
+    assert report.mismatches == {
+        "2": ["manager"],
+        "3": ["manager"],
+        "4": ["manager"],
+        "5": ["jobTitle", "manager"],
+    }
+    assert report.manager_pending == []
+    written = result_json(f"{summary['results_prefix']}drift.json")
+    assert written["mismatches_by_attribute"] == {"manager": 4, "jobTitle": 1}
+    text = json.dumps(written) + result_text(f"{summary['results_prefix']}drift.html")
+    assert "Boss without employeeId" not in text and "no-employee-id" not in text
+    with managed.state.lock:
+        object_ids = list(managed.state.by_employee_id.values())
+    assert [i for i in object_ids if i in text] == []  # Entra's object ids are no HR ids
+
+
+def test_open_manager_links_are_listed_apart_from_drift(managed: GraphEmulator) -> None:
+    from provisioning.reconcile.manager_links import Unresolved, note_unresolved_many
+
+    set_manager(managed, "2", None)
+    set_manager(managed, "3", None)
+    edit_user(managed, "3", jobTitle="Other")
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    note_unresolved_many(
+        store(), [Unresolved("2", "1", moment, "no user"), Unresolved("3", "1", moment)]
+    )
+    summary = run_drift()  # the links are read from state
+    report: DriftReport = summary["report"]
+    assert report.manager_pending == ["2", "3"]
+    assert report.mismatches == {"3": ["jobTitle"]}  # its other drift is still drift
+    assert summary["counts"]["manager_pending_followup"] == 2
+    written = result_json(LATEST)
+    assert written["manager_pending_followup"] == ["2", "3"]
+    assert "no user" not in json.dumps(written)  # Entra's reason stays in state
+    page = result_text(f"{summary['results_prefix']}drift.html")
+    assert "Manager pending follow-up (2)" in page
+
+
+def test_auto_fix_restores_a_manager(
+    managed: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVISIONING_DRIFT_AUTO_FIX", "true")
+    set_manager(managed, "2", None)
+    set_manager(managed, "3", "4")
+    operations = run_drift(manager_links=())["operations"]
+    assert sorted(op.external_id for op in operations) == ["2", "3"]
+
+    async def send() -> int:
+        async with open_services(Settings()) as (_, graph):
+            return (await graph.post_bulk(serialize(operations), "drift-fix-test")).status
+
+    assert asyncio.run(send()) == 202
+    assert manager_of(managed, "2") == manager_of(managed, "3") == "1"
+    assert run_drift(manager_links=())["counts"]["mismatches"] == 0
+
+
+def test_compare_manager_both_ways_and_only_where_the_record_has_one() -> None:
+    def boss(value: Any) -> dict[str, Any]:
+        return {ENTERPRISE: {"manager": value}}
+
+    cases = [
+        # (record's enterprise extension, Entra's manager employeeId, differs)
+        (boss({"value": "9"}), "9", False),
+        (boss({"value": "ab"}), "AB", False),  # employeeIds match without case
+        (boss({"value": "9"}), None, True),  # HR names one, Entra has none
+        (boss({"value": "9"}), "8", True),
+        (boss({"value": "9"}), OTHER_MANAGER, True),
+        (boss({"value": ""}), "8", True),  # HR names none, Entra has one
+        (boss(None), "8", True),
+        (boss({}), None, False),
+        ({ENTERPRISE: {"employeeNumber": "7"}}, "8", False),  # no manager attribute
+        ({}, "8", False),
+    ]
+    for extra, entra, differs in cases:
+        report = compare(known("1"), {"1": record("1", **extra)}, [user("1", manager=entra)])
+        assert report.mismatches == ({"1": ["manager"]} if differs else {}), (extra, entra)
+    # A user given without ``manager`` (not read) is not compared either.
+    assert (
+        compare(known("1"), {"1": record("1", **boss({"value": "9"}))}, [user("1")]).mismatches
+        == {}
+    )
+    # An open link moves the difference to its own list, and only the manager's.
+    report = compare(
+        known("1", "2"),
+        {i: record(i, title="T", **boss({"value": "9"})) for i in ("1", "2")},
+        [user("1", manager=None, jobTitle="X"), user("2", manager="9", jobTitle="T")],
+        manager_links={"1", "2"},
+    )
+    assert report.manager_pending == ["1"]  # 2's manager is right: nothing pending to list
+    assert report.mismatches == {"1": ["jobTitle"]}

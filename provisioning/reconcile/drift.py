@@ -6,7 +6,15 @@ the state (the last record Entra accepted for each worker) with the users Graph 
 
 - enabled leavers: the state says inactive, the account with that employeeId is enabled;
 - missing accounts: the state says active, no account has that employeeId;
-- mismatches: an attribute the HR record sets differs in Entra (names only, never values).
+- mismatches: an attribute the HR record sets differs in Entra (names only, never values);
+- ``manager``: the manager the HR record names (its enterprise ``manager.value``, an
+  externalId) is not the Entra user's manager (matched by that manager's employeeId, without
+  case), both ways: HR names one and Entra has none or another, or HR names none (the record
+  has ``manager`` with no value) and Entra has one. A record without a ``manager`` attribute
+  says nothing about the manager: Entra keeps whatever it has, and it is not compared;
+- manager pending follow-up: a worker whose manager differs while its manager link is open
+  (Entra could not resolve the manager; ``manager_links`` follows it up) is listed apart,
+  not as a mismatch, so a drift fix does not race the follow-up.
 
 Workers whose records were sent but whose outcome is not known yet are skipped. The report
 carries HR ids and attribute names only; ``drift_report`` reads Entra and writes it.
@@ -24,6 +32,10 @@ from ..jml.lifecycle import Known
 from ..jml.state import id_hash
 
 ACCOUNT_ENABLED = "accountEnabled"
+MANAGER = "manager"
+# A compared user's ``manager`` when Entra's manager has no employeeId (or was not listed):
+# no HR value names it.
+OTHER_MANAGER = "\x00other"
 
 
 def _same(hr: Any, entra: Any) -> bool:
@@ -84,6 +96,8 @@ class DriftReport:
     enabled_leavers: list[str] = field(default_factory=list)
     missing_accounts: list[str] = field(default_factory=list)
     mismatches: dict[str, list[str]] = field(default_factory=dict)
+    # Workers whose manager differs while their manager link is open (followed up instead).
+    manager_pending: list[str] = field(default_factory=list)
     workers: int = 0  # workers known to the state
     entra_users: int = 0  # users Graph listed
     skipped_pending: int = 0
@@ -97,12 +111,14 @@ class DriftReport:
             out.enabled_leavers += part.enabled_leavers
             out.missing_accounts += part.missing_accounts
             out.mismatches.update(part.mismatches)
+            out.manager_pending += part.manager_pending
             out.workers += part.workers
             out.entra_users += part.entra_users
             out.skipped_pending += part.skipped_pending
             out.unmanaged_users += part.unmanaged_users
         out.enabled_leavers.sort()
         out.missing_accounts.sort()
+        out.manager_pending.sort()
         out.mismatches = dict(sorted(out.mismatches.items()))
         return out
 
@@ -113,6 +129,7 @@ class DriftReport:
             "enabled_leavers": len(self.enabled_leavers),
             "missing_accounts": len(self.missing_accounts),
             "mismatches": len(self.mismatches),
+            "manager_pending_followup": len(self.manager_pending),
             "skipped_pending": self.skipped_pending,
             "unmanaged_users": self.unmanaged_users,
         }
@@ -135,6 +152,7 @@ class DriftReport:
                 {"externalId": external_id, "attributes": names}
                 for external_id, names in self.mismatches.items()
             ],
+            "manager_pending_followup": self.manager_pending,
         }
 
 
@@ -189,7 +207,24 @@ def _differences(record: dict[str, Any], user: dict[str, Any]) -> list[str]:
         present, expected = _hr_value(record, attribute.scim)
         if present and not attribute.same(expected, _graph_value(user, attribute.graph)):
             out.append(attribute.graph)
+    if MANAGER in user and _manager_differs(record, user[MANAGER]):
+        out.append(MANAGER)
     return out
+
+
+def _manager_differs(record: dict[str, Any], entra: str | None) -> bool:
+    """Whether the manager the record names (None: it names none) is not Entra's ``entra``
+    (the manager's employeeId, None without a manager); False when the record has no
+    ``manager`` attribute at all."""
+    extension = record.get(ENTERPRISE)
+    if not isinstance(extension, dict) or MANAGER not in extension:
+        return False
+    manager = extension[MANAGER]
+    value = manager.get("value") if isinstance(manager, dict) else None
+    expected = value if isinstance(value, str) and value else None
+    if expected is None or entra is None:
+        return expected != entra
+    return entra == OTHER_MANAGER or expected.casefold() != entra.casefold()
 
 
 def compare(
@@ -198,14 +233,19 @@ def compare(
     users: Iterable[dict[str, Any]],
     *,
     pending: Collection[str] = frozenset(),
+    manager_links: Collection[str] = frozenset(),
 ) -> DriftReport:
     """Drift between the state (``known`` and the last accepted ``records``) and Entra's
-    ``users`` (dicts with Graph property names). Pure: no I/O, no logging.
+    ``users`` (dicts with Graph property names; ``manager``, when given, is the employeeId of
+    the user's manager, None without one, ``OTHER_MANAGER`` for one without an employeeId).
+    Pure: no I/O, no logging.
 
     Attributes are compared only where the worker's record is given and sets them; workers in
-    ``pending`` are skipped (their latest record may not be applied yet)."""
+    ``pending`` are skipped (their latest record may not be applied yet); a manager difference
+    of a worker in ``manager_links`` goes to ``manager_pending``, not to the mismatches."""
     leavers: set[str] = set()
     mismatches: dict[str, set[str]] = {}
+    manager_pending: set[str] = set()
     seen: set[str] = set()
     report = DriftReport(workers=len(known))
     for user in users:
@@ -227,16 +267,20 @@ def compare(
         record = records.get(employee_id)
         if record is not None:
             differ.update(_differences(record, user))
+        if MANAGER in differ and employee_id in manager_links:
+            differ.discard(MANAGER)
+            manager_pending.add(employee_id)
         if differ:
             mismatches.setdefault(employee_id, set()).update(differ)
     report.skipped_pending = sum(1 for employee_id in known if employee_id in pending)
     report.enabled_leavers = sorted(leavers)
+    report.manager_pending = sorted(manager_pending)
     report.missing_accounts = sorted(
         employee_id
         for employee_id, state in known.items()
         if state.active and employee_id not in seen and employee_id not in pending
     )
-    order = {a.graph: i for i, a in enumerate(_ATTRIBUTES)}
+    order = {a.graph: i for i, a in enumerate(_ATTRIBUTES)} | {MANAGER: len(_ATTRIBUTES)}
     report.mismatches = {
         employee_id: sorted(names, key=lambda n: order.get(n, -1))
         for employee_id, names in sorted(mismatches.items())

@@ -1,5 +1,9 @@
 """The drift report: Entra's users compared with the worker state, shard by shard, written for
-a person (drift.html) and for tools (drift.json, drift/latest.json); it sends nothing."""
+a person (drift.html) and for tools (drift.json, drift/latest.json); it sends nothing.
+
+Users are read with their manager expanded (pages of at most 100, Graph's limit with
+``$expand``); the manager comes back as an object id, matched to an employeeId through the
+same listing, which therefore keeps the object id and employeeId of every user that has one."""
 
 from __future__ import annotations
 
@@ -19,7 +23,17 @@ from ..runs.claims import Results, new_run_id
 from ..runs.reports import bar_chart_svg, html_page
 from ..settings import RESULTS_CONTAINER, Settings
 from ..storage import BlobStore
-from .drift import COMPARED, SELECT, DriftReport, compare, fix_operations, managed_id
+from .drift import (
+    COMPARED,
+    MANAGER,
+    OTHER_MANAGER,
+    SELECT,
+    DriftReport,
+    compare,
+    fix_operations,
+    managed_id,
+)
+from .manager_links import open_workers
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +86,7 @@ def render_drift_html(payload: dict[str, Any], limit: int = HTML_LIST_LIMIT) -> 
         ("Enabled leavers", "enabled_leavers"),
         ("Missing accounts", "missing_accounts"),
         ("Accounts differing from HR", "mismatches"),
+        ("Manager pending follow-up (Entra could not resolve it yet)", "manager_pending_followup"),
         ("Skipped: outcome of the last send not known yet", "skipped_pending"),
         ("Entra users not provisioned from HR", "unmanaged_users"),
     ]
@@ -101,6 +116,7 @@ def render_drift_html(payload: dict[str, Any], limit: int = HTML_LIST_LIMIT) -> 
 <h2>Counts</h2><table>{count_rows}</table>
 {chart}
 <p>HR ids and attribute names only: the values are in HR and in Entra.</p>
+{ids("Manager pending follow-up", payload.get("manager_pending_followup", []))}
 {ids("Enabled leavers", payload["enabled_leavers"])}
 {ids("Missing accounts", payload["missing_accounts"])}
 <h2>Accounts differing from HR ({len(mismatches)})</h2>
@@ -116,13 +132,16 @@ async def drift_report(
     graph: GraphClient,
     *,
     pending: Collection[str] = frozenset(),
+    manager_links: Collection[str] | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
     page_size: int = PAGE_SIZE,
 ) -> dict[str, Any]:
     """Compare the state with Entra's users, write the report, send nothing.
 
-    ``pending``: HR ids sent whose outcome is not known yet (skipped). Records are read one
-    state shard at a time; of each Entra user only the compared properties are kept.
+    ``pending``: HR ids sent whose outcome is not known yet (skipped). ``manager_links``:
+    workers with an open manager link (listed as pending follow-up rather than as manager
+    drift); None reads them from ``state/manager-links.json``. Records are read one state
+    shard at a time; of each Entra user only the compared properties are kept.
 
     Returns ``{"results_prefix": str (drift/<date>/<report-id>/ in the results container),
     "generated": ISO time, "counts": DriftReport.counts(), "report": DriftReport,
@@ -133,15 +152,30 @@ async def drift_report(
     state = WorkerState(store)
     state.fold()
     known = state.index()
+    links = open_workers(store) if manager_links is None else manager_links
     by_shard: dict[str, list[tuple[Any, ...]]] = {}
+    # Object id -> employeeId of every user with one: a manager need not be a worker the
+    # state knows (Entra resolves a reference against any user's employeeId).
+    employee_ids: dict[str, str] = {}
     outside = DriftReport()
-    async for user in entra_users(graph.sdk, SELECT, page_size=page_size):
+    async for user in entra_users(graph.sdk, SELECT, page_size=page_size, expand_manager=True):
+        if isinstance(user["employeeId"], str) and isinstance(user["id"], str):
+            employee_ids[user["id"]] = user["employeeId"]
         employee_id = managed_id(user, known, pending)
         if employee_id is None:
             outside.entra_users += 1
             outside.unmanaged_users += 1
             continue
-        by_shard.setdefault(shard_of(employee_id), []).append(tuple(user[p] for p in COMPARED))
+        by_shard.setdefault(shard_of(employee_id), []).append(
+            (*(user[p] for p in COMPARED), user[MANAGER])
+        )
+
+    def as_user(projection: tuple[Any, ...]) -> dict[str, Any]:
+        user = dict(zip(COMPARED, projection, strict=False))
+        manager_id = projection[len(COMPARED)]
+        user[MANAGER] = None if manager_id is None else employee_ids.get(manager_id, OTHER_MANAGER)
+        return user
+
     known_by_shard: dict[str, dict[str, Known]] = {}
     for external_id, worker in known.items():
         known_by_shard.setdefault(shard_of(external_id), {})[external_id] = worker
@@ -158,8 +192,8 @@ async def drift_report(
             if external_id not in pending and (worker.active or external_id in with_account)
         ]
         records = state.records(needed)
-        users = (dict(zip(COMPARED, p, strict=True)) for p in projections)
-        part = compare(shard_known, records, users, pending=pending)
+        users = (as_user(p) for p in projections)
+        part = compare(shard_known, records, users, pending=pending, manager_links=links)
         if settings.drift_auto_fix:
             operations += fix_operations(part, records)
         parts.append(part)
@@ -168,12 +202,14 @@ async def drift_report(
     counts = report.counts()
     log.info(
         "drift: %d workers, %d Entra users: %d enabled leavers, %d missing accounts, "
-        "%d mismatches, %d skipped (pending), %d unmanaged users; %d fixes prepared",
+        "%d mismatches, %d manager pending follow-up, %d skipped (pending), %d unmanaged users; "
+        "%d fixes prepared",
         counts["workers"],
         counts["entra_users"],
         counts["enabled_leavers"],
         counts["missing_accounts"],
         counts["mismatches"],
+        counts["manager_pending_followup"],
         counts["skipped_pending"],
         counts["unmanaged_users"],
         len(operations),
