@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -241,8 +241,31 @@ async def _content(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
+class ReadPace(Protocol):
+    """What paced reads need of a pace (:class:`~provisioning.graph.tenant_pace.TenantPace`)."""
+
+    async def acquire(self, max_wait: float = math.inf) -> Any: ...
+
+    def release(self, permit: Any) -> None: ...
+
+    def penalise(self, seconds: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+# A paced read answered 429, 503 or 504 is tried again this often before it fails; each wait is
+# Graph's Retry-After (on the pace, so every reader waits) or, without one, this backoff doubled.
+_READ_ATTEMPTS = 6
+_READ_BACKOFF = 2.0
+
+
 async def json_pages(
-    adapter: RequestAdapter, builder: Any, config: RequestConfiguration[Any]
+    adapter: RequestAdapter,
+    builder: Any,
+    config: RequestConfiguration[Any],
+    *,
+    pace: ReadPace | None = None,
+    max_wait: Callable[[], float] | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The ``value`` of each page of the collection of an SDK request ``builder`` (such as
     ``sdk.users``), queried with ``config``, following ``@odata.nextLink``.
@@ -250,14 +273,31 @@ async def json_pages(
     The requests are the SDK's (its request builders, authentication, retries of GETs,
     telemetry) but the pages are parsed as plain JSON: the SDK's model deserialisation costs
     about 6 ms per provisioning-log entry (measured, benchmarks/reconcile.py), ten minutes for a
-    day-1 load of 100,000."""
+    day-1 load of 100,000.
+
+    With a ``pace``, each request first takes a slot of it (waiting at most ``max_wait()``
+    seconds, else ``WaitTooLong`` from the pace), the SDK's retries are off, and a 429 (or
+    503/504) puts its Retry-After on the pace, so every reader of every process waits it out,
+    before the same page is asked again."""
     info: RequestInformation | None = builder.to_get_request_information(config)
     while info is not None:
         info.headers.try_add("Accept", "application/json")
-        response = await _native_response(adapter, info)
-        content = await _content(response)
-        if not 200 <= response.status_code < 300:
-            raise GraphError(response.status_code, *parse_error(content))
+        if pace is not None:
+            info.add_request_options([RetryHandlerOption(max_retries=0, should_retry=False)])
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            if pace is not None:
+                permit = await pace.acquire(max_wait() if max_wait else math.inf)
+                pace.release(permit)
+            response = await _native_response(adapter, info)
+            content = await _content(response)
+            status = response.status_code
+            if pace is None or status not in (429, 503, 504) or attempt == _READ_ATTEMPTS:
+                break
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            pace.penalise(wait if wait is not None else _READ_BACKOFF * 2 ** (attempt - 1))
+            await pace.aclose()  # the penalty is written before the next slot is asked for
+        if not 200 <= status < 300:
+            raise GraphError(status, *parse_error(content))
         page = orjson.loads(content)
         yield page.get("value") or []
         link = page.get("@odata.nextLink")

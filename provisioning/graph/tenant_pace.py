@@ -52,6 +52,11 @@ from .pacing import Clock, Permit, RateLimiter, Sleep, WaitTooLong
 log = logging.getLogger(__name__)
 
 PACE_BLOB = "pace.json"
+# Provisioning-log reads have a pace of their own (Graph throttles them apart from bulkUpload):
+# the same schedule rules, in their own blob.
+READ_PACE_BLOB = "read-pace.json"
+# Log reads have no daily quota; the book's count is kept but never reaches this.
+_NO_QUOTA = 2**62
 Priority = Literal["interactive", "bulk"]
 T = TypeVar("T")
 # Conditional writes of the book before it counts as too busy (storage is then "slow").
@@ -67,9 +72,9 @@ class StorageSlow(Exception):
     """The pace document could not be read or written in time."""
 
 
-def read_book(store: BlobStore) -> PaceBook:
+def read_book(store: BlobStore, blob: str = PACE_BLOB) -> PaceBook:
     """The tenant's pace document as stored now (empty when none was written yet)."""
-    found = read_document(store, STATE_CONTAINER, PACE_BLOB, PaceBook)
+    found = read_document(store, STATE_CONTAINER, blob, PaceBook)
     return found[0] if found else PaceBook()
 
 
@@ -94,14 +99,17 @@ class TenantPace:
         priority: Priority = "bulk",
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        blob: str = PACE_BLOB,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
-        self.limits = limits_for(settings)
+        self.blob = blob
+        self.limits = limits or limits_for(settings)
         self.priority = priority
         self._clock = clock
         self._sleep = sleep
         self._timeout = settings.pace_storage_timeout_seconds
-        share = max(1, math.floor(settings.rate_limit_requests * settings.pace_fallback_share))
+        share = max(1, math.floor(self.limits.requests * settings.pace_fallback_share))
         self._fallback = RateLimiter(share, self.limits.span, sleep=sleep)
         self._fallback_until = -math.inf
         self._lock = asyncio.Lock()
@@ -126,18 +134,18 @@ class TenantPace:
         trip per send instead of two); when someone wrote since, it is read again."""
         for _ in range(_ATTEMPTS):
             if self._last is None:
-                found = read_document(self.store, STATE_CONTAINER, PACE_BLOB, PaceBook)
+                found = read_document(self.store, STATE_CONTAINER, self.blob, PaceBook)
                 self._last = found or (PaceBook(), None)
             book, etag = self._last[0].model_copy(deep=True), self._last[1]
             result = change(book)
             try:
                 if etag is None:
                     written = self.store.write_json(
-                        STATE_CONTAINER, PACE_BLOB, book.dump(), create_only=True, indent=None
+                        STATE_CONTAINER, self.blob, book.dump(), create_only=True, indent=None
                     )
                 else:
                     written = self.store.write_json(
-                        STATE_CONTAINER, PACE_BLOB, book.dump(), etag=etag, indent=None
+                        STATE_CONTAINER, self.blob, book.dump(), etag=etag, indent=None
                     )
             except PreconditionFailed:
                 self._last = None  # someone else wrote: read it again
@@ -145,7 +153,7 @@ class TenantPace:
                 continue
             self._last = (book, written)
             return result
-        raise StorageSlow(f"{STATE_CONTAINER}/{PACE_BLOB} kept changing")
+        raise StorageSlow(f"{STATE_CONTAINER}/{self.blob} kept changing")
 
     def _write_later(self, change: Callable[[PaceBook], object]) -> None:
         """Write ``change`` in the background (``penalise`` and ``pause`` are called from sync
@@ -226,7 +234,7 @@ class TenantPace:
         """After a long sleep on ``slot``: True (and the slot given back) when another sender
         set a penalty or pause over it meanwhile."""
         try:
-            book = await self._io(partial(read_book, self.store))
+            book = await self._io(partial(read_book, self.store, self.blob))
         except StorageSlow:
             return False
         if book.paused_until > slot or book.blocked_until > slot:
@@ -244,6 +252,30 @@ class TenantPace:
         permit = await self._fallback.acquire(max_wait, sleep)
         self.fallback_sends += 1
         return permit
+
+    @classmethod
+    def for_log_reads(
+        cls, store: BlobStore, settings: Settings, *, clock: Clock = time.time, sleep: Sleep
+    ) -> TenantPace:
+        """The pace of provisioning-log reads, shared by every process: Graph throttles
+        identity and access reports at 5 requests per 10 s per app per tenant
+        (https://learn.microsoft.com/graph/throttling-limits). One reader at a time waits
+        for the next slot whenever it falls (interactive)."""
+        limits = Limits(
+            settings.log_read_requests,
+            settings.log_read_window_seconds,
+            settings.pace_margin_seconds,
+            _NO_QUOTA,
+        )
+        return cls(
+            store,
+            settings,
+            priority="interactive",
+            clock=clock,
+            sleep=sleep,
+            blob=READ_PACE_BLOB,
+            limits=limits,
+        )
 
     def release(self, permit: Permit) -> None:
         self._fallback.release(permit)
@@ -263,6 +295,7 @@ class TenantPace:
 
 __all__ = [
     "PACE_BLOB",
+    "READ_PACE_BLOB",
     "Paused",
     "QuotaExhausted",
     "StorageSlow",

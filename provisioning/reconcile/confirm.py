@@ -2,29 +2,42 @@
 tracked records (``provisioning.runs.tracking``), transient failures re-sent, the rest reported.
 
 Per run, ``state/outcomes/<run-id>.json`` holds one entry per record (by bulkId), merged from
-the run's tracked batches. A record is ``pending`` until a log entry for its externalId dated
-after its send appears; then it takes the entry's status: ``success``, ``warning``,
-``skipped`` or ``failure``. A failure Entra calls transient goes to ``retrying`` and is sent
-again (bounded by ``max_record_attempts``); a record with no entry after
-``outcome_timeout_minutes`` is ``unconfirmed``. When every record of a run is final the run's
-results (ledger, failures, summary, report) say ``complete`` and its outcome file is removed;
-a file run that may still resume stays open until it has sent everything.
+the run's tracked batches. A record is ``pending`` until the group of log entries of its send
+is found (:mod:`.matching`: entries grouped by ``changeId``, groups given to a worker's sends in
+order); then it takes the group's status: ``success``, ``warning``, ``skipped`` or
+``failure``. A failure Entra calls transient goes to ``retrying`` and is sent again (bounded by
+``max_record_attempts``); a record with no entry after ``outcome_timeout_minutes`` is
+``unconfirmed``. A manager Entra skipped (``EntrySynchronizationSkip``) keeps the record open
+(``manager`` ``pending``) until a later entry of the same change sets it, or, after
+:data:`MANAGER_SETTLE` more of the log was read, is ``unresolved``: the link goes to
+``state/manager-links.json`` and is followed up (:mod:`.manager_links`). When every record of a
+run is final the run's results (ledger, failures, summary, report) say ``complete`` and its
+outcome file is removed; a file run that may still resume stays open until it has sent
+everything.
 
-Matching is by ``sourceIdentity.id`` (the externalId) and time: several sends of one worker
-take that worker's entries in order, and an entry used once is never used again (its id is
-kept in ``state/outcomes-consumed.json`` for as long as it can still be in the query window).
+The log is read under Graph's throttle (5 requests per 10 s) from a checkpoint
+(:mod:`.log_checkpoint`), through one read pace shared by every process, within the pass's
+time budget: a pass that runs out of time stops between two pages and the next goes on from
+where it stopped. Records whose entries were not found where they should have been (tracked
+after the log was read past them, or written late) are looked up per worker
+(``sourceIdentity/id eq``) or read again, whichever costs fewer requests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import Any
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from ..clock import iso, parse_iso
 from ..convert.bulk import Operation
+from ..documents import read_document
+from ..errors import GraphServiceError
 from ..graph.outcomes import graph_reason
+from ..graph.pacing import WaitTooLong
 from ..graph.provisioning_logs import LogEntry
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
@@ -34,15 +47,24 @@ from ..runs.tracking import pending_runs, read_batch, track
 from ..settings import STATE_CONTAINER, Settings
 from ..status import FINAL_OUTCOMES, RESUMABLE
 from ..storage import BlobStore, PreconditionFailed
+from .log_checkpoint import CHECKPOINT, LEGACY_CONSUMED, LogCheckpoint, estimate_pages
+from .matching import Group, Send, assign, groups_of
 from .outcome_results import write_results
 from .run_outcomes import OUTCOMES, RunOutcomes, ordinal
 
 log = logging.getLogger(__name__)
 
-CONSUMED = "outcomes-consumed.json"
 # Our clock and Entra's may disagree a little, and a record's send time is taken after the 202
 # arrived: an entry up to this much older than the send can still be the send's.
 TOLERANCE = dt.timedelta(minutes=2)
+# A skipped manager is set by an update of the same change seconds later (Microsoft's sample:
+# two seconds). Once the log was read this far past the skip without it, it is unresolved.
+MANAGER_SETTLE = dt.timedelta(minutes=5)
+# A record whose entries were not where they should have been is looked up again after this,
+# doubled at each lookup (until its outcome times out).
+LOOKUP_BACKOFF = dt.timedelta(minutes=5)
+# What a pass keeps of its budget for what follows the reading (results, retries, drift).
+RESULTS_SHARE = 0.2
 # Codes Entra gives to conditions that pass (throttling, timeouts, service trouble). The
 # category "failure" (as opposed to "nonServiceFailure") is read the same way: Microsoft does
 # not define the categories, and their names are all there is to go on.
@@ -63,6 +85,35 @@ def is_transient(entry: LogEntry, extra_codes: frozenset[str]) -> bool:
     )
 
 
+class ProvisioningLog(Protocol):
+    """The job's provisioning log (``provisioning.graph.provisioning_logs.GraphLog``)."""
+
+    page_size: int
+
+    def pages(
+        self,
+        since: dt.datetime,
+        *,
+        source_id: str | None = None,
+        max_wait: Callable[[], float] | None = None,
+    ) -> AsyncIterator[list[LogEntry]]: ...
+
+
+Open = tuple[RunOutcomes, str, dict[str, Any]]  # run, bulkId, record
+
+
+def _awaiting(record: dict[str, Any]) -> bool:
+    """Waiting for log entries: its own, or a later one of its change setting its manager."""
+    return record["state"] == "pending" or record.get("manager") == "pending"
+
+
+def _lookup_due(record: dict[str, Any], now: dt.datetime) -> bool:
+    looked = int(record.get("looked", 0))
+    if not looked:
+        return True
+    return now - parse_iso(record["looked_at"]) >= LOOKUP_BACKOFF * 2 ** (looked - 1)
+
+
 class Confirmer:
     """One pass over every run with records whose outcome is not final."""
 
@@ -71,37 +122,66 @@ class Confirmer:
         settings: Settings,
         store: BlobStore,
         *,
-        entries: Callable[[dt.datetime], AsyncIterable[LogEntry]],
+        log_source: ProvisioningLog,
         poster: Any,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], dt.datetime],
+        links: Any = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self._entries = entries
+        self._log = log_source
         self._poster = poster
         self._sleep = sleep
         self._clock = clock
+        self._links = links
         self._extra_codes = settings.transient_error_codes
+        self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
 
-    async def run(self, *, job_active: bool, keep_alive: Callable[[], None]) -> dict[str, Any]:
+    async def run(
+        self,
+        *,
+        job_active: bool,
+        keep_alive: Callable[[], None],
+        deadline: float = math.inf,
+    ) -> dict[str, Any]:
+        """One pass; ``deadline`` (``time.monotonic()``) is when the pass must be done: the
+        reading stops in time to leave :data:`RESULTS_SHARE` of what is left for the rest."""
         now = self._clock()
+        began = time.monotonic()
+        read_until = began + (deadline - began) * (1 - RESULTS_SHARE)
         runs = self._load_runs()
         keep_alive()
-        counts = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
-        open_records = [(run, r) for run in runs.values() for r in run.open_records()]
-        pending = [(run, r) for run, r in open_records if r["state"] == "pending"]
-        if pending:
-            counts["matched"] = await self._match(pending, keep_alive)
+        checkpoint = self._checkpoint()
+        counts: dict[str, Any] = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
+        open_records = [
+            (run, bulk, r)
+            for run in runs.values()
+            for bulk, r in run.records.items()
+            if _awaiting(r)
+        ]
+        reading: dict[str, Any] = {"pages": 0, "lookups": 0, "entries": 0, "stopped": "done"}
+        if open_records:
+            found = await self._read(checkpoint, open_records, now, read_until, reading, keep_alive)
+            counts["matched"] = self._match(checkpoint, runs, open_records, found, now)
         timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
-        for run, record in pending:
+        for run, _bulk, record in open_records:
             if record["state"] == "pending" and now - parse_iso(record["sent"]) > timeout:
-                record.update(state="unconfirmed", reason="no provisioning-log entry in time")
+                if record.get("match") == "waiting":
+                    record["match"] = "ambiguous"
+                    reason = (
+                        "the provisioning log cannot tell this send's entries from another "
+                        "send of the same worker"
+                    )
+                else:
+                    reason = "no provisioning-log entry in time"
+                record.update(state="unconfirmed", reason=reason)
                 run.changed = True
                 counts["unconfirmed"] += 1
+        self._settle_managers(checkpoint, open_records, now, timeout)
         retrying = [
             (run, bulk)
             for run in runs.values()
@@ -123,10 +203,16 @@ class Confirmer:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
         counts["completed_runs"] = len(finished)
-        still_open = [r["id"] for run in runs.values() for r in run.open_records()]
-        self.open_ids = frozenset(still_open)
+        still_open = [r for run in runs.values() for r in run.open_records()]
+        self.open_ids = frozenset(r["id"] for r in still_open)
         counts["open_records"] = len(still_open)
-        log.info("outcomes: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+        reading["seconds"] = round(time.monotonic() - began, 3)
+        self._save_checkpoint(checkpoint, still_open, reading, now)
+        counts["log"] = reading
+        log.info(
+            "outcomes: %s",
+            ", ".join(f"{k}={v}" for k, v in {**counts, **reading}.items() if k != "log"),
+        )
         return {**counts, "completed": finished, "retry": retry_report}
 
     # --- merging tracked batches ---------------------------------------------------------
@@ -207,70 +293,265 @@ class Confirmer:
             STATE_CONTAINER, run.name, data, etag=run.etag, indent=None
         )
 
+    # --- reading the log ---------------------------------------------------------------
+
+    def _checkpoint(self) -> LogCheckpoint:
+        found = read_document(self.store, STATE_CONTAINER, CHECKPOINT, LogCheckpoint)
+        checkpoint = found[0] if found else LogCheckpoint()
+        job_id = self.settings.job_id
+        if checkpoint.job_id != job_id:
+            # Another job's log (the app was pointed at a new job): nothing of it applies.
+            checkpoint = LogCheckpoint(job_id=job_id)
+        legacy = self.store.read_json(STATE_CONTAINER, LEGACY_CONSUMED)
+        if legacy is not None and isinstance(legacy[0], dict):
+            checkpoint.consumed.update({str(k): str(v) for k, v in legacy[0].items()})
+        return checkpoint
+
+    async def _read(
+        self,
+        checkpoint: LogCheckpoint,
+        awaiting: list[Open],
+        now: dt.datetime,
+        read_until: float,
+        reading: dict[str, Any],
+        keep_alive: Callable[[], None],
+    ) -> dict[str, list[LogEntry]]:
+        """The unconsumed entries of the workers awaiting an outcome, read in order from the
+        checkpoint, and per worker for records whose entries should have been read already;
+        whatever costs fewer requests. Stops cleanly when the budget or Graph says so."""
+        workers = {r["id"] for _, _, r in awaiting}
+        oldest = min(parse_iso(r["sent"]) for _, _, r in awaiting) - TOLERANCE
+        cursor = checkpoint.cursor_time()
+        start = oldest if cursor is None else max(cursor - self._overlap, oldest)
+        # Sends whose entries lie before where the read starts: tracked after the log was read
+        # past them, or their entries came late. Looked up again with a growing interval.
+        behind = [
+            r
+            for _, _, r in awaiting
+            if r["state"] == "pending"
+            and parse_iso(r["sent"]) - TOLERANCE < start
+            and _lookup_due(r, now)
+        ]
+        stray = {r["id"] for r in behind}
+        page_size = self._log.page_size
+        if stray:
+            again = min(parse_iso(r["sent"]) for r in behind) - TOLERANCE
+            if len(stray) > estimate_pages(checkpoint, again, page_size) - estimate_pages(
+                checkpoint, start, page_size
+            ):
+                start, stray = again, set()  # reading that stretch again costs less
+        found: dict[str, list[LogEntry]] = {}
+
+        def max_wait() -> float:
+            return read_until - time.monotonic()
+
+        def take(page: list[LogEntry]) -> None:
+            reading["entries"] += len(page)
+            for entry in page:
+                if entry.source_id in workers and entry.id not in checkpoint.consumed:
+                    found.setdefault(entry.source_id, []).append(entry)
+
+        try:
+            for worker in sorted(stray):
+                since = min(parse_iso(r["sent"]) for r in behind if r["id"] == worker)
+                async for page in self._log.pages(
+                    since - TOLERANCE, source_id=worker, max_wait=max_wait
+                ):
+                    reading["lookups"] += 1
+                    take(page)
+                for record in behind:
+                    if record["id"] == worker:
+                        record["looked"] = int(record.get("looked", 0)) + 1
+                        record["looked_at"] = iso(now)
+            async for page in self._log.pages(start, max_wait=max_wait):
+                reading["pages"] += 1
+                take(page)
+                for entry in page:
+                    if cursor is None or entry.at > cursor:
+                        checkpoint.count(entry.at)
+                if page:
+                    last = max(e.at for e in page)
+                    cursor = last if cursor is None else max(cursor, last)
+                    checkpoint.cursor = iso(cursor)
+                keep_alive()
+        except WaitTooLong:
+            reading["stopped"] = "budget"
+        except GraphServiceError as exc:
+            # Graph down, or still throttling after every retry: what was read counts, the
+            # rest waits for the next pass.
+            reading["stopped"] = f"graph: {exc}"[:200]
+            log.warning("outcomes: reading the provisioning log stopped (%s)", exc)
+        return found
+
     # --- matching log entries ------------------------------------------------------------
 
-    async def _match(
-        self, pending: list[tuple[RunOutcomes, dict[str, Any]]], keep_alive: Callable[[], None]
+    def _match(
+        self,
+        checkpoint: LogCheckpoint,
+        runs: dict[str, RunOutcomes],
+        awaiting: list[Open],
+        found: dict[str, list[LogEntry]],
+        now: dt.datetime,
     ) -> int:
-        by_id: dict[str, list[tuple[RunOutcomes, dict[str, Any]]]] = {}
-        for run, record in pending:
-            by_id.setdefault(record["id"], []).append((run, record))
-        since = min(parse_iso(r["sent"]) for _, r in pending) - TOLERANCE
-        consumed = self._consumed()
-        found: dict[str, list[LogEntry]] = {}
-        seen = 0
-        async for entry in self._entries(since):
-            seen += 1
-            if seen % 1000 == 0:
-                keep_alive()
-            if entry.source_id in by_id and entry.id not in consumed:
-                found.setdefault(entry.source_id, []).append(entry)
+        by_worker: dict[str, list[Open]] = {}
+        for item in awaiting:
+            by_worker.setdefault(item[2]["id"], []).append(item)
         matched = 0
-        for external_id, waiting in by_id.items():
-            entries = sorted(found.get(external_id, []), key=lambda e: e.at)
-            for run, record in sorted(waiting, key=lambda item: item[1]["sent"]):
-                earliest = parse_iso(record["sent"]) - TOLERANCE
-                hit = next((e for e in entries if e.at >= earliest), None)
-                if hit is None:
+        resolved: list[str] = []
+        for worker, entries in found.items():
+            fresh: list[LogEntry] = []
+            for entry in entries:
+                owner = checkpoint.changes.get(entry.change_id or "")
+                if owner is None:
+                    fresh.append(entry)
                     continue
-                entries.remove(hit)
-                consumed[hit.id] = iso(hit.at)
-                self._apply(record, hit)
+                # A later entry of a change already given to a send: that send's, whatever
+                # was sent since.
+                run = runs.get(owner[0])
+                record = run.records.get(owner[1]) if run else None
+                checkpoint.consumed[entry.id] = iso(entry.at)
+                if run is not None and record is not None:
+                    self._apply_later(record, entry)
+                    run.changed = True
+            sends = {
+                (run.run_id, bulk): (run, record)
+                for run, bulk, record in by_worker.get(worker, [])
+                if record["state"] == "pending"
+            }
+            if not sends or not fresh:
+                continue
+            plan = assign(
+                [Send(key, parse_iso(r["sent"])) for key, (_, r) in sends.items()],
+                groups_of(fresh),
+                TOLERANCE,
+            )
+            for key, group in plan.matched.items():
+                run, record = sends[key]
+                for entry in group.entries:
+                    checkpoint.consumed[entry.id] = iso(entry.at)
+                checkpoint.changes[group.change_id] = [*key, iso(group.first.at)]
+                self._apply(record, group)
+                if group.manager == "set":
+                    resolved.append(worker)
+                record.pop("match", None)
                 run.changed = True
                 matched += 1
-        self._save_consumed(consumed, since)
+            for key in plan.waiting:
+                run, record = sends[key]
+                if record.get("match") != "waiting":
+                    record["match"] = "waiting"
+                    run.changed = True
+            for key, tied in plan.ambiguous.items():
+                run, record = sends[key]
+                for group in tied:
+                    for entry in group.entries:
+                        checkpoint.consumed[entry.id] = iso(entry.at)
+                statuses = "/".join(sorted({g.status for g in tied}))
+                record.update(
+                    state="unconfirmed",
+                    match="ambiguous",
+                    reason=(
+                        f"{len(tied)} sends of this worker have log entries in the same second "
+                        f"with different outcomes ({statuses}): the log cannot tell which is "
+                        "this send's"
+                    ),
+                )
+                run.changed = True
+        if resolved and self._links is not None:
+            self._links.resolved(resolved)
         return matched
 
-    def _apply(self, record: dict[str, Any], entry: LogEntry) -> None:
+    def _apply(self, record: dict[str, Any], group: Group) -> None:
+        first, failed = group.first, group.failure
+        said = failed or group.entries[-1]
         record.update(
-            entra_action=entry.action,
-            target_id=entry.target_id,
-            log_id=entry.id,
-            log_time=iso(entry.at),
-            error_code=entry.error_code,
-            error_category=entry.error_category,
-            reason=entry.reason,
-            recommended_action=entry.recommended_action,
+            entra_action=first.action,
+            target_id=first.target_id or said.target_id,
+            log_id=first.id,
+            log_time=iso(first.at),
+            change_id=group.change_id,
+            error_code=said.error_code,
+            error_category=said.error_category,
+            reason=said.reason,
+            recommended_action=said.recommended_action,
         )
-        if entry.status != "failure":
-            record["state"] = entry.status if entry.status in FINAL_OUTCOMES else "success"
+        manager = group.manager
+        if manager is None:
+            record.pop("manager", None)
+            record.pop("manager_reason", None)
+        else:
+            record["manager"] = manager
+            record["manager_reason"] = group.skip_reason if manager == "pending" else None
+            if manager == "pending":
+                record["manager_skipped_at"] = iso(next(e.at for e in group.entries if e.skipped))
+        self._set_state(record, group.status, failed)
+
+    def _apply_later(self, record: dict[str, Any], entry: LogEntry) -> None:
+        """A later entry of a record's change: the manager set, or a failure after all."""
+        if entry.manager_set and record.get("manager") in ("pending", "unresolved"):
+            if self._links is not None:
+                self._links.resolved([record["id"]])
+            record.update(manager="set", manager_reason=None)
+        if entry.status == "failure" and record["state"] != "failure":
+            record.update(
+                error_code=entry.error_code,
+                error_category=entry.error_category,
+                reason=entry.reason,
+                recommended_action=entry.recommended_action,
+            )
+            self._set_state(record, "failure", entry)
+
+    def _set_state(self, record: dict[str, Any], status: str, failed: LogEntry | None) -> None:
+        if status != "failure" or failed is None:
+            record["state"] = status if status in FINAL_OUTCOMES else "success"
             return
-        transient = is_transient(entry, self._extra_codes)
+        transient = is_transient(failed, self._extra_codes)
         if transient and record["sends"] < self.settings.max_record_attempts:
             record["state"] = "retrying"
         else:
             record["state"] = "failure"
             record["transient"] = transient
 
-    def _consumed(self) -> dict[str, str]:
-        found = self.store.read_json(STATE_CONTAINER, CONSUMED)
-        return dict(found[0]) if found else {}
+    def _settle_managers(
+        self,
+        checkpoint: LogCheckpoint,
+        awaiting: list[Open],
+        now: dt.datetime,
+        timeout: dt.timedelta,
+    ) -> None:
+        """A skipped manager no later entry set, once the log was read well past the skip (or
+        the outcome timed out): unresolved, and handed to the follow-up."""
+        cursor = checkpoint.cursor_time()
+        unresolved: list[dict[str, Any]] = []
+        for run, _bulk, record in awaiting:
+            if record.get("manager") != "pending":
+                continue
+            skipped = parse_iso(record.get("manager_skipped_at") or record["log_time"])
+            read_past = cursor is not None and cursor - skipped > MANAGER_SETTLE
+            if read_past or now - skipped > timeout:
+                record["manager"] = "unresolved"
+                run.changed = True
+                unresolved.append(record)
+        if unresolved and self._links is not None:
+            self._links.unresolved(unresolved, now)
 
-    def _save_consumed(self, consumed: dict[str, str], since: dt.datetime) -> None:
-        # Entries older than every open send can never match again: forget them.
-        horizon = since - TOLERANCE
-        kept = {k: v for k, v in consumed.items() if parse_iso(v) >= horizon}
-        self.store.write_json(STATE_CONTAINER, CONSUMED, kept, indent=None)
+    def _save_checkpoint(
+        self,
+        checkpoint: LogCheckpoint,
+        still_open: list[dict[str, Any]],
+        reading: dict[str, Any],
+        now: dt.datetime,
+    ) -> None:
+        cursor = checkpoint.cursor_time()
+        horizon = (cursor or now) - self._overlap - MANAGER_SETTLE
+        sent = [parse_iso(r["sent"]) for r in still_open if "sent" in r]
+        if sent:
+            horizon = min(horizon, min(sent) - TOLERANCE)
+        checkpoint.prune(horizon - TOLERANCE)
+        checkpoint.last_pass = {**reading, "at": iso(now), "open_records": len(still_open)}
+        self.store.write_json(STATE_CONTAINER, CHECKPOINT, checkpoint.dump(), indent=None)
+        if self.store.exists(STATE_CONTAINER, LEGACY_CONSUMED):
+            self.store.delete(STATE_CONTAINER, LEGACY_CONSUMED)
 
     # --- retries -------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ LEDGER_OUTCOME_COLUMNS = (
     "target_id",
     "log_time",
     "sends",
+    "manager",
+    "manager_reason",
+    "match",
 )
 FAILURE_COLUMNS = (
     "externalId",
@@ -79,6 +82,12 @@ def write_results(store: BlobStore, run: RunOutcomes, done: bool, now: dt.dateti
         "records": len(run.records),
         "counts": run.counts(),
         "retried_records": sum(1 for r in run.records.values() if r["sends"] > 1),
+        # Managers Entra could not resolve (followed up from state/manager-links.json) and
+        # sends the log could not tell apart from another send of the same worker.
+        "managers_unresolved": sum(
+            1 for r in run.records.values() if r.get("manager") == "unresolved"
+        ),
+        "ambiguous": sum(1 for r in run.records.values() if r.get("match") == "ambiguous"),
         "permanent_failures": len(failures),
         # For a person: the first failures with Entra's advice; all are in failures.csv.
         "failures": [
@@ -166,4 +175,7 @@ def _outcome_cells(record: dict[str, Any] | None) -> tuple[Any, ...]:
         record.get("target_id") or "",
         record.get("log_time") or "",
         record["sends"],
+        record.get("manager") or "",
+        csv_safe(record.get("manager_reason") or ""),
+        record.get("match") or "",
     )

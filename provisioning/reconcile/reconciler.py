@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..changes.flush import flush, stale_outbox
@@ -27,9 +27,10 @@ from ..clock import iso, parse_iso, utcnow
 from ..convert.bulk import Operation
 from ..graph.client import GraphClient, GraphUnavailable
 from ..graph.outcomes import graph_reason
-from ..graph.provisioning_logs import LogEntry, provisioning_entries
+from ..graph.provisioning_logs import GraphLog
 from ..graph.sender import Outgoing, Sender, SentBatch
 from ..graph.submit import client_request_id
+from ..graph.tenant_pace import TenantPace
 from ..jml.ordering import SendGate
 from ..runs.drop import DropProcessor
 from ..runs.release import Releaser
@@ -127,16 +128,19 @@ class Reconciler:
                     )
                     report["flush"] = {k: flushed.get(k) for k in ("status", "records_accepted")}
                     keeper.renew_if_due()
+            read_pace = TenantPace.for_log_reads(self.store, self.settings, sleep=keeper.sleep)
             confirmer = Confirmer(
                 self.settings,
                 self.store,
-                entries=self._entries,
+                log_source=GraphLog(self.graph.sdk, self.graph.job_id, pace=read_pace),
                 poster=self.graph,
                 sleep=keeper.sleep,
                 clock=self._clock,
             )
             report["outcomes"] = await confirmer.run(
-                job_active=active, keep_alive=keeper.renew_if_due
+                job_active=active,
+                keep_alive=keeper.renew_if_due,
+                deadline=begun + self.settings.reconcile_budget_seconds,
             )
             if drift or (drift is None and self._drift_due(started)):
                 report["drift"] = await self._drift(confirmer.open_ids, active, keeper)
@@ -149,9 +153,6 @@ class Reconciler:
             )
             lease.release()
         return report
-
-    def _entries(self, since: dt.datetime) -> AsyncIterator[LogEntry]:
-        return provisioning_entries(self.graph.sdk, self.graph.job_id, since)
 
     def _drift_due(self, now: dt.datetime) -> bool:
         hours = self.settings.drift_interval_hours
