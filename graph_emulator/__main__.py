@@ -29,7 +29,15 @@ def _parser() -> argparse.ArgumentParser:
         help="REQUESTS/SECONDS for the tenant (all jobs), or 'none' (default 40/5)",
     )
     parser.add_argument(
-        "--no-retry-after", action="store_true", help="answer 429 without a Retry-After header"
+        "--log-rate-limit",
+        default="5/10",
+        help="provisioning-log reads REQUESTS/SECONDS per app, or 'none' (default 5/10, "
+        "Graph's identity and access reports limit)",
+    )
+    parser.add_argument(
+        "--no-retry-after",
+        action="store_true",
+        help="answer bulkUpload 429s without a Retry-After header",
     )
     parser.add_argument(
         "--daily-quota", type=int, help="bulkUpload calls per 24 h for the tenant (all jobs)"
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         rate_limit = parse_rate_limit(args.rate_limit)
+        log_rate_limit = parse_rate_limit(args.log_rate_limit, "--log-rate-limit")
     except FaultError as exc:
         print(f"graph-emulator: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             sp_id=args.sp_id,
             job_id=args.job_id,
             rate_limit=rate_limit,
+            log_rate_limit=log_rate_limit,
             retry_after=not args.no_retry_after,
             log_delay=args.log_delay,
             daily_quota=args.daily_quota,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -13,9 +14,13 @@ def new_guid() -> str:
     return str(uuid.uuid4())
 
 
-def new_job_id() -> str:
-    """A job id shaped like Entra's API-driven provisioning jobs: ``API2AAD.<32 hex>.<guid>``."""
-    return f"API2AAD.{secrets.token_hex(16)}.{new_guid()}"
+def new_job_id(tenant_id: str | None = None) -> str:
+    """A job id shaped like Entra's API-driven provisioning jobs: ``API2AAD.<32 hex>.<guid>``.
+    In Microsoft's sample log page the 32 hex digits are the tenant id without its dashes."""
+    hex_part = (tenant_id or "").replace("-", "").lower()
+    if len(hex_part) != 32 or any(ch not in "0123456789abcdef" for ch in hex_part):
+        hex_part = secrets.token_hex(16)
+    return f"API2AAD.{hex_part}.{new_guid()}"
 
 
 def iso(ts: float) -> str:
@@ -23,6 +28,13 @@ def iso(ts: float) -> str:
     micros = round(ts * 1_000_000)
     moment = datetime.fromtimestamp(micros // 1_000_000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros % 1_000_000 // 1000:03d}Z"
+
+
+def iso_seconds(ts: float) -> str:
+    """ISO 8601 UTC truncated to whole seconds, as provisioning-log entries print
+    ``activityDateTime`` (``2023-01-03T22:40:50Z`` in Microsoft's sample page,
+    tests/data/microsoft/provisioning-log-sample.json)."""
+    return datetime.fromtimestamp(math.floor(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +20,26 @@ class ODataError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Clause:
     prop: str  # canonical property path, e.g. "sourceIdentity/id"
-    op: str  # eq, ne, gt, ge, lt, le, in
+    op: str  # eq, ne, gt, ge, lt, le, in, contains
     value: Any  # str, bool, float (timestamps) or a tuple of str for "in"
 
 
+# Every operator the parser knows, by property kind; an endpoint narrows them (``operators``).
+ALL_OPERATORS: dict[str, frozenset[str]] = {
+    "string": frozenset({"eq", "ne", "in"}),
+    "bool": frozenset({"eq", "ne"}),
+    "datetime": frozenset({"eq", "gt", "ge", "lt", "le"}),
+}
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
-_CLAUSE = re.compile(r"^\s*([A-Za-z][\w/]*)\s+(eq|ne|gt|ge|lt|le|in)\s+(.+?)\s*$", re.IGNORECASE)
+_OR_NOT = re.compile(r"(?:^|\s)(or|not)(?:\s|\(|$)", re.IGNORECASE)
+_CLAUSE = re.compile(r"^\s*([A-Za-z][\w/]*)\s+([A-Za-z]+)\s+(.+?)\s*$")
+_FUNCTION = re.compile(r"^\s*([A-Za-z]+)\s*\((.*)\)\s*$", re.DOTALL)
 _STRING = re.compile(r"^'((?:[^']|'')*)'$")
+
+
+def _outside_quotes(text: str) -> str:
+    """``text`` with every quoted literal blanked, so keywords inside values are not seen."""
+    return re.sub(r"'(?:[^']|'')*'", lambda m: "'" + " " * (len(m.group(0)) - 2) + "'", text)
 
 
 def _split_and(text: str) -> list[str]:
@@ -61,54 +74,82 @@ def _string(literal: str) -> str:
     return match.group(1).replace("''", "'")
 
 
+def _property(name: str, properties: Mapping[str, str]) -> str:
+    prop = properties.get(name.strip().lower())
+    if prop is None:
+        raise ODataError(f"filtering on property '{name.strip()}' is not supported")
+    return prop
+
+
 def parse_filter(
-    text: str | None, properties: Mapping[str, str], kinds: Mapping[str, str]
+    text: str | None,
+    properties: Mapping[str, str],
+    kinds: Mapping[str, str],
+    operators: Mapping[str, Collection[str]] | None = None,
+    functions: Collection[str] = (),
 ) -> list[Clause]:
-    """Parse ``prop op value [and ...]``.
+    """Parse ``prop op value [and ...]`` and, where ``functions`` allows, ``fn(prop, 'x')``.
 
     ``properties`` maps lower-cased names to canonical ones (so ``jobid`` means ``jobId``);
-    ``kinds`` gives each canonical property's type: ``string``, ``bool`` or ``datetime``.
+    ``kinds`` gives each canonical property's type: ``string``, ``bool`` or ``datetime``;
+    ``operators`` the comparison operators allowed per kind (default ``ALL_OPERATORS``);
+    ``functions`` the string functions allowed (only ``contains`` is implemented). Anything
+    else raises ``ODataError`` naming the property, operator or function, never the literal.
     """
     if text is None or not text.strip():
         return []
+    allowed = operators if operators is not None else ALL_OPERATORS
+    blanked = _outside_quotes(text)
+    if blanked.count("'") % 2:
+        raise ODataError("unterminated string literal in $filter")
+    keyword = _OR_NOT.search(blanked)
+    if keyword:
+        raise ODataError(f"the '{keyword.group(1).lower()}' operator is not supported in $filter")
     clauses: list[Clause] = []
     for part in _split_and(text.strip()):
         part = part.strip()
         while part.startswith("(") and part.endswith(")"):
             part = part[1:-1].strip()
+        function = _FUNCTION.match(part)
+        if function:
+            name = function.group(1)
+            if name.lower() not in functions:
+                raise ODataError(f"the function '{name}' is not supported in $filter")
+            args = _split_commas(function.group(2))
+            if len(args) != 2:
+                raise ODataError(f"'{name.lower()}' takes a property and a string literal")
+            prop = _property(args[0], properties)
+            if kinds[prop] != "string":
+                raise ODataError(f"'{name.lower()}' is not supported for '{prop}'")
+            clauses.append(Clause(prop, name.lower(), _string(args[1])))
+            continue
         match = _CLAUSE.match(part)
         if not match:
-            raise ODataError(
-                "unsupported $filter clause; expected <property> <eq|ne|gt|ge|lt|le|in> <literal>"
-            )
+            raise ODataError("unsupported $filter clause; expected <property> <operator> <literal>")
         name, op, literal = match.group(1), match.group(2).lower(), match.group(3)
-        prop = properties.get(name.lower())
-        if prop is None:
-            raise ODataError(f"filtering on property '{name}' is not supported")
+        prop = _property(name, properties)
         kind = kinds[prop]
+        if op not in ALL_OPERATORS["string"] | ALL_OPERATORS["datetime"]:
+            raise ODataError(f"the operator '{match.group(2)}' is not supported in $filter")
+        if op not in allowed.get(kind, ()):
+            raise ODataError(f"'{op}' is not supported for '{prop}'")
         value: Any
         if op == "in":
-            if kind != "string":
-                raise ODataError(f"'in' is not supported for '{prop}'")
             inner = literal.strip()
             if not (inner.startswith("(") and inner.endswith(")")):
                 raise ODataError("'in' expects a parenthesised list of string literals")
             items = [item for item in _split_commas(inner[1:-1]) if item.strip()]
             value = tuple(_string(item) for item in items)
         elif kind == "datetime":
-            if op == "ne":
-                raise ODataError(f"'ne' is not supported for '{prop}'")
             try:
                 value = parse_iso(literal)
             except ValueError as exc:
                 raise ODataError(f"'{prop}' expects a DateTimeOffset literal") from exc
         elif kind == "bool":
-            if op not in ("eq", "ne") or literal.lower() not in ("true", "false"):
+            if literal.lower() not in ("true", "false"):
                 raise ODataError(f"'{prop}' supports only eq/ne true|false")
             value = literal.lower() == "true"
         else:
-            if op not in ("eq", "ne"):
-                raise ODataError(f"'{op}' is not supported for '{prop}'")
             value = _string(literal)
         clauses.append(Clause(prop, op, value))
     return clauses
@@ -147,6 +188,8 @@ def matches(clauses: list[Clause], get: Callable[[str], Any], fold_case: bool = 
             actual, value = _fold(actual), _fold(value)
         if clause.op == "in":
             ok = actual in value
+        elif clause.op == "contains":
+            ok = isinstance(actual, str) and value in actual
         elif clause.op == "eq":
             ok = actual == value
         elif clause.op == "ne":

@@ -21,6 +21,9 @@ from .scim import SCIM_MEDIA_TYPE, InvalidBulkRequest, media_type, summarize, va
 from .state import (
     DEFAULT_USER_PROPERTIES,
     LOG_FILTERS,
+    LOG_FUNCTIONS,
+    LOG_OPERATORS,
+    LOG_RATE_LIMIT,
     USER_FILTERS,
     USER_PROPERTIES,
     EmulatorState,
@@ -299,10 +302,25 @@ class _Handler(BaseHTTPRequestHandler):
                 {"Allow": "GET"},
             )
             return
+        if route in ("logs", "log") and not self._admit_log_read():
+            return
         try:
             getattr(self, f"_get_{route}")(match)
         except odata.ODataError as exc:
             self._error(400, "BadRequest", f"Invalid query: {exc}")
+
+    def _admit_log_read(self) -> bool:
+        """Count a provisioning-log read against its app's window (see LOG_RATE_LIMIT in
+        state.py); answer 429 and return False when the window is full."""
+        state = self._state()
+        app = state.token_client(self.headers.get("Authorization")) or ""
+        wait = state.admit_log_read(app)
+        if wait is None:
+            return True
+        # Graph's throttling page (https://learn.microsoft.com/graph/throttling): 429, a
+        # Retry-After header, code TooManyRequests, its sample message.
+        self._error(429, "TooManyRequests", "Please retry again later.", {"Retry-After": str(wait)})
+        return False
 
     def _base(self, version: str) -> str:
         return f"{self.server.emulator.url}/{version}"
@@ -485,7 +503,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_logs(self, match: re.Match[str]) -> None:
         version = match.group("version")
         props = {name.lower(): name for name in LOG_FILTERS}
-        clauses = odata.parse_filter(self._query.get("$filter"), props, LOG_FILTERS)
+        clauses = odata.parse_filter(
+            self._query.get("$filter"), props, LOG_FILTERS, LOG_OPERATORS, LOG_FUNCTIONS
+        )
         top = odata.parse_top(self._query.get("$top"), 50, 1000)
         orderby = (self._query.get("$orderby") or "activityDateTime desc").strip().split()
         if not orderby or orderby[0].lower() != "activitydatetime" or len(orderby) > 2:
@@ -496,7 +516,11 @@ class _Handler(BaseHTTPRequestHandler):
         after = None
         if "$skiptoken" in self._query:
             after = odata.decode_token(self._query["$skiptoken"]).get("after")
-            if not isinstance(after, list) or len(after) != 2:
+            if (
+                not isinstance(after, list)
+                or len(after) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in after)
+            ):
                 raise odata.ODataError("$skiptoken is not valid")
         items, next_key = self._state().query_logs(clauses, direction == "desc", top, after)
         payload: dict[str, Any] = {
@@ -658,6 +682,9 @@ class _Handler(BaseHTTPRequestHandler):
             elif self.command == "GET" and name == "pacing":
                 window = self._query.get("window")
                 self._json(200, state.pacing(float(window) if window else None), ctype=simple)
+            elif self.command == "GET" and name == "log_reads":
+                window = self._query.get("window")
+                self._json(200, state.log_reads(float(window) if window else None), ctype=simple)
             elif self.command == "GET" and name == "faults":
                 self._json(200, state.faults_json(), ctype=simple)
             elif self.command == "POST" and name == "faults":
@@ -700,6 +727,7 @@ class GraphEmulator:
         job_id: str | None = None,
         jobs: dict[str, list[str]] | None = None,
         rate_limit: tuple[int, float] | str | None = (40, 5.0),
+        log_rate_limit: tuple[int, float] | str | None = LOG_RATE_LIMIT,
         retry_after: bool = True,
         log_delay: float = 0.0,
         daily_quota: int | None = None,
@@ -714,8 +742,9 @@ class GraphEmulator:
         if spec and sp_id is None:
             sp_id = next(iter(spec))
         self.sp_id: str = sp_id or new_guid()
+        tenant_id = tenant_id or new_guid()
         if job_id is None:
-            job_id = spec[self.sp_id][0] if spec.get(self.sp_id) else new_job_id()
+            job_id = spec[self.sp_id][0] if spec.get(self.sp_id) else new_job_id(tenant_id)
         self.job_id: str = job_id
         if job_id not in spec.setdefault(self.sp_id, []):
             spec[self.sp_id].append(job_id)
@@ -724,11 +753,12 @@ class GraphEmulator:
         self.state = EmulatorState(
             spec,
             rate_limit=parse_rate_limit(rate_limit),
+            log_rate_limit=parse_rate_limit(log_rate_limit, "log_rate_limit"),
             retry_after=retry_after,
             log_delay=log_delay,
             daily_quota=daily_quota,
             token_lifetime=token_lifetime,
-            tenant_id=tenant_id or new_guid(),
+            tenant_id=tenant_id,
             system_client_id=new_guid(),
             msi_client_ids=msi_client_ids,
         )
@@ -819,10 +849,11 @@ class GraphEmulator:
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """Change fault settings; keys left out keep their value. Keys: ``status_sequence``,
         ``latency_ms``, ``drop_connections``, ``job_status`` (+ ``quarantine_reason``,
-        ``job_id``), ``rate_limit``, ``retry_after``, ``daily_quota``, ``fail_records``,
-        ``log_delay``, ``token_failures`` (+ ``token_status``), ``read_sequence``,
-        ``retry_after_seconds``, ``reject_records``, ``bucket_full_for`` (seconds). Returns the
-        resulting settings."""
+        ``job_id``), ``rate_limit``, ``log_rate_limit`` (provisioning-log reads per app, as
+        ``rate_limit``; ``None`` turns it off), ``retry_after`` (bulkUpload 429s only),
+        ``daily_quota``, ``fail_records``, ``log_delay``, ``token_failures`` (+
+        ``token_status``), ``read_sequence``, ``retry_after_seconds``, ``reject_records``,
+        ``bucket_full_for`` (seconds). Returns the resulting settings."""
         return self.state.set_faults(changes)
 
     def reset(self) -> None:
@@ -863,9 +894,16 @@ class GraphEmulator:
     def pacing(self, window: float | None = None) -> dict[str, Any]:
         """``admitted``, ``throttled`` (``rate``, ``quota``, ``injected`` 429s),
         ``answered_429``, ``max_in_window`` over ``window`` seconds (default: the rate limit's),
-        ``calls_last_24h``, ``rate_limit``, ``daily_quota``, ``bucket_full_remaining`` and
-        ``clock_offset_seconds``."""
+        ``calls_last_24h``, ``rate_limit``, ``daily_quota``, ``bucket_full_remaining``,
+        ``clock_offset_seconds`` and ``log_reads`` (see ``log_reads()``)."""
         return self.state.pacing(window)
+
+    def log_reads(self, window: float | None = None) -> dict[str, Any]:
+        """Provisioning-log reads (list and by-id): ``admitted``, ``throttled`` (answered 429
+        by ``log_rate_limit``), ``max_in_window`` (the most reads one app had admitted in any
+        sliding window of ``window`` seconds, default the limit's), ``window_seconds``,
+        ``log_rate_limit`` and ``by_app`` (the same per client id)."""
+        return self.state.log_reads(window)
 
     def seed_users(self, users: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return self.state.seed_users(users)

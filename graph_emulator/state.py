@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import odata
+from . import entries, odata
 from ._util import iso, new_guid
 from .scim import MAPPED_PROPERTIES, graph_fields, manager_reference
 
@@ -57,6 +57,22 @@ DAY = 86400.0
 # Both are sliding windows: a call is refused while the window of the last N seconds already
 # holds the limit, and Retry-After is the number of seconds until the window has room.
 
+# Throttling of provisioning-log reads: Microsoft Graph's service-specific limits page
+# (https://learn.microsoft.com/graph/throttling-limits, "Identity and access reports service
+# limits") limits the identity and access reports, auditLogRoot among them, to five requests
+# per 10 seconds per app per tenant. The emulator keeps one sliding window per app (the client
+# id its access token was issued to) in its one tenant; the list and the by-id route both
+# count. Graph's throttling page (https://learn.microsoft.com/graph/throttling) answers a
+# throttled request 429 with a Retry-After header and the error code TooManyRequests, message
+# "Please retry again later." (its sample response). Which reads count is not documented: the
+# emulator counts every authenticated GET of the two routes, a 400 for a bad query included,
+# and, as for bulkUpload, not the reads it refuses 429.
+LOG_RATE_LIMIT = (5, 10.0)
+# Seconds between a record's entry and the follow-up entry that sets a manager created in the
+# same cycle: what the sample shows for 10018 and 10019 (22:40:48 then 22:40:50 and 22:40:49);
+# Entra's real delay varies (6 s for 10015 in the sample's earlier cycle): 2 is assumed.
+FOLLOW_UP_SECONDS = 2
+
 # Properties Graph v1.0 returns for a user when the request has no $select.
 DEFAULT_USER_PROPERTIES = (
     "businessPhones",
@@ -78,19 +94,36 @@ USER_PROPERTIES = (
     "officeLocation",
     "createdDateTime",
 )
+# Microsoft's "List provisioningObjectSummary" page
+# (https://learn.microsoft.com/graph/api/provisioningobjectsummary-list) documents $filter with
+# eq, contains, gt and lt, $orderby, $top and $skiptoken, and "The filters are all case
+# sensitive" (values; property names are case-insensitive in Graph, as the Postman collection's
+# `jobid eq` shows). Microsoft's Postman collection also sends `activityDateTime ge ...`, so ge
+# and le work on the date too. Which properties Graph lets a client filter on is not listed:
+# the emulator accepts the ones below (those Microsoft's samples and our app use, the
+# identifiers and the statuses) and answers 400 for any other, an assumption.
 LOG_FILTERS = {
     "id": "string",
     "jobId": "string",
     "cycleId": "string",
     "changeId": "string",
     "activityDateTime": "datetime",
+    "action": "string",
     "provisioningAction": "string",
     "provisioningStatusInfo/status": "string",
+    "statusInfo/status": "string",
     "sourceIdentity/id": "string",
     "sourceIdentity/displayName": "string",
     "targetIdentity/id": "string",
+    "targetIdentity/displayName": "string",
     "servicePrincipal/id": "string",
+    "servicePrincipal/displayName": "string",
 }
+LOG_OPERATORS: dict[str, frozenset[str]] = {
+    "string": frozenset({"eq"}),
+    "datetime": frozenset({"eq", "gt", "ge", "lt", "le"}),
+}
+LOG_FUNCTIONS = frozenset({"contains"})
 USER_FILTERS = {
     "id": "string",
     "employeeId": "string",
@@ -128,7 +161,7 @@ class Job:
 @dataclass(slots=True)
 class LogRecord:
     seq: int
-    timestamp: int  # microseconds since the epoch, truncated to the printed milliseconds
+    timestamp: int  # whole seconds since the epoch: activityDateTime as printed
     visible_at: float
     entry: dict[str, Any]
 
@@ -140,6 +173,8 @@ class Faults:
     drop_connections: int = 0
     fail_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     rate_limit: tuple[int, float] | None = (40, 5.0)
+    # Provisioning-log reads per app in a sliding window (see LOG_RATE_LIMIT); None: no limit.
+    log_rate_limit: tuple[int, float] | None = LOG_RATE_LIMIT
     retry_after: bool = True
     daily_quota: int | None = None
     log_delay: float = 0.0
@@ -167,6 +202,7 @@ class Faults:
             "drop_connections": self.drop_connections,
             "fail_records": copy.deepcopy(self.fail_records),
             "rate_limit": list(self.rate_limit) if self.rate_limit else None,
+            "log_rate_limit": list(self.log_rate_limit) if self.log_rate_limit else None,
             "retry_after": self.retry_after,
             "daily_quota": self.daily_quota,
             "log_delay": self.log_delay,
@@ -184,11 +220,11 @@ class Admission:
     bucket_full: bool = False  # admitted, but the job's bucket is full: answer 500
 
 
-def parse_rate_limit(value: Any) -> tuple[int, float] | None:
+def parse_rate_limit(value: Any, name: str = "rate_limit") -> tuple[int, float] | None:
     """``None``/"none", ``(n, seconds)``, ``[n, seconds]`` or ``"n/seconds"``."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
         return None
-    usage = "rate_limit must be None, (requests, seconds) or 'requests/seconds'"
+    usage = f"{name} must be None, (requests, seconds) or 'requests/seconds'"
     if isinstance(value, str):
         head, _, tail = value.partition("/")
         value = (head, tail or "1")
@@ -199,7 +235,7 @@ def parse_rate_limit(value: Any) -> tuple[int, float] | None:
     except (TypeError, ValueError) as exc:
         raise FaultError(usage) from exc
     if count < 1 or seconds <= 0:
-        raise FaultError("rate_limit needs requests >= 1 and seconds > 0")
+        raise FaultError(f"{name} needs requests >= 1 and seconds > 0")
     return count, seconds
 
 
@@ -216,17 +252,13 @@ def _new_user(now: float) -> dict[str, Any]:
     return user
 
 
-def _text(value: Any) -> str | None:
-    """modifiedProperty values are strings in Graph."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items() if v is not None)
-    return str(value)
+def _max_in_window(times: list[float], seconds: float) -> int:
+    """The most instants of the sorted ``times`` in any window (t - seconds, t]."""
+    best = 0
+    for end, moment in enumerate(times):
+        start = bisect.bisect_right(times, moment - seconds, 0, end + 1)
+        best = max(best, end - start + 1)
+    return best
 
 
 class EmulatorState:
@@ -236,6 +268,7 @@ class EmulatorState:
         *,
         rate_limit: tuple[int, float] | None,
         retry_after: bool,
+        log_rate_limit: tuple[int, float] | None = LOG_RATE_LIMIT,
         log_delay: float,
         daily_quota: int | None,
         token_lifetime: float,
@@ -254,11 +287,13 @@ class EmulatorState:
         self._job_spec = {sp: list(ids) for sp, ids in jobs.items()}
         self._defaults = Faults(
             rate_limit=rate_limit,
+            log_rate_limit=log_rate_limit,
             retry_after=retry_after,
             log_delay=log_delay,
             daily_quota=daily_quota,
         )
         self.tokens: dict[str, Token] = {}
+        self.application_ids: dict[str, str] = {sp.lower(): new_guid() for sp in jobs}
         self._reset_locked()
 
     # ---------------------------------------------------------------- lifecycle
@@ -286,10 +321,16 @@ class EmulatorState:
         # how many bulkUpload requests were answered 429, by cause.
         self.admitted_times: list[float] = []
         self.throttled = {"rate": 0, "quota": 0, "injected": 0}
+        # Provisioning-log reads, per app (lower-cased client id): the sliding window, every
+        # admitted instant (max_in_window) and how many were answered 429.
+        self.log_windows: dict[str, deque[float]] = {}
+        self.log_read_times: dict[str, list[float]] = {}
+        self.log_reads_throttled: dict[str, int] = {}
 
     def reset(self) -> None:
         """Forget users, logs, uploads, held operations, faults, the tenant's rate and quota
-        windows, and any advance of the clock. Issued tokens stay valid."""
+        windows, the log-read windows, and any advance of the clock. Issued tokens stay
+        valid."""
         with self.lock:
             self._reset_locked()
 
@@ -334,11 +375,7 @@ class EmulatorState:
             raise FaultError("the window must be a positive number of seconds")
         with self.lock:
             times = list(self.admitted_times)
-        best = 0
-        for end, moment in enumerate(times):
-            start = bisect.bisect_right(times, moment - seconds, 0, end + 1)
-            best = max(best, end - start + 1)
-        return best
+        return _max_in_window(times, seconds)
 
     def pacing(self, window: float | None = None) -> dict[str, Any]:
         with self.lock:
@@ -355,8 +392,60 @@ class EmulatorState:
                 "calls_last_24h": self._prune(self.day_window, DAY, self.clock()),
                 "bucket_full_remaining": self.bucket_full_remaining(),
                 "clock_offset_seconds": self._clock_offset,
+                "log_reads": self.log_reads(),
             }
             return out
+
+    def log_reads(self, window: float | None = None) -> dict[str, Any]:
+        """Provisioning-log reads: ``admitted``, ``throttled`` (answered 429 by the log-read
+        limit), ``max_in_window`` (the most one app was admitted in any sliding window of
+        ``window`` seconds, default the limit's), ``window_seconds``, ``log_rate_limit`` and
+        the same counts ``by_app`` (lower-cased client id)."""
+        if window is not None and (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not math.isfinite(window)
+            or window <= 0
+        ):
+            raise FaultError("the window must be a positive number of seconds")
+        with self.lock:
+            limit = self.faults.log_rate_limit
+            size = window if window is not None else (limit[1] if limit else LOG_RATE_LIMIT[1])
+            apps = sorted(set(self.log_read_times) | set(self.log_reads_throttled))
+            by_app = {
+                app: {
+                    "admitted": len(self.log_read_times.get(app, [])),
+                    "throttled": self.log_reads_throttled.get(app, 0),
+                    "max_in_window": _max_in_window(self.log_read_times.get(app, []), size),
+                }
+                for app in apps
+            }
+            return {
+                "admitted": sum(a["admitted"] for a in by_app.values()),
+                "throttled": sum(a["throttled"] for a in by_app.values()),
+                "max_in_window": max((a["max_in_window"] for a in by_app.values()), default=0),
+                "window_seconds": size,
+                "log_rate_limit": list(limit) if limit else None,
+                "by_app": by_app,
+            }
+
+    def admit_log_read(self, app: str) -> int | None:
+        """Count one provisioning-log read of ``app`` against its sliding window (see
+        LOG_RATE_LIMIT): None when admitted, else the Retry-After in whole seconds (at least
+        1) until the window has room. A refused read is not counted in the window."""
+        with self.lock:
+            key = app.lower()
+            now = self.clock()
+            limit = self.faults.log_rate_limit
+            window = self.log_windows.setdefault(key, deque())
+            self._prune(window, limit[1] if limit else DAY, now)
+            if limit and len(window) >= limit[0]:
+                self.log_reads_throttled[key] = self.log_reads_throttled.get(key, 0) + 1
+                wait = window[len(window) - limit[0]] + limit[1] - now
+                return max(1, math.ceil(wait))
+            window.append(now)
+            self.log_read_times.setdefault(key, []).append(now)
+            return None
 
     def bucket_full_remaining(self) -> float:
         """Seconds (emulator clock) left of the bucket-full stretch; 0 when there is none."""
@@ -394,6 +483,13 @@ class EmulatorState:
     def known_client_id(self, client_id: str) -> bool:
         return self.msi_client_ids is None or client_id.lower() in self.msi_client_ids
 
+    def token_client(self, authorization: str | None) -> str | None:
+        """The client (app) id a bearer token was issued to; None for an unknown token."""
+        _, _, token = (authorization or "").strip().partition(" ")
+        with self.lock:
+            record = self.tokens.get(token.strip())
+            return record.client_id if record else None
+
     def check_token(self, authorization: str | None) -> str | None:
         """None when the bearer token is valid, else Graph's 401 message."""
         scheme, _, token = (authorization or "").strip().partition(" ")
@@ -419,6 +515,7 @@ class EmulatorState:
             "drop_connections",
             "fail_records",
             "rate_limit",
+            "log_rate_limit",
             "retry_after",
             "daily_quota",
             "log_delay",
@@ -483,6 +580,10 @@ class EmulatorState:
                 faults.retry_after_seconds = seconds
             if "rate_limit" in changes:
                 faults.rate_limit = parse_rate_limit(changes["rate_limit"])
+            if "log_rate_limit" in changes:
+                faults.log_rate_limit = parse_rate_limit(
+                    changes["log_rate_limit"], "log_rate_limit"
+                )
             if "retry_after" in changes:
                 faults.retry_after = bool(changes["retry_after"])
             if "daily_quota" in changes:
@@ -657,11 +758,18 @@ class EmulatorState:
             return False
 
     def _apply(self, job: Job, operations: list[dict[str, Any]]) -> None:
-        """Process one staged bulk request as one provisioning cycle (lock held)."""
-        # Millisecond precision, as printed: filtering on a printed value is then exact.
-        offset_ns = round(self._clock_offset * 1_000_000_000)
-        now = (time.time_ns() + offset_ns) // 1_000_000 / 1000
+        """Process one staged bulk request as one provisioning cycle (lock held).
+
+        Manager references resolve as the sample page shows Entra resolving them
+        (tests/data/microsoft/provisioning-log-sample.json, workers 10018-10020): at a record's
+        own create or update only when the manager was in the directory before the cycle;
+        otherwise the record's entry carries an EntrySynchronizationSkip step (status still
+        success), and once every record of the cycle is applied a manager that now exists is
+        set by a second entry of the same change, two seconds later (_follow_up)."""
+        now = self.wall()
+        stamp = math.floor(now)  # activityDateTime prints whole seconds
         cycle_id = new_guid()
+        known_before = set(self.by_employee_id)
         outcomes: list[dict[str, Any]] = []
         for op in operations:
             data = op["data"]
@@ -681,8 +789,11 @@ class EmulatorState:
                 "data": data,
                 "action": action,
                 "user": user,
+                "before": copy.deepcopy(user) if user else None,
                 "changes": [],
                 "fault": fault,
+                "change_id": new_guid(),
+                "unresolved_manager": None,
             }
             outcomes.append(outcome)
             if fault is not None:
@@ -694,9 +805,6 @@ class EmulatorState:
                 self.user_seq[user["id"]] = self._next_seq()
                 self.by_employee_id[external_id] = user["id"]
                 outcome["user"] = user
-                outcome["changes"].append(("objectId", None, user["id"]))
-                if "accountEnabled" not in fields:
-                    outcome["changes"].append(("accountEnabled", None, True))
             for key, value in fields.items():
                 old = user.get(key)
                 if key == "employeeOrgData":
@@ -706,8 +814,13 @@ class EmulatorState:
                 elif not created and old != value:
                     outcome["changes"].append((key, old, value))
                 user[key] = value
+            if created:
+                # What every create of the sample lists besides the mapped attributes.
+                if "accountEnabled" not in fields:
+                    outcome["changes"].append(("accountEnabled", None, True))
+                outcome["changes"].append(("IsSoftDeleted", None, False))
+                outcome["changes"].append(("passwordProfile.password", None, "[Redacted]"))
             user["scim"] = copy.deepcopy(data)
-        # Second pass: manager references, so a manager sent later in the same request resolves.
         for outcome in outcomes:
             if outcome["fault"] is not None:
                 continue
@@ -716,20 +829,22 @@ class EmulatorState:
                 continue
             user = outcome["user"]
             old_manager = (user.get("manager") or {}).get("id")
-            new_manager = None
-            if manager_external_id is not None:
-                new_manager = self.by_employee_id.get(manager_external_id)
-                if new_manager is None:
-                    outcome["unresolved_manager"] = True
-            if new_manager is None and outcome.get("unresolved_manager"):
-                continue  # keep the existing reference; the entry becomes a warning
+            if manager_external_id is None:
+                new_manager = None  # the record clears its manager: nothing to resolve
+            elif manager_external_id in known_before:
+                new_manager = self.by_employee_id[manager_external_id]
+            else:
+                outcome["unresolved_manager"] = manager_external_id
+                continue
             if new_manager != old_manager:
                 user["manager"] = {"id": new_manager} if new_manager else None
                 outcome["changes"].append(("manager", old_manager, new_manager))
-        exported = 0
         for outcome in outcomes:
-            self._write_log(job, cycle_id, now, outcome)
-            exported += 1 if outcome["changes"] and outcome["fault"] is None else 0
+            self._write_log(job, cycle_id, stamp, now, outcome)
+        follow_ups = sum(self._follow_up(job, cycle_id, stamp, now, o) for o in outcomes)
+        exported = follow_ups + sum(
+            1 for o in outcomes if o["fault"] is None and (o["changes"] or o["unresolved_manager"])
+        )
         failed = sum(1 for o in outcomes if o["fault"] is not None)
         execution = {
             "activityIdentifier": cycle_id,
@@ -747,14 +862,73 @@ class EmulatorState:
         if not failed:
             job.last_success = execution
 
-    def _write_log(self, job: Job, cycle_id: str, now: float, outcome: dict[str, Any]) -> None:
+    def _follow_up(
+        self, job: Job, cycle_id: str, stamp: int, now: float, outcome: dict[str, Any]
+    ) -> int:
+        """Set a manager the record's own export could not resolve, if the manager exists
+        now that the cycle's records are applied: the sample's second entry for 10018/10019
+        (same changeId and cycleId, action Update, one EntryExportUpdate step, the manager in
+        modifiedProperties). The sample shows it 2 s after the first entry; the emulator
+        stamps and shows it 2 s later (plus log_delay). A manager that still does not exist
+        leaves the user's previous manager and writes nothing more. Returns 1 if written."""
+        reference = outcome["unresolved_manager"]
+        if reference is None:
+            return 0
+        manager_id = self.by_employee_id.get(reference)
+        user = outcome["user"]
+        old_manager = (user.get("manager") or {}).get("id")
+        if manager_id is None or manager_id == old_manager:
+            return 0
+        user["manager"] = {"id": manager_id}
+        external_id = outcome["data"]["externalId"]
+        entry = entries.entry(
+            stamp=stamp + FOLLOW_UP_SECONDS,
+            tenant_id=self.tenant_id,
+            job_id=job.job_id,
+            cycle_id=cycle_id,
+            change_id=outcome["change_id"],
+            sp_id=job.sp_id,
+            application_id=self._application_id(job.sp_id),
+            app_name=self.app_name,
+            action="update",
+            status="success",
+            error=None,
+            steps=[entries.export_update(external_id, external_id)],
+            changes=[("manager", old_manager, manager_id)],
+            external_id=external_id,
+            user=user,
+            duration_ms=400 + secrets.randbelow(100),
+        )
+        visible_at = now + FOLLOW_UP_SECONDS + self.faults.log_delay
+        self.log_records.append(
+            LogRecord(self._next_seq(), stamp + FOLLOW_UP_SECONDS, visible_at, entry)
+        )
+        return 1
+
+    def _application_id(self, sp_id: str) -> str:
+        """The appId of a job's service principal (targetSystem.details.ApplicationId)."""
+        return self.application_ids.setdefault(sp_id.lower(), new_guid())
+
+    def _write_log(
+        self, job: Job, cycle_id: str, stamp: int, now: float, outcome: dict[str, Any]
+    ) -> None:
         data = outcome["data"]
         external_id = data["externalId"]
         user = outcome["user"]
+        before = outcome["before"]
         fault = outcome["fault"]
         changes = outcome["changes"]
         action = outcome["action"]
+        unresolved = outcome["unresolved_manager"]
+        active = data.get("active") is not False
+        steps = [entries.import_add(external_id, data)]
+        if before is not None:
+            steps.append(entries.import_existing(before, MAPPED_PROPERTIES))
+        steps.append(entries.scoping(active))
+        if action == "create":
+            steps.append(entries.matching_add(external_id))
         error: dict[str, Any] | None = None
+        upn = (user or {}).get("userPrincipalName") or data.get("userName") or external_id
         if fault is not None:
             status = "failure"
             error = {
@@ -764,96 +938,43 @@ class EmulatorState:
                 "additionalDetails": fault.get("additionalDetails"),
                 "recommendedAction": fault.get("recommendedAction"),
             }
+            steps.append(entries.export_failed(action, external_id, str(error["reason"])))
             changes = []
-        elif outcome.get("unresolved_manager"):
-            status = "warning"
-            error = {
-                "errorCode": "ManagerReferenceNotResolved",
-                "errorCategory": "nonServiceFailure",
-                "reason": (
-                    "No user has an employeeId equal to the manager reference; the user was "
-                    "provisioned without changing its manager."
-                ),
-                "additionalDetails": None,
-                "recommendedAction": "Send the manager's record, then resend this record.",
-            }
-            if not changes:
-                action = "other"
-        elif not changes:
+        elif not changes and unresolved is None:
             status = "skipped"
             action = "other"
+            steps.append(entries.redundant_skip(external_id))
         else:
+            # Assumed: an existing user whose only news is a manager Entra cannot resolve yet
+            # is logged as the sample logs a create with one (status success, the skip step,
+            # then the export step), not as skipped: the record was processed, and the
+            # follow-up entry, when there is one, is an update of the same change.
             status = "success"
-        target_id = user["id"] if user else ""
-        target_name = (user or {}).get("displayName") or ""
-        verb = {"create": "created", "update": "updated", "disable": "disabled"}.get(action)
-        export_description = (
-            f"User '{external_id}' was {verb} in Microsoft Entra ID"
-            if status in ("success", "warning") and verb
-            else f"Failed to {action} User '{external_id}' in Microsoft Entra ID"
-            if status == "failure"
-            else f"User '{external_id}' needs no changes in Microsoft Entra ID"
+            if unresolved is not None:
+                steps.append(entries.manager_skip(unresolved, upn))
+            if action == "create":
+                steps.append(entries.export_add(upn, external_id, changes))
+            else:
+                steps.append(entries.export_update(upn, external_id))
+        entry = entries.entry(
+            stamp=stamp,
+            tenant_id=self.tenant_id,
+            job_id=job.job_id,
+            cycle_id=cycle_id,
+            change_id=outcome["change_id"],
+            sp_id=job.sp_id,
+            application_id=self._application_id(job.sp_id),
+            app_name=self.app_name,
+            action=action,
+            status=status,
+            error=error,
+            steps=steps,
+            changes=changes,
+            external_id=external_id,
+            user=user,
         )
-        entry = {
-            "id": new_guid(),
-            "activityDateTime": iso(now),
-            "tenantId": self.tenant_id,
-            "jobId": job.job_id,
-            "cycleId": cycle_id,
-            "changeId": new_guid(),
-            "durationInMilliseconds": 40 + secrets.randbelow(400),
-            "provisioningAction": action,
-            "provisioningStatusInfo": {"status": status, "errorInformation": error},
-            "provisioningSteps": [
-                {
-                    "name": "EntryImport",
-                    "provisioningStepType": "import",
-                    "status": "success",
-                    "description": f"Received User '{external_id}' from the API",
-                    "details": {},
-                },
-                {
-                    "name": "EntryExport",
-                    "provisioningStepType": "export",
-                    "status": status,
-                    "description": export_description,
-                    "details": {},
-                },
-            ],
-            "modifiedProperties": [
-                {"displayName": name, "oldValue": _text(old), "newValue": _text(new)}
-                for name, old, new in changes
-            ],
-            "servicePrincipal": {"id": job.sp_id, "displayName": self.app_name},
-            "sourceSystem": {"id": job.sp_id, "displayName": "API", "details": {}},
-            "targetSystem": {
-                "id": self.tenant_id,
-                "displayName": "Microsoft Entra ID",
-                "details": {
-                    "ServicePrincipalId": job.sp_id,
-                    "ServicePrincipalDisplayName": self.app_name,
-                },
-            },
-            "initiatedBy": {
-                "id": "",
-                "displayName": "Azure AD Provisioning Service",
-                "initiatorType": "system",
-            },
-            "sourceIdentity": {
-                "id": external_id,
-                "displayName": data.get("displayName") or "",
-                "identityType": "User",
-                "details": {},
-            },
-            "targetIdentity": {
-                "id": target_id,
-                "displayName": target_name,
-                "identityType": "User",
-                "details": {},
-            },
-        }
         self.log_records.append(
-            LogRecord(self._next_seq(), round(now * 1_000_000), now + self.faults.log_delay, entry)
+            LogRecord(self._next_seq(), stamp, now + self.faults.log_delay, entry)
         )
 
     # ---------------------------------------------------------------- reads
@@ -877,7 +998,8 @@ class EmulatorState:
     def query_logs(
         self, clauses: list[odata.Clause], descending: bool, top: int, after: list[Any] | None
     ) -> tuple[list[dict[str, Any]], list[Any] | None]:
-        """Visible entries matching ``clauses``, keyset-paged on (activityDateTime, seq)."""
+        """Visible entries matching ``clauses``, keyset-paged on (activityDateTime, seq): many
+        entries share one second, and seq orders them the same way on every page."""
 
         def getter(record: LogRecord) -> Any:
             def get(prop: str) -> Any:
@@ -890,12 +1012,8 @@ class EmulatorState:
 
             return get
 
-        clauses = [
-            odata.Clause(c.prop, c.op, round(c.value * 1_000_000))
-            if c.prop == "activityDateTime"
-            else c
-            for c in clauses
-        ]
+        # activityDateTime compares as printed, to the second (the record's timestamp), with
+        # the literal as given: `ge 10:00:00.5` leaves out an entry of 10:00:00.
         with self.lock:
             now = self.wall()
             rows = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import time
@@ -488,17 +489,28 @@ def test_accepted_upload_updates_directory_and_writes_logs(
     assert set(entries) == {"E1", "M1"}
     entry = entries["E1"]
     assert entry["jobId"] == emu.job_id
-    assert entry["provisioningAction"] == "create"
+    assert (entry["action"], entry["provisioningAction"]) == ("Create", "create")
     assert entry["provisioningStatusInfo"] == {"status": "success", "errorInformation": None}
-    assert entry["sourceIdentity"]["displayName"] == "User E1"
+    assert entry["statusInfo"] == {"status": "success"}
+    assert entry["sourceIdentity"] == {
+        "id": "E1",
+        "displayName": "",
+        "identityType": ENTERPRISE,
+        "details": {},
+    }
     assert entry["targetIdentity"] == {
         "id": e1["id"],
         "displayName": "User E1",
         "identityType": "User",
-        "details": {},
+        "details": {
+            "id": e1["id"],
+            "odatatype": "User",
+            "DisplayName": "User E1",
+            "UserPrincipalName": "e1@contoso.test",
+        },
     }
     assert entry["servicePrincipal"]["id"] == emu.sp_id
-    assert entry["activityDateTime"].endswith("Z")
+    assert entry["activityDateTime"].endswith("Z") and "." not in entry["activityDateTime"]
     assert entry["cycleId"] == entries["M1"]["cycleId"]
     assert entry["changeId"] != entries["M1"]["changeId"]
     assert isinstance(entry["durationInMilliseconds"], int)
@@ -508,9 +520,22 @@ def test_accepted_upload_updates_directory_and_writes_logs(
         "oldValue": None,
         "newValue": "True",
     }
-    assert changed["manager"]["newValue"] == users["M1"]["id"]
-    for key in ("id", "activityDateTime", "jobId", "cycleId", "changeId", "provisioningSteps"):
-        assert key in entry
+    # M1 comes later in the request, so E1's own create cannot resolve it (the skip step);
+    # a second entry of the same change sets it 2 s later.
+    assert "manager" not in changed
+    steps = [s["name"] for s in entry["provisioningSteps"]]
+    assert steps == [
+        "EntryImportAdd",
+        "EntrySynchronizationScoping",
+        "EntrySynchronizationAdd",
+        "EntrySynchronizationSkip",
+        "EntryExportAdd",
+    ]
+    same_change = [e for e in emu.logs() if e["changeId"] == entry["changeId"]]
+    assert [e["action"] for e in same_change] == ["Create", "Update"]
+    assert same_change[1]["modifiedProperties"] == [
+        {"displayName": "manager", "oldValue": None, "newValue": users["M1"]["id"]}
+    ]
     assert time.time() >= before
 
 
@@ -540,7 +565,7 @@ def test_update_disable_and_unchanged(emu: GraphEmulator, client: httpx.Client) 
     assert update == [{"displayName": "jobTitle", "oldValue": "Engineer", "newValue": "Lead"}]
 
 
-def test_create_without_active_enables_and_unresolved_manager_warns(
+def test_create_without_active_enables_and_unresolved_manager_is_skipped(
     emu: GraphEmulator, client: httpx.Client
 ) -> None:
     data = user("E1")
@@ -550,10 +575,15 @@ def test_create_without_active_enables_and_unresolved_manager_warns(
     [created] = emu.directory()
     assert created["accountEnabled"] is True
     assert created["manager"] is None
-    [entry] = emu.logs()
+    [entry] = emu.logs()  # the manager never appears: no second entry
     assert entry["provisioningAction"] == "create"
-    assert entry["provisioningStatusInfo"]["status"] == "warning"
-    assert entry["provisioningStatusInfo"]["errorInformation"]["errorCode"]
+    assert entry["provisioningStatusInfo"] == {"status": "success", "errorInformation": None}
+    [skip] = [s for s in entry["provisioningSteps"] if s["name"] == "EntrySynchronizationSkip"]
+    assert skip["details"] == {
+        "NOBODY": "manager Add",
+        "PropertyName": "manager",
+        "SkipReason": "UnableToResolveReferenceAttributeValue",
+    }
 
 
 def test_log_entries_appear_after_the_log_delay() -> None:
@@ -582,7 +612,7 @@ def two_jobs() -> Iterator[tuple[GraphEmulator, httpx.Client, str]]:
     sp = "5f1b2a7c-0000-4000-8000-000000000001"
     other = "API2AAD.00000000000000000000000000000002.5f1b2a7c-0000-4000-8000-000000000002"
     first = "API2AAD.00000000000000000000000000000001.5f1b2a7c-0000-4000-8000-000000000001"
-    with GraphEmulator(rate_limit=None, jobs={sp: [first, other]}) as emulator:
+    with GraphEmulator(rate_limit=None, log_rate_limit=None, jobs={sp: [first, other]}) as emulator:
         assert (emulator.sp_id, emulator.job_id) == (sp, first)
         with httpx.Client(headers={"Authorization": f"Bearer {emulator.issue_token()}"}) as http:
             yield emulator, http, other
@@ -595,9 +625,9 @@ def test_provisioning_log_paging_and_filters(
     for batch in range(3):
         ids = [f"A{batch}{i}" for i in range(4)]
         assert upload(http, emu, bulk(*(user(x) for x in ids))).status_code == 202
-        time.sleep(0.01)
-    middle = time.time()
-    time.sleep(0.01)
+        emu.advance(1)  # activityDateTime has whole seconds: the next cycle is a second later
+    middle = emu.state.wall()
+    emu.advance(1)
     response = upload(http, emu, bulk(user("B1")), url=emu.bulk_upload_url(job_id=other))
     assert response.status_code == 202
     url = f"{emu.graph_url}/auditLogs/provisioning"
@@ -609,17 +639,18 @@ def test_provisioning_log_paging_and_filters(
     times = [e["activityDateTime"] for e in flat]
     assert times == sorted(times, reverse=True)  # newest first, like Graph
 
-    ascending = collect(http, url, {"$top": 4, "$orderby": "activityDateTime asc"})
-    asc_times = [e["activityDateTime"] for page in ascending for e in page]
+    # Four entries share each second: pages of 3 cut through them and still list each once.
+    ascending = collect(http, url, {"$top": 3, "$orderby": "activityDateTime asc"})
+    asc = [e for page in ascending for e in page]
+    asc_times = [e["activityDateTime"] for e in asc]
     assert asc_times == sorted(asc_times) and len(asc_times) == 13
+    assert sorted(e["id"] for e in asc) == sorted(e["id"] for e in flat)
 
     by_job = collect(http, url, {"$filter": f"JobId eq '{emu.job_id}'", "$top": 5})
     assert sum(len(p) for p in by_job) == 12
     assert all(e["jobId"] == emu.job_id for p in by_job for e in p)
 
-    stamp = (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(middle)) + f".{int(middle % 1 * 1000):03d}Z"
-    )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(middle + 0.999))
     since = collect(http, url, {"$filter": f"activityDateTime ge {stamp}"})
     assert [e["sourceIdentity"]["id"] for p in since for e in p] == ["B1"]
     until = collect(
@@ -630,6 +661,8 @@ def test_provisioning_log_paging_and_filters(
     newest = flat[0]["activityDateTime"]
     same = {"$filter": f"activityDateTime ge {newest}"}
     assert flat[0] in http.get(url, params=same).json()["value"]
+    exact = http.get(url, params={"$filter": f"activityDateTime eq {newest}"}).json()["value"]
+    assert exact == [flat[0]]
     after = {"$filter": f"activityDateTime gt {newest}"}
     assert http.get(url, params=after).json()["value"] == []
 
@@ -649,6 +682,16 @@ def test_provisioning_log_paging_and_filters(
         {"$filter": "activityDateTime ge yesterday"},
         {"$skiptoken": "!!!"},
         {"$orderby": "jobId"},
+        {"$filter": "jobId ne 'x'"},
+        {"$filter": "jobId in ('x')"},
+        {"$filter": "jobId eq 'x' or cycleId eq 'y'"},
+        {"$filter": "not (jobId eq 'x')"},
+        {"$filter": "startswith(jobId, 'API2AAD')"},
+        {"$filter": "contains(activityDateTime, '2024')"},
+        {"$filter": "jobId gt 'x'"},
+        {"$filter": "jobId eq 'x"},
+        {"$filter": "jobId eq"},
+        {"$filter": "activityDateTime ne 2024-01-01T00:00:00Z"},
     ],
 )
 def test_provisioning_log_bad_queries_are_400(
@@ -897,8 +940,8 @@ def test_advance_moves_the_clock_for_windows_logs_and_stamps() -> None:
         assert upload(http, emu, bulk(user("E3"))).status_code == 202
         stamps = [parse_iso(e["activityDateTime"]) for e in emu.logs()]
         assert stamps[0] < started + 5
-        assert started + 600 <= stamps[1] < time.time() + 605
-        assert stamps[2] >= started + 600 + 2 * 86400
+        assert math.floor(started) + 600 <= stamps[1] < time.time() + 605
+        assert stamps[2] >= math.floor(started) + 600 + 2 * 86400
         assert emu.uploads()[-1]["time"] >= started + 2 * 86400
         assert httpx.post(admin, json={"advance": -1}).status_code == 400
         assert httpx.post(admin, json={"back": 1}).status_code == 400
