@@ -8,13 +8,19 @@ Limits Microsoft documents, kept here:
 - ``employeeId`` supports ``$filter`` with ``eq`` and ``in`` (user resource); ``in`` takes at
   most 15 values outside advanced queries (filter query parameter), and ``$expand`` is not
   supported with advanced queries, so lookups go 15 ids a request without them.
+
+A lookup's URL names employeeIds (HR ids) in its ``$filter``, and httpx logs the URL of every
+request at INFO (which the Functions host ships to Application Insights): the query of a
+``/users`` request is cut from those log records (:class:`_UsersQueryFilter`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph import GraphServiceClient
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
@@ -25,6 +31,31 @@ PAGE_SIZE = 999  # the most Graph returns in one page of /users
 EXPAND_PAGE_SIZE = 100  # the most it returns in one page when a relationship is expanded
 IN_LIMIT = 15  # values of one ``in`` clause of $filter (without advanced queries)
 MANAGER = "manager"
+
+
+class _UsersQueryFilter(logging.Filter):
+    """Cuts the query of ``/users`` URLs from httpx's request log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, httpx.URL) and a.path.rstrip("/").endswith("/users") for a in record.args
+        ):
+            record.args = tuple(
+                a.copy_with(query=None)
+                if isinstance(a, httpx.URL) and a.path.rstrip("/").endswith("/users")
+                else a
+                for a in record.args
+            )
+        return True
+
+
+def _quiet_users_queries() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _UsersQueryFilter) for f in logger.filters):
+        logger.addFilter(_UsersQueryFilter())
+
+
+_quiet_users_queries()
 
 
 async def entra_users(
