@@ -228,3 +228,17 @@ def test_the_document_is_versioned_and_a_newer_one_is_left_alone(
     assert stored is not None and json.dumps(stored[0]) == json.dumps(
         {**data, "schema_version": 99}
     )
+
+
+def test_a_failed_lookup_leaves_the_links_for_the_next_pass(
+    unresolved: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    unresolved.seed_users([{"employeeId": M}])
+    unresolved.set_faults(read_sequence=[403])
+    before = uploads(unresolved)
+    counts = run_follow_up()
+    assert (counts["error"], counts["sent"]) == ("GraphError", 0)
+    assert uploads(unresolved) == before
+    assert read_links(store())[W].followups == 0
+    assert "HTTP 403" in caplog.text and M not in caplog.text
+    assert run_follow_up()["sent"] == 1  # the next pass goes on

@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import Field
 
 from ..clock import iso, parse_iso
 from ..convert.bulk import Operation
 from ..convert.validation import ENTERPRISE
 from ..documents import Document, DocumentError, Part, none, read_document, update_document
+from ..errors import GraphServiceError
 from ..graph.client import GraphClient
 from ..graph.users import users_by_employee_id
 from ..jml.ordering import SendGate
@@ -228,7 +230,19 @@ async def follow_up(
             candidates[worker] = link.manager
     counts["dropped"] = len(dropped)
     counts["checked"] = len(candidates)
-    present = await users_by_employee_id(graph.sdk, set(candidates.values()))
+    try:
+        present = await users_by_employee_id(graph.sdk, set(candidates.values()))
+    except (GraphServiceError, httpx.HTTPError) as exc:
+        # Graph's message may quote the filter, which names HR ids: only its kind is logged.
+        status = getattr(exc, "status", None)
+        log.warning(
+            "manager follow-up: looking managers up in Entra failed (%s%s); the links wait "
+            "for the next pass",
+            type(exc).__name__,
+            f" HTTP {status}" if status else "",
+        )
+        _settle(store, dropped, set(), set(), now)
+        return {**counts, "checked": 0, "error": type(exc).__name__}
     keep_alive()
     ready = sorted(w for w, m in candidates.items() if m.casefold() in present)
     counts["managers_found"] = len({candidates[w].casefold() for w in ready})
