@@ -319,3 +319,50 @@ def test_an_interrupted_run_stays_open_until_it_has_sent_everything(
     assert summary["outcomes"]["counts"] == {"success": 80}
     assert {r["entra_status"] for r in ledger(summary)} == {"success"}
     assert len(ledger(summary)) == 80
+
+
+def test_a_worker_sent_again_within_seconds_gets_its_own_entries_for_each_send(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker(1, JobTitle="Engineer")]), "a.csv")
+    time.sleep(1.1)  # a second later: the log's precision
+    drop(csv_bytes([worker(1, JobTitle="Director")]), "b.csv")
+
+    report = confirm()
+
+    assert report["matched"] == 2 and report["completed_runs"] == 2
+    first, second = (ledger(s)[0] for s in sorted(runs(), key=lambda s: s["started"]))
+    assert (first["entra_action"], second["entra_action"]) == ("create", "update")
+    assert first["log_time"] < second["log_time"]
+    entries = [e for e in emulator.logs() if e["sourceIdentity"]["id"] == "1"]
+    assert len({e["changeId"] for e in entries}) == 2
+
+
+def test_a_pass_cut_short_by_its_budget_goes_on_from_the_checkpoint(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker(n) for n in range(1, 41)]), "a.csv")
+    time.sleep(1.1)
+    drop(csv_bytes([worker(n) for n in range(41, 81)]), "b.csv")
+    emulator.set_faults(log_rate_limit=(2, 1.0))
+    fast = {"log_read_requests": 2, "log_read_window_seconds": 1.0, "log_overlap_seconds": 0}
+
+    # Two reads a second: some 8 pages (56 entries) before the budget, into the second file.
+    cut = confirm(page_size=7, deadline=time.monotonic() + 5.5, **fast)
+
+    assert cut["log"]["stopped"] == "budget"
+    assert 40 < cut["matched"] < 80 and cut["completed_runs"] == 1
+    checkpoint = store().read_json(STATE_CONTAINER, CHECKPOINT)
+    assert checkpoint is not None and checkpoint[0]["cursor"]
+
+    rest = confirm(page_size=7, **fast)
+
+    assert cut["matched"] + rest["matched"] == 80
+    assert cut["completed_runs"] + rest["completed_runs"] == 2
+    # The second pass started at the checkpoint, not at the oldest send.
+    assert rest["entries_read"] < 80
+    rows = [row for s in runs() for row in ledger(s)]
+    assert len(rows) == 80 and {r["entra_status"] for r in rows} == {"success"}
+    checkpoint = store().read_json(STATE_CONTAINER, CHECKPOINT)
+    assert checkpoint is not None and len(checkpoint[0]["consumed"]) == 80
+    assert {r["sends"] for r in rows} == {"1"}

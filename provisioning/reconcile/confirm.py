@@ -32,11 +32,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from ..clock import iso, parse_iso
+from ..clock import iso, iso_at, parse_iso
 from ..convert.bulk import Operation
 from ..documents import read_document
 from ..errors import GraphServiceError
 from ..graph.outcomes import graph_reason
+from ..graph.pace_book import Paused
 from ..graph.pacing import WaitTooLong
 from ..graph.provisioning_logs import LogEntry
 from ..graph.sender import Outgoing, Sender, SentBatch
@@ -63,6 +64,10 @@ MANAGER_SETTLE = dt.timedelta(minutes=5)
 # A record whose entries were not where they should have been is looked up again after this,
 # doubled at each lookup (until its outcome times out).
 LOOKUP_BACKOFF = dt.timedelta(minutes=5)
+# Entra writes a send's entries minutes after it at most (Microsoft: expect them 5-10 minutes
+# after the upload). A send still without one when the log was read this far past it is
+# looked up on its own, in case its entries became visible only after they were read past.
+LATE_AFTER = dt.timedelta(minutes=30)
 # What a pass keeps of its budget for what follows the reading (results, retries, drift).
 RESULTS_SHARE = 0.2
 # Codes Entra gives to conditions that pass (throttling, timeouts, service trouble). The
@@ -107,6 +112,16 @@ def _awaiting(record: dict[str, Any]) -> bool:
     return record["state"] == "pending" or record.get("manager") == "pending"
 
 
+def _behind(record: dict[str, Any], cursor: dt.datetime | None) -> bool:
+    if cursor is None:
+        return False
+    earliest = parse_iso(record["sent"]) - TOLERANCE
+    tracked = record.get("tracked_at_cursor")
+    return (tracked is not None and parse_iso(tracked) > earliest) or (
+        cursor - earliest > LATE_AFTER
+    )
+
+
 def _lookup_due(record: dict[str, Any], now: dt.datetime) -> bool:
     looked = int(record.get("looked", 0))
     if not looked:
@@ -137,6 +152,7 @@ class Confirmer:
         self._links = links
         self._extra_codes = settings.transient_error_codes
         self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
+        self._cursor: str | None = None
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
@@ -153,9 +169,10 @@ class Confirmer:
         now = self._clock()
         began = time.monotonic()
         read_until = began + (deadline - began) * (1 - RESULTS_SHARE)
+        checkpoint = self._checkpoint()
+        self._cursor = checkpoint.cursor
         runs = self._load_runs()
         keep_alive()
-        checkpoint = self._checkpoint()
         counts: dict[str, Any] = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
         open_records = [
             (run, bulk, r)
@@ -262,14 +279,22 @@ class Confirmer:
                     "sent": accepted_at,
                     "sends": attempt,
                     "state": "pending",
+                    **self._seen_from(),
                 }
                 run.changed = True
             elif parse_iso(accepted_at) > parse_iso(record["sent"]):
                 # A resend (after a crash, or a retry): its own log entry is awaited.
                 record.update(
-                    sent=accepted_at, state="pending", sends=max(record["sends"], attempt)
+                    sent=accepted_at,
+                    state="pending",
+                    sends=max(record["sends"], attempt),
+                    **self._seen_from(),
                 )
                 run.changed = True
+
+    def _seen_from(self) -> dict[str, str]:
+        """Where the log was read to when a send was tracked: its entries may be behind it."""
+        return {"tracked_at_cursor": self._cursor} if self._cursor else {}
 
     def _save(self, run: RunOutcomes) -> None:
         data = {
@@ -322,15 +347,14 @@ class Confirmer:
         workers = {r["id"] for _, _, r in awaiting}
         oldest = min(parse_iso(r["sent"]) for _, _, r in awaiting) - TOLERANCE
         cursor = checkpoint.cursor_time()
-        start = oldest if cursor is None else max(cursor - self._overlap, oldest)
-        # Sends whose entries lie before where the read starts: tracked after the log was read
-        # past them, or their entries came late. Looked up again with a growing interval.
+        start = oldest if cursor is None else max(cursor, oldest)
+        # Sends whose entries may lie before where the read starts: tracked after the log was
+        # read past their send, or without an entry long after the log was read past it
+        # (written late). Looked up again with a growing interval.
         behind = [
             r
             for _, _, r in awaiting
-            if r["state"] == "pending"
-            and parse_iso(r["sent"]) - TOLERANCE < start
-            and _lookup_due(r, now)
+            if r["state"] == "pending" and _behind(r, cursor) and _lookup_due(r, now)
         ]
         stray = {r["id"] for r in behind}
         page_size = self._log.page_size
@@ -363,19 +387,28 @@ class Confirmer:
                     if record["id"] == worker:
                         record["looked"] = int(record.get("looked", 0)) + 1
                         record["looked_at"] = iso(now)
+            read_to = checkpoint.read_to_time()
             async for page in self._log.pages(start, max_wait=max_wait):
                 reading["pages"] += 1
                 take(page)
+                if not page:
+                    continue
                 for entry in page:
-                    if cursor is None or entry.at > cursor:
+                    if read_to is None or entry.at > read_to:
                         checkpoint.count(entry.at)
-                if page:
-                    last = max(e.at for e in page)
-                    cursor = last if cursor is None else max(cursor, last)
-                    checkpoint.cursor = iso(cursor)
+                last = max(e.at for e in page)
+                read_to = last if read_to is None else max(read_to, last)
+                # Read in full up to here: what is older than the overlap before the time of
+                # this read was visible when it was made.
+                settled = min(last, self._clock() - self._overlap)
+                cursor = settled if cursor is None else max(cursor, settled)
+                checkpoint.cursor, checkpoint.read_to = iso(cursor), iso(read_to)
                 keep_alive()
         except WaitTooLong:
             reading["stopped"] = "budget"
+        except Paused as exc:
+            # Graph's Retry-After outlasts the budget: the next pass reads on after it.
+            reading["stopped"] = f"throttled until {iso_at(exc.until)}"
         except GraphServiceError as exc:
             # Graph down, or still throttling after every retry: what was read counts, the
             # rest waits for the next pass.
@@ -543,7 +576,7 @@ class Confirmer:
         now: dt.datetime,
     ) -> None:
         cursor = checkpoint.cursor_time()
-        horizon = (cursor or now) - self._overlap - MANAGER_SETTLE
+        horizon = (cursor or now) - MANAGER_SETTLE
         sent = [parse_iso(r["sent"]) for r in still_open if "sent" in r]
         if sent:
             horizon = min(horizon, min(sent) - TOLERANCE)
@@ -643,7 +676,12 @@ class Confirmer:
         by_run: dict[str, tuple[RunOutcomes, list[Operation]]] = {}
         for run, bulk in sent:
             record = run.records[bulk]
-            record.update(state="pending", sent=iso(accepted_at), sends=record["sends"] + 1)
+            record.update(
+                state="pending",
+                sent=iso(accepted_at),
+                sends=record["sends"] + 1,
+                **self._seen_from(),
+            )
             run.changed = True
             # Tracked under the record's own bulkId, so its next log entry lands on it.
             by_run.setdefault(run.run_id, (run, []))[1].append(
