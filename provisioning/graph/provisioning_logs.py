@@ -60,6 +60,7 @@ class LogEntry:
     # entry set the manager.
     skipped: tuple[str, ...] = ()
     skip_reason: str | None = None
+    skipped_manager: str | None = None
     manager_set: bool = False
 
 
@@ -83,17 +84,30 @@ def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def _skips(steps: Any) -> tuple[tuple[str, ...], str | None]:
+def _skips(steps: Any) -> tuple[tuple[str, ...], str | None, str | None]:
+    """(properties skipped, Entra's words, the manager reference that did not resolve). The
+    skip step's details name the reference as a key (``{"10019": "manager Add", "PropertyName":
+    "manager", ...}`` in Microsoft's sample): an HR id, kept in state, never logged."""
     skipped: list[str] = []
-    reason = None
+    reason = manager = None
     for step in steps if isinstance(steps, list) else ():
         if not isinstance(step, dict) or step.get("name") != SKIP_STEP:
             continue
-        details = step.get("details") or {}
-        name = _text(details.get("PropertyName")) if isinstance(details, dict) else None
+        details = step.get("details")
+        details = details if isinstance(details, dict) else {}
+        name = _text(details.get("PropertyName"))
         skipped.append(name or "unknown")
         reason = reason or _text(step.get("description"))
-    return tuple(skipped), reason
+        if name == MANAGER and manager is None:
+            manager = next(
+                (
+                    str(key)
+                    for key, value in details.items()
+                    if isinstance(value, str) and value.startswith(f"{MANAGER} ")
+                ),
+                None,
+            )
+    return tuple(skipped), reason, manager
 
 
 def entry_of(item: dict[str, Any]) -> LogEntry | None:
@@ -104,7 +118,7 @@ def entry_of(item: dict[str, Any]) -> LogEntry | None:
         return None
     info = item.get("provisioningStatusInfo") or {}
     error = info.get("errorInformation") or {}
-    skipped, skip_reason = _skips(item.get("provisioningSteps"))
+    skipped, skip_reason, skipped_manager = _skips(item.get("provisioningSteps"))
     modified = item.get("modifiedProperties") or []
     return LogEntry(
         id=str(item.get("id") or ""),
@@ -121,6 +135,7 @@ def entry_of(item: dict[str, Any]) -> LogEntry | None:
         cycle_id=_text(item.get("cycleId")),
         skipped=skipped,
         skip_reason=skip_reason,
+        skipped_manager=skipped_manager,
         manager_set=any(isinstance(p, dict) and p.get("displayName") == MANAGER for p in modified),
     )
 

@@ -49,6 +49,7 @@ from ..settings import STATE_CONTAINER, Settings
 from ..status import FINAL_OUTCOMES, RESUMABLE
 from ..storage import BlobStore, PreconditionFailed
 from .log_checkpoint import CHECKPOINT, LEGACY_CONSUMED, LogCheckpoint, estimate_pages
+from .manager_links import Unresolved, note_resolved, note_unresolved_many
 from .matching import Group, Send, assign, groups_of
 from .outcome_results import write_results
 from .run_outcomes import OUTCOMES, RunOutcomes, ordinal
@@ -141,7 +142,6 @@ class Confirmer:
         poster: Any,
         sleep: Callable[[float], Awaitable[None]],
         clock: Callable[[], dt.datetime],
-        links: Any = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -149,7 +149,6 @@ class Confirmer:
         self._poster = poster
         self._sleep = sleep
         self._clock = clock
-        self._links = links
         self._extra_codes = settings.transient_error_codes
         self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
         self._cursor: str | None = None
@@ -490,8 +489,8 @@ class Confirmer:
                     ),
                 )
                 run.changed = True
-        if resolved and self._links is not None:
-            self._links.resolved(resolved)
+        if resolved:
+            note_resolved(self.store, resolved)
         return matched
 
     def _apply(self, record: dict[str, Any], group: Group) -> None:
@@ -522,8 +521,7 @@ class Confirmer:
     def _apply_later(self, record: dict[str, Any], entry: LogEntry) -> None:
         """A later entry of a record's change: the manager set, or a failure after all."""
         if entry.manager_set and record.get("manager") in ("pending", "unresolved"):
-            if self._links is not None:
-                self._links.resolved([record["id"]])
+            note_resolved(self.store, [record["id"]])
             record.update(manager="set", manager_reason=None)
         if entry.status == "failure" and record["state"] != "failure":
             record.update(
@@ -555,7 +553,7 @@ class Confirmer:
         """A skipped manager no later entry set, once the log was read well past the skip (or
         the outcome timed out): unresolved, and handed to the follow-up."""
         cursor = checkpoint.cursor_time()
-        unresolved: list[dict[str, Any]] = []
+        unresolved: list[Unresolved] = []
         for run, _bulk, record in awaiting:
             if record.get("manager") != "pending":
                 continue
@@ -564,9 +562,14 @@ class Confirmer:
             if read_past or now - skipped > timeout:
                 record["manager"] = "unresolved"
                 run.changed = True
-                unresolved.append(record)
-        if unresolved and self._links is not None:
-            self._links.unresolved(unresolved, now)
+                if record.get("manager_ref"):
+                    unresolved.append(
+                        Unresolved(
+                            record["id"], record["manager_ref"], skipped, record["manager_reason"]
+                        )
+                    )
+        if unresolved:
+            note_unresolved_many(self.store, unresolved)
 
     def _save_checkpoint(
         self,

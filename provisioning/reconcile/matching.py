@@ -72,6 +72,10 @@ class Group:
     def skip_reason(self) -> str | None:
         return next((e.skip_reason for e in self.entries if MANAGER in e.skipped), None)
 
+    @property
+    def skipped_manager(self) -> str | None:
+        return next((e.skipped_manager for e in self.entries if e.skipped_manager), None)
+
 
 def _order(entry: LogEntry) -> tuple[dt.datetime, str]:
     return entry.at, entry.id

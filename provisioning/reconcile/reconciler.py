@@ -26,21 +26,18 @@ from ..changes.flush import flush, stale_outbox
 from ..clock import iso, parse_iso, utcnow
 from ..convert.bulk import Operation
 from ..graph.client import GraphClient, GraphUnavailable
-from ..graph.outcomes import graph_reason
 from ..graph.provisioning_logs import GraphLog
-from ..graph.sender import Outgoing, Sender, SentBatch
-from ..graph.submit import client_request_id
 from ..graph.tenant_pace import TenantPace
-from ..jml.ordering import SendGate
 from ..runs.drop import DropProcessor
 from ..runs.release import Releaser
 from ..runs.sweep import Sweeper
-from ..runs.tracking import track_accepted
 from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Settings
 from ..storage import BlobStore, Lease, LeaseKeeper
 from .confirm import Confirmer
 from .drift_report import drift_report
 from .health import record_health
+from .manager_links import follow_up
+from .resend import resend
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +139,16 @@ class Reconciler:
                 keep_alive=keeper.renew_if_due,
                 deadline=begun + self.settings.reconcile_budget_seconds,
             )
+            if active:
+                report["manager_followup"] = await follow_up(
+                    self.settings,
+                    self.store,
+                    self.graph,
+                    sleep=keeper.sleep,
+                    keep_alive=keeper.renew_if_due,
+                    clock=self._clock,
+                    pending=confirmer.open_ids,
+                )
             if drift or (drift is None and self._drift_due(started)):
                 report["drift"] = await self._drift(confirmer.open_ids, active, keeper)
             report.update(status="complete", finished=iso(self._clock()))
@@ -185,46 +192,16 @@ class Reconciler:
     ) -> dict[str, Any]:
         """Re-send HR records to undo drift; their outcomes are confirmed like any run's. Each
         carries the order of the record it re-sends, so a newer change is never undone."""
-        run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
-        gate = SendGate.from_settings(self.store, self.settings, sleep=keeper.sleep)
-        gate.view.state.fold()
-        known = gate.view.state.lookup(op.external_id for op in ops)
-        items = [
-            Outgoing(
-                op,
-                known[op.external_id].order,
-                known[op.external_id].feed,
-                "drift fix",
-                resend=True,
-            )
-            for op in ops
-            # A worker whose last send is unanswered is left to that send's run.
-            if op.external_id in known and known[op.external_id].fingerprint is not None
-        ]
-        errors: list[str] = []
-
-        def record(batch: SentBatch) -> None:
-            track_accepted(
-                self.store,
-                batch,
-                run_id=run_id,
-                results_prefix=prefix,
-                kind="drift-fix",
-                accepted_at=self._clock(),
-            )
-            if batch.outcome is not None and not batch.outcome.accepted:
-                errors.append(graph_reason(batch.outcome, "answered"))
-
-        sender = Sender.keeping(keeper, self.settings, self.graph, gate, clock=self._clock)
-        delivery = await sender.deliver(
-            items,
-            request_id=lambda index, part: client_request_id(run_id, index, part),
-            on_batch=record,
+        resent = await resend(
+            self.settings,
+            self.store,
+            self.graph,
+            ops,
+            kind="drift-fix",
+            action="drift fix",
+            results_prefix=prefix,
+            sleep=keeper.sleep,
+            keep_alive=keeper.renew_if_due,
+            clock=self._clock,
         )
-        return {
-            "records": len(ops),
-            "records_accepted": delivery.accepted,
-            "records_superseded": delivery.superseded,
-            "requests": delivery.requests,
-            "errors": errors,
-        }
+        return resent.report
