@@ -387,6 +387,7 @@ class Confirmer:
                         record["looked"] = int(record.get("looked", 0)) + 1
                         record["looked_at"] = iso(now)
             read_to = checkpoint.read_to_time()
+            reading_from = self._clock()
             async for page in self._log.pages(start, max_wait=max_wait):
                 reading["pages"] += 1
                 take(page)
@@ -403,6 +404,8 @@ class Confirmer:
                 cursor = settled if cursor is None else max(cursor, settled)
                 checkpoint.cursor, checkpoint.read_to = iso(cursor), iso(read_to)
                 keep_alive()
+            # Read to the end: every entry visible when the read began was seen.
+            checkpoint.complete = iso(reading_from)
         except WaitTooLong:
             reading["stopped"] = "budget"
         except Paused as exc:
@@ -516,6 +519,7 @@ class Confirmer:
             record["manager_reason"] = group.skip_reason if manager == "pending" else None
             if manager == "pending":
                 record["manager_skipped_at"] = iso(next(e.at for e in group.entries if e.skipped))
+                record["manager_ref"] = group.skipped_manager
         self._set_state(record, group.status, failed)
 
     def _apply_later(self, record: dict[str, Any], entry: LogEntry) -> None:
@@ -552,13 +556,16 @@ class Confirmer:
     ) -> None:
         """A skipped manager no later entry set, once the log was read well past the skip (or
         the outcome timed out): unresolved, and handed to the follow-up."""
-        cursor = checkpoint.cursor_time()
+        # How far the log is known to be read: its cursor, or (in a quiet log, read to its
+        # end) the time of that read less the overlap.
+        known = [t for t in (checkpoint.cursor_time(), checkpoint.complete_time()) if t]
+        read = max(known[0], known[-1] - self._overlap) if known else None
         unresolved: list[Unresolved] = []
         for run, _bulk, record in awaiting:
             if record.get("manager") != "pending":
                 continue
             skipped = parse_iso(record.get("manager_skipped_at") or record["log_time"])
-            read_past = cursor is not None and cursor - skipped > MANAGER_SETTLE
+            read_past = read is not None and read - skipped > MANAGER_SETTLE
             if read_past or now - skipped > timeout:
                 record["manager"] = "unresolved"
                 run.changed = True

@@ -5,8 +5,13 @@ day reads for minutes at best, longer than one pass may take; and the log keeps 
 so a pass that started again from the oldest open send each time would read most entries over
 and over. The checkpoint makes each entry read about once:
 
-- ``cursor``: the ``activityDateTime`` of the last entry read in order. The next pass reads from
-  there, less ``PROVISIONING_LOG_OVERLAP_SECONDS`` for entries that became visible late;
+- ``cursor``: up to where the log was read in full. Entries can become visible some time after
+  their ``activityDateTime``, so a page read at time R vouches only for entries older than
+  R less ``PROVISIONING_LOG_OVERLAP_SECONDS``: the cursor is the older of that and the page's
+  last entry, and the next pass reads from there. Reading a backlog (entries older than the
+  overlap) re-reads nothing; reading the newest entries re-reads the overlap;
+- ``read_to``: the newest entry read (entries past it are counted in ``density``), and
+  ``complete``: when the last read that went to the end of the log began;
 - ``consumed``: the entries already given to a send (id -> time), never given again, kept while
   a pass can still read them;
 - ``changes``: the send each matched ``changeId`` went to, so a later entry of the same change
@@ -38,6 +43,9 @@ class LogCheckpoint(Document):
 
     job_id: str = ""
     cursor: str | None = None
+    read_to: str | None = None
+    # When the last read that went to the end of the log began.
+    complete: str | None = None
     consumed: dict[str, str] = Field(default_factory=dict)
     # changeId -> [run id, bulkId, time of its first entry]
     changes: dict[str, list[str]] = Field(default_factory=dict)
@@ -46,6 +54,12 @@ class LogCheckpoint(Document):
 
     def cursor_time(self) -> dt.datetime | None:
         return parse_iso(self.cursor) if self.cursor else None
+
+    def complete_time(self) -> dt.datetime | None:
+        return parse_iso(self.complete) if self.complete else None
+
+    def read_to_time(self) -> dt.datetime | None:
+        return parse_iso(self.read_to) if self.read_to else None
 
     def count(self, moment: dt.datetime) -> None:
         """One more entry read at ``moment`` (for the first time: past the cursor)."""
