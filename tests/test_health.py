@@ -169,3 +169,28 @@ def test_a_job_not_configured_is_unhealthy(env: dict[str, str], emulator: GraphE
     emulator.set_faults(job_status="NotConfigured")
     report = check()
     assert not report["healthy"] and "not configured" in report["warnings"][0]
+
+
+def test_the_outcome_backlog_and_its_eta_are_in_health_json(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_reconcile import tick
+
+    emulator.set_faults(log_delay=3600)  # Entra has not written the entries yet
+    drop(csv_bytes([worker(n) for n in range(1, 4)]))
+
+    tick()
+
+    backlog = health_json()["outcomes"]
+    assert health_json()["healthy"] is True  # the job's health is still there beside it
+    assert backlog["records_open"] == 3 and backlog["records_awaiting_log"] == 3
+    # One page of 1,000 at 5 reads per 10 s: two seconds of reading, one pass.
+    assert (backlog["log_pages"], backlog["eta_seconds"], backlog["passes"]) == (1, 2, 1)
+    assert backlog["last_pass_stopped"] == "done"
+
+    emulator.advance(3601)  # the entries are visible now
+    tick()
+
+    backlog = health_json()["outcomes"]
+    assert (backlog["records_open"], backlog["log_pages"], backlog["eta_seconds"]) == (0, 0, 0)
+    assert backlog["cursor"] is not None and backlog["cursor_lag_seconds"] >= 0

@@ -225,9 +225,12 @@ class Confirmer:
         reading["seconds"] = round(time.monotonic() - began, 3)
         self._save_checkpoint(checkpoint, still_open, reading, now)
         counts["log"] = reading
+        counts["backlog"] = self._backlog(checkpoint, still_open, reading, deadline - began, now)
         log.info(
             "outcomes: %s",
-            ", ".join(f"{k}={v}" for k, v in {**counts, **reading}.items() if k != "log"),
+            ", ".join(
+                f"{k}={v}" for k, v in {**counts, **reading}.items() if k not in ("log", "backlog")
+            ),
         )
         return {**counts, "completed": finished, "retry": retry_report}
 
@@ -577,6 +580,34 @@ class Confirmer:
                     )
         if unresolved:
             note_unresolved_many(self.store, unresolved)
+
+    def _backlog(
+        self,
+        checkpoint: LogCheckpoint,
+        still_open: list[dict[str, Any]],
+        reading: dict[str, Any],
+        budget: float,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        """What is left to read, and how long it takes at the read pace: each record awaiting
+        its entry has at least one ahead of the cursor (for ``health.json``)."""
+        awaiting = sum(1 for r in still_open if _awaiting(r))
+        pages = math.ceil(awaiting / self._log.page_size)
+        settings = self.settings
+        eta = pages * settings.log_read_window_seconds / settings.log_read_requests
+        cursor = checkpoint.cursor_time()
+        backlog: dict[str, Any] = {
+            "records_open": len(still_open),
+            "records_awaiting_log": awaiting,
+            "log_pages": pages,
+            "eta_seconds": round(eta),
+            "cursor": checkpoint.cursor,
+            "cursor_lag_seconds": round((now - cursor).total_seconds()) if cursor else None,
+            "last_pass_stopped": reading["stopped"],
+        }
+        if math.isfinite(budget) and budget > 0:
+            backlog["passes"] = math.ceil(eta / (budget * (1 - RESULTS_SHARE)))
+        return backlog
 
     def _save_checkpoint(
         self,

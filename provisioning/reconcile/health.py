@@ -1,5 +1,7 @@
 """Health of the provisioning job and of the tenant's sending (the daily call budget, a
-bucket-full pause), written to ``results/health.json`` on every reconciliation pass.
+bucket-full pause), written to ``results/health.json`` on every reconciliation pass, with the
+outcome backlog (records awaiting their provisioning-log entries, and how long reading them
+takes at Graph's throttle) once the pass has read the log.
 
 A paused or quarantined job still answers 202 to bulkUpload and then processes nothing, so it
 is logged as an error (``provisioning job unhealthy: ...``; an alert rule in infra/ fires on
@@ -93,3 +95,23 @@ def record_health(
         sending = report["sending"]
         log.warning("sending held until %s: %s", sending["until"], sending["reason"])
     return report
+
+
+def record_backlog(store: BlobStore, backlog: dict[str, Any]) -> None:
+    """The outcome backlog (records awaiting their log entries, the log pages left and how
+    long they take at Graph's read throttle) into ``health.json``, beside the job's health."""
+
+    def change(current: Any) -> Any:
+        report = dict(current) if isinstance(current, dict) else {}
+        report["outcomes"] = backlog
+        return report
+
+    store.update_json(RESULTS_CONTAINER, HEALTH_BLOB, change)
+    if backlog.get("passes", 0) > 1:
+        log.warning(
+            "outcome backlog: %d records await their provisioning-log entries, about %d s of "
+            "reading at Graph's throttle (%d passes)",
+            backlog["records_awaiting_log"],
+            backlog["eta_seconds"],
+            backlog["passes"],
+        )

@@ -35,7 +35,7 @@ from ..settings import INBOUND_CONTAINER, RESULTS_CONTAINER, STATE_CONTAINER, Se
 from ..storage import BlobStore, Lease, LeaseKeeper
 from .confirm import Confirmer
 from .drift_report import drift_report
-from .health import record_health
+from .health import record_backlog, record_health
 from .manager_links import follow_up
 from .resend import resend
 
@@ -139,6 +139,7 @@ class Reconciler:
                 keep_alive=keeper.renew_if_due,
                 deadline=begun + self.settings.reconcile_budget_seconds,
             )
+            record_backlog(self.store, report["outcomes"]["backlog"])
             if active:
                 report["manager_followup"] = await follow_up(
                     self.settings,
