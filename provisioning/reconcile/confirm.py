@@ -30,6 +30,8 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from ..clock import iso, iso_at, parse_iso
@@ -69,6 +71,8 @@ LOOKUP_BACKOFF = dt.timedelta(minutes=5)
 # after the upload). A send still without one when the log was read this far past it is
 # looked up on its own, in case its entries became visible only after they were read past.
 LATE_AFTER = dt.timedelta(minutes=30)
+# Tracked batches read (and deleted) at once while merging.
+_STORAGE_THREADS = 16
 # What a pass keeps of its budget for what follows the reading (results, retries, drift).
 RESULTS_SHARE = 0.2
 # Codes Entra gives to conditions that pass (throttling, timeouts, service trouble). The
@@ -246,12 +250,17 @@ class Confirmer:
                     data["run_id"], data["results_prefix"], data["kind"], data["records"], etag
                 )
         merged: list[str] = []
-        for run_id, names in sorted(pending_runs(self.store).items()):
-            for name in sorted(names):
-                batch = read_batch(self.store, name)
+        names = [n for _, run_names in sorted(pending_runs(self.store).items()) for n in run_names]
+        # A day-1 load tracks thousands of batches: their blobs are read (and, once merged,
+        # deleted) a few at a time in parallel, which storage serves far faster than in turn.
+        with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
+            for name, batch in zip(
+                names, pool.map(partial(read_batch, self.store), names), strict=True
+            ):
                 if batch is None:
                     continue
                 info, sent = batch
+                run_id = info["run_id"]
                 run = runs.get(run_id)
                 if run is None:
                     run = runs[run_id] = RunOutcomes(run_id, info["results_prefix"], info["kind"])
@@ -262,8 +271,8 @@ class Confirmer:
         for run in runs.values():
             if run.changed:
                 self._save(run)  # still ``changed``: its results are written at the end
-        for name in merged:
-            self.store.delete(STATE_CONTAINER, name)
+        with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
+            list(pool.map(partial(self.store.delete, STATE_CONTAINER), merged))
         return runs
 
     def _merge(self, run: RunOutcomes, info: dict[str, Any], sent: list[Any]) -> None:
