@@ -366,3 +366,35 @@ def test_a_pass_cut_short_by_its_budget_goes_on_from_the_checkpoint(
     checkpoint = store().read_json(STATE_CONTAINER, CHECKPOINT)
     assert checkpoint is not None and len(checkpoint[0]["consumed"]) == 80
     assert {r["sends"] for r in rows} == {"1"}
+
+
+@pytest.mark.parametrize("late", [1, 6])
+def test_sends_tracked_after_the_log_was_read_past_them_are_found_by_the_cheaper_way(
+    env: dict[str, str], emulator: GraphEmulator, late: int
+) -> None:
+    """Sends whose entries the log was read past before they were tracked: one is looked up
+    on its own (one read instead of a page more); six are cheaper to find by reading that
+    stretch of the log again (two pages more instead of six reads). The read ahead starts in
+    the second of the checkpoint (the log's precision), so it reads the last file's ten
+    entries again (two pages of seven)."""
+    drop(csv_bytes([worker(n) for n in range(1, late + 1)]), "a.csv")
+    hidden = {n: store().read_json(STATE_CONTAINER, n) for n in state_names(PENDING)}
+    for name in hidden:  # as if their tracking were written only after the next pass read
+        store().delete(STATE_CONTAINER, name)
+    for part, first_id in enumerate((100, 110)):
+        time.sleep(1.1)  # each file's entries in a second of their own
+        drop(csv_bytes([worker(n) for n in range(first_id, first_id + 10)]), f"b{part}.csv")
+    first = confirm(page_size=7, log_overlap_seconds=0)
+    assert first["matched"] == 20 and first["log"]["entries"] == late + 20
+    for name, found in hidden.items():
+        assert found is not None
+        store().write_json(STATE_CONTAINER, name, found[0])
+
+    again = confirm(page_size=7, log_overlap_seconds=0)
+
+    assert again["matched"] == late and again["open_records"] == 0
+    reading = again["log"]
+    if late == 1:
+        assert (reading["lookups"], reading["pages"]) == (1, 2)
+    else:
+        assert reading["lookups"] == 0 and reading["pages"] == 4  # 26 entries again

@@ -185,7 +185,11 @@ class Confirmer:
         ]
         reading: dict[str, Any] = {"pages": 0, "lookups": 0, "entries": 0, "stopped": "done"}
         if open_records:
-            found = await self._read(checkpoint, open_records, now, read_until, reading, keep_alive)
+            # When every record of the open runs was sent (entries of ours still ahead).
+            tracked = [parse_iso(r["sent"]) for run in runs.values() for r in run.records.values()]
+            found = await self._read(
+                checkpoint, open_records, tracked, now, read_until, reading, keep_alive
+            )
             counts["matched"] = self._match(checkpoint, runs, open_records, found, now)
         timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
         for run, _bulk, record in open_records:
@@ -347,6 +351,7 @@ class Confirmer:
         self,
         checkpoint: LogCheckpoint,
         awaiting: list[Open],
+        tracked: list[dt.datetime],
         now: dt.datetime,
         read_until: float,
         reading: dict[str, Any],
@@ -375,6 +380,18 @@ class Confirmer:
                 checkpoint, start, page_size
             ):
                 start, stray = again, set()  # reading that stretch again costs less
+        # Few workers await entries and much of the log lies ahead (entries of records final
+        # already, or of other writers to the job): looking each up costs fewer reads than
+        # paging through it. The cursor then stays; paging wins again as sends accumulate.
+        read_to = checkpoint.read_to_time()
+        ahead = estimate_pages(checkpoint, start, page_size) + math.ceil(
+            # A send closer to what was read than the clocks' tolerance may be read already.
+            sum(1 for t in tracked if read_to is None or t - TOLERANCE > read_to) / page_size
+        )
+        rest = workers - stray
+        scan = not rest or len(rest) >= ahead
+        if not scan:
+            stray |= rest
         found: dict[str, list[LogEntry]] = {}
 
         def max_wait() -> float:
@@ -388,7 +405,7 @@ class Confirmer:
 
         try:
             for worker in sorted(stray):
-                since = min(parse_iso(r["sent"]) for r in behind if r["id"] == worker)
+                since = min(parse_iso(r["sent"]) for _, _, r in awaiting if r["id"] == worker)
                 async for page in self._log.pages(
                     since - TOLERANCE, source_id=worker, max_wait=max_wait
                 ):
@@ -398,7 +415,8 @@ class Confirmer:
                     if record["id"] == worker:
                         record["looked"] = int(record.get("looked", 0)) + 1
                         record["looked_at"] = iso(now)
-            read_to = checkpoint.read_to_time()
+            if not scan:
+                return found
             reading_from = self._clock()
             async for page in self._log.pages(start, max_wait=max_wait):
                 reading["pages"] += 1

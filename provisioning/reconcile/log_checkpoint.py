@@ -17,7 +17,7 @@ and over. The checkpoint makes each entry read about once:
 - ``changes``: the send each matched ``changeId`` went to, so a later entry of the same change
   (the update that sets a manager seconds after the create) goes to that send and never to the
   worker's next one;
-- ``density``: entries read per minute, to estimate what reading a stretch of the log again
+- ``density``: entries read per second (the log's precision), to estimate what reading a stretch of the log again
   would cost (:func:`estimate_pages`) against looking workers up one by one;
 - ``last_pass``: what the last pass read, and why it stopped (for ``health.json``).
 """
@@ -63,7 +63,7 @@ class LogCheckpoint(Document):
 
     def count(self, moment: dt.datetime) -> None:
         """One more entry read at ``moment`` (for the first time: past the cursor)."""
-        key = str(int(moment.timestamp()) // 60 * 60)
+        key = str(int(moment.timestamp()))
         self.density[key] = self.density.get(key, 0) + 1
 
     def prune(self, horizon: dt.datetime) -> None:
@@ -71,12 +71,12 @@ class LogCheckpoint(Document):
         edge = iso(horizon)
         self.consumed = {k: v for k, v in self.consumed.items() if v >= edge}
         self.changes = {k: v for k, v in self.changes.items() if v[2] >= edge}
-        floor = horizon.timestamp() - 60
+        floor = horizon.timestamp() - 1
         self.density = {k: v for k, v in self.density.items() if int(k) >= floor}
 
 
 def estimate_pages(checkpoint: LogCheckpoint, start: dt.datetime, page_size: int) -> int:
     """Pages a read from ``start`` up to the cursor would take again, from what was counted."""
-    floor = int(start.timestamp()) // 60 * 60
+    floor = int(start.timestamp())
     entries = sum(v for k, v in checkpoint.density.items() if int(k) >= floor)
     return math.ceil(entries / page_size)
