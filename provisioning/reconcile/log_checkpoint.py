@@ -17,8 +17,9 @@ and over. The checkpoint makes each entry read about once:
 - ``changes``: the send each matched ``changeId`` went to, so a later entry of the same change
   (the update that sets a manager seconds after the create) goes to that send and never to the
   worker's next one;
-- ``density``: entries read per second (the log's precision), to estimate what reading a stretch of the log again
-  would cost (:func:`estimate_pages`) against looking workers up one by one;
+- ``density``: entries read per second (the log's precision), to estimate what reading a
+  stretch of the log again would cost (:func:`estimate_pages`) against looking workers up one
+  by one;
 - ``last_pass``: what the last pass read, and why it stopped (for ``health.json``).
 """
 
