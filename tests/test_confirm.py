@@ -398,3 +398,38 @@ def test_sends_tracked_after_the_log_was_read_past_them_are_found_by_the_cheaper
         assert (reading["lookups"], reading["pages"]) == (1, 2)
     else:
         assert reading["lookups"] == 0 and reading["pages"] == 4  # 26 entries again
+
+
+def test_a_pass_that_dies_after_its_checkpoint_loses_no_outcome_and_gives_none_away(
+    env: dict[str, str], emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint (entries consumed, and whose change they are) is saved before the
+    outcome files. A pass that dies in between leaves the record pending with its entry
+    consumed: the next pass gives it that entry again, and the worker's next send (a second
+    later) gets its own."""
+    drop(csv_bytes([worker(1, JobTitle="Engineer")]), "a.csv")
+
+    saves: list[int] = []
+    save = Confirmer._save
+
+    def die_at_the_outcome_file(self: Confirmer, run: Any) -> None:
+        saves.append(1)
+        if len(saves) == 2:  # the first save merges the tracked batch; the second is after
+            raise RuntimeError("the instance was stopped")
+        save(self, run)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Confirmer, "_save", die_at_the_outcome_file)
+        with pytest.raises(RuntimeError):
+            confirm()
+    checkpoint = store().read_json(STATE_CONTAINER, CHECKPOINT)
+    assert checkpoint is not None and len(checkpoint[0]["consumed"]) == 1
+    time.sleep(1.1)
+    drop(csv_bytes([worker(1, JobTitle="Director")]), "b.csv")
+
+    report = confirm()
+
+    assert report["matched"] == 2 and report["completed_runs"] == 2
+    first, second = (ledger(s)[0] for s in sorted(runs(), key=lambda s: s["started"]))
+    assert (first["entra_action"], second["entra_action"]) == ("create", "update")
+    assert first["match"] == second["match"] == ""

@@ -206,6 +206,13 @@ class Confirmer:
                 run.changed = True
                 counts["unconfirmed"] += 1
         self._settle_managers(checkpoint, open_records, now, timeout)
+        # Saved before the outcome files: a pass that dies in between leaves records pending
+        # whose entries the checkpoint gives to them (``changes``), and the next pass applies
+        # them again; saved after, a re-read entry could go to a worker's next send.
+        reading["seconds"] = round(time.monotonic() - began, 3)
+        self._save_checkpoint(
+            checkpoint, [r for run in runs.values() for r in run.open_records()], reading, now
+        )
         retrying = [
             (run, bulk)
             for run in runs.values()
@@ -230,8 +237,6 @@ class Confirmer:
         still_open = [r for run in runs.values() for r in run.open_records()]
         self.open_ids = frozenset(r["id"] for r in still_open)
         counts["open_records"] = len(still_open)
-        reading["seconds"] = round(time.monotonic() - began, 3)
-        self._save_checkpoint(checkpoint, still_open, reading, now)
         counts["log"] = reading
         counts["backlog"] = self._backlog(checkpoint, still_open, reading, deadline - began, now)
         log.info(
@@ -400,7 +405,10 @@ class Confirmer:
         def take(page: list[LogEntry]) -> None:
             reading["entries"] += len(page)
             for entry in page:
-                if entry.source_id in workers and entry.id not in checkpoint.consumed:
+                if entry.source_id in workers and (
+                    entry.id not in checkpoint.consumed
+                    or (entry.change_id or "") in checkpoint.changes
+                ):
                     found.setdefault(entry.source_id, []).append(entry)
 
         try:
@@ -465,19 +473,34 @@ class Confirmer:
         resolved: list[str] = []
         for worker, entries in found.items():
             fresh: list[LogEntry] = []
+            recovered: dict[str, list[LogEntry]] = {}
             for entry in entries:
                 owner = checkpoint.changes.get(entry.change_id or "")
                 if owner is None:
                     fresh.append(entry)
                     continue
-                # A later entry of a change already given to a send: that send's, whatever
-                # was sent since.
+                # An entry of a change already given to a send is that send's, whatever was
+                # sent since: a later one updates it; all of them again if the send is still
+                # pending (the last pass died before its outcome file was saved).
                 run = runs.get(owner[0])
                 record = run.records.get(owner[1]) if run else None
-                checkpoint.consumed[entry.id] = iso(entry.at)
-                if run is not None and record is not None:
+                if run is None or record is None:
+                    checkpoint.consumed[entry.id] = iso(entry.at)
+                elif record["state"] == "pending":
+                    recovered.setdefault(entry.change_id or "", []).append(entry)
+                elif entry.id not in checkpoint.consumed:
+                    checkpoint.consumed[entry.id] = iso(entry.at)
                     self._apply_later(record, entry)
                     run.changed = True
+            for change_id, group_entries in recovered.items():
+                run_id, bulk, _ = checkpoint.changes[change_id]
+                run = runs[run_id]
+                (group,) = groups_of(group_entries)
+                for entry in group.entries:
+                    checkpoint.consumed[entry.id] = iso(entry.at)
+                self._apply(run.records[bulk], group)
+                run.changed = True
+                matched += 1
             sends = {
                 (run.run_id, bulk): (run, record)
                 for run, bulk, record in by_worker.get(worker, [])
