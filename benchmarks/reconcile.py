@@ -132,7 +132,7 @@ async def outcome_passes(budget: float, trace: bool) -> dict[str, Any]:
                 f"  pass {len(totals['passes'])}: {report['matched']:,} matched in "
                 f"{time.perf_counter() - began:.1f} s, {reading['pages']} pages, "
                 f"{reading['lookups']} lookups, stopped: {reading['stopped']}, "
-                f"{report['open_records']:,} open"
+                f"{report['open_records']:,} open; seconds {reading['timing']}"
             )
             if report["open_records"] == 0:
                 break

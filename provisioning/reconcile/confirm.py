@@ -176,6 +176,7 @@ class Confirmer:
         self._cursor = checkpoint.cursor
         runs = self._load_runs()
         keep_alive()
+        timing = {"load": round(time.monotonic() - began, 3)}
         counts: dict[str, Any] = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
         open_records = [
             (run, bulk, r)
@@ -190,6 +191,7 @@ class Confirmer:
             found = await self._read(
                 checkpoint, open_records, tracked, now, read_until, reading, keep_alive
             )
+            timing["read"] = round(time.monotonic() - began - timing["load"], 3)
             counts["matched"] = self._match(checkpoint, runs, open_records, found, now)
         timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
         for run, _bulk, record in open_records:
@@ -237,7 +239,8 @@ class Confirmer:
         still_open = [r for run in runs.values() for r in run.open_records()]
         self.open_ids = frozenset(r["id"] for r in still_open)
         counts["open_records"] = len(still_open)
-        counts["log"] = reading
+        timing["total"] = round(time.monotonic() - began, 3)
+        counts["log"] = {**reading, "timing": timing}
         counts["backlog"] = self._backlog(checkpoint, still_open, reading, deadline - began, now)
         log.info(
             "outcomes: %s",
@@ -486,7 +489,11 @@ class Confirmer:
                 record = run.records.get(owner[1]) if run else None
                 if run is None or record is None:
                     checkpoint.consumed[entry.id] = iso(entry.at)
-                elif record["state"] == "pending":
+                elif (
+                    record["state"] == "pending"
+                    and record.get("change_id") != entry.change_id
+                    and entry.at >= parse_iso(record["sent"]) - TOLERANCE
+                ):
                     recovered.setdefault(entry.change_id or "", []).append(entry)
                 elif entry.id not in checkpoint.consumed:
                     checkpoint.consumed[entry.id] = iso(entry.at)
