@@ -3,7 +3,7 @@ throttle: how close do they come to the most the throttle allows?
 
 Usage::
 
-    python benchmarks/reconcile.py [--records 100000] [--budget 120] [--memory]
+    python benchmarks/reconcile.py [--records 100000] [--budget 480] [--memory]
 
 Starts Azurite and the Graph emulator (in its own process, so the heap measured is ours alone;
 bulkUpload unthrottled, provisioning-log reads throttled as Graph does: 5 per 10 s), drops one
@@ -157,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument(
-        "--budget", type=float, default=120.0, help="seconds per pass (default 120)"
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds per pass (default: PROVISIONING_RECONCILE_BUDGET_SECONDS, 480)",
     )
     parser.add_argument(
         "--memory", action="store_true", help="trace the heap (slows the passes down)"
     )
     args = parser.parse_args(argv)
-    if args.records < 1 or args.budget <= 0:
+    if args.records < 1 or (args.budget is not None and args.budget <= 0):
         parser.error("--records must be at least 1 and --budget above 0")
     sys.path.insert(0, str(ROOT))
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(drop.get_user_function()(trigger_argument(drop, "bench.csv")))
         print(f"dropped {args.records:,} records in {time.perf_counter() - started:.1f} s")
         settings = Settings()
-        result = asyncio.run(outcome_passes(args.budget, args.memory))
+        budget = args.budget or settings.reconcile_budget_seconds
+        result = asyncio.run(outcome_passes(budget, args.memory))
         reads = log_reads(emulator.graph_url)
 
     matched, seconds = result["matched"], result["seconds"]

@@ -890,15 +890,12 @@ class EmulatorState:
             return 0
         user["manager"] = {"id": manager_id}
         external_id = outcome["data"]["externalId"]
-        entry = entries.entry(
-            stamp=stamp + FOLLOW_UP_SECONDS,
-            tenant_id=self.tenant_id,
-            job_id=job.job_id,
-            cycle_id=cycle_id,
-            change_id=outcome["change_id"],
-            sp_id=job.sp_id,
-            application_id=self._application_id(job.sp_id),
-            app_name=self.app_name,
+        self._append_entry(
+            job,
+            cycle_id,
+            outcome,
+            stamp + FOLLOW_UP_SECONDS,
+            now + FOLLOW_UP_SECONDS,
             action="update",
             status="success",
             error=None,
@@ -908,11 +905,32 @@ class EmulatorState:
             user=user,
             duration_ms=400 + secrets.randbelow(100),
         )
-        visible_at = now + FOLLOW_UP_SECONDS + self.faults.log_delay
-        self.log_records.append(
-            LogRecord(self._next_seq(), stamp + FOLLOW_UP_SECONDS, visible_at, entry)
-        )
         return 1
+
+    def _append_entry(
+        self,
+        job: Job,
+        cycle_id: str,
+        outcome: dict[str, Any],
+        stamp: int,
+        at: float,
+        **fields: Any,
+    ) -> None:
+        """One entry of the record's change in this cycle, visible from ``at`` (+ log_delay)."""
+        entry = entries.entry(
+            stamp=stamp,
+            tenant_id=self.tenant_id,
+            job_id=job.job_id,
+            cycle_id=cycle_id,
+            change_id=outcome["change_id"],
+            sp_id=job.sp_id,
+            application_id=self._application_id(job.sp_id),
+            app_name=self.app_name,
+            **fields,
+        )
+        self.log_records.append(
+            LogRecord(self._next_seq(), stamp, at + self.faults.log_delay, entry)
+        )
 
     def _application_id(self, sp_id: str) -> str:
         """The appId of a job's service principal (targetSystem.details.ApplicationId)."""
@@ -965,15 +983,12 @@ class EmulatorState:
                 steps.append(entries.export_add(upn, external_id, changes))
             else:
                 steps.append(entries.export_update(upn, external_id))
-        entry = entries.entry(
-            stamp=stamp,
-            tenant_id=self.tenant_id,
-            job_id=job.job_id,
-            cycle_id=cycle_id,
-            change_id=outcome["change_id"],
-            sp_id=job.sp_id,
-            application_id=self._application_id(job.sp_id),
-            app_name=self.app_name,
+        self._append_entry(
+            job,
+            cycle_id,
+            outcome,
+            stamp,
+            now,
             action=action,
             status=status,
             error=error,
@@ -981,9 +996,6 @@ class EmulatorState:
             changes=changes,
             external_id=external_id,
             user=user,
-        )
-        self.log_records.append(
-            LogRecord(self._next_seq(), stamp, now + self.faults.log_delay, entry)
         )
 
     # ---------------------------------------------------------------- reads

@@ -501,12 +501,8 @@ class Confirmer:
                     run.changed = True
             for change_id, group_entries in recovered.items():
                 run_id, bulk, _ = checkpoint.changes[change_id]
-                run = runs[run_id]
                 (group,) = groups_of(group_entries)
-                for entry in group.entries:
-                    checkpoint.consumed[entry.id] = iso(entry.at)
-                self._apply(run.records[bulk], group)
-                run.changed = True
+                self._give(checkpoint, runs[run_id], bulk, group, resolved)
                 matched += 1
             sends = {
                 (run.run_id, bulk): (run, record)
@@ -521,15 +517,7 @@ class Confirmer:
                 TOLERANCE,
             )
             for key, group in plan.matched.items():
-                run, record = sends[key]
-                for entry in group.entries:
-                    checkpoint.consumed[entry.id] = iso(entry.at)
-                checkpoint.changes[group.change_id] = [*key, iso(group.first.at)]
-                self._apply(record, group)
-                if group.manager == "set":
-                    resolved.append(worker)
-                record.pop("match", None)
-                run.changed = True
+                self._give(checkpoint, sends[key][0], key[1], group, resolved)
                 matched += 1
             for key in plan.waiting:
                 run, record = sends[key]
@@ -555,6 +543,26 @@ class Confirmer:
         if resolved:
             note_resolved(self.store, resolved)
         return matched
+
+    def _give(
+        self,
+        checkpoint: LogCheckpoint,
+        run: RunOutcomes,
+        bulk: str,
+        group: Group,
+        resolved: list[str],
+    ) -> None:
+        """``group`` is the send's: its entries consumed, its change remembered as the send's,
+        its outcome the record's."""
+        record = run.records[bulk]
+        for entry in group.entries:
+            checkpoint.consumed[entry.id] = iso(entry.at)
+        checkpoint.changes[group.change_id] = [run.run_id, bulk, iso(group.first.at)]
+        self._apply(record, group)
+        if group.manager == "set":
+            resolved.append(record["id"])
+        record.pop("match", None)
+        run.changed = True
 
     def _apply(self, record: dict[str, Any], group: Group) -> None:
         first, failed = group.first, group.failure
