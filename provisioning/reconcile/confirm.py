@@ -156,6 +156,7 @@ class Confirmer:
         self._extra_codes = settings.transient_error_codes
         self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
         self._cursor: str | None = None
+        self._merged: list[str] = []
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
@@ -235,6 +236,7 @@ class Confirmer:
             if done:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
+        self._forget_merged()
         counts["completed_runs"] = len(finished)
         still_open = [r for run in runs.values() for r in run.open_records()]
         self.open_ids = frozenset(r["id"] for r in still_open)
@@ -278,14 +280,16 @@ class Confirmer:
                     run = runs[run_id] = RunOutcomes(run_id, info["results_prefix"], info["kind"])
                 self._merge(run, info, sent)
                 merged.append(name)
-        # Saved before the batches go: a crash in between merges them again, which changes
-        # nothing (a send time only moves forward).
-        for run in runs.values():
-            if run.changed:
-                self._save(run)  # still ``changed``: its results are written at the end
-        with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
-            list(pool.map(partial(self.store.delete, STATE_CONTAINER), merged))
+        self._merged = merged
         return runs
+
+    def _forget_merged(self) -> None:
+        """The tracked batches merged by this pass, once the outcome files holding their
+        records are saved: a pass that dies before merges them again next time, which changes
+        nothing (a send time only moves forward)."""
+        with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
+            list(pool.map(partial(self.store.delete, STATE_CONTAINER), self._merged))
+        self._merged = []
 
     def _merge(self, run: RunOutcomes, info: dict[str, Any], sent: list[Any]) -> None:
         accepted_at = info["accepted_at"]
