@@ -194,6 +194,7 @@ class Confirmer:
             )
             timing["read"] = round(time.monotonic() - began - timing["load"], 3)
             counts["matched"] = self._match(checkpoint, runs, open_records, found, now)
+            timing["match"] = round(time.monotonic() - began - timing["load"] - timing["read"], 3)
         timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
         for run, _bulk, record in open_records:
             if record["state"] == "pending" and now - parse_iso(record["sent"]) > timeout:
@@ -213,9 +214,11 @@ class Confirmer:
         # whose entries the checkpoint gives to them (``changes``), and the next pass applies
         # them again; saved after, a re-read entry could go to a worker's next send.
         reading["seconds"] = round(time.monotonic() - began, 3)
+        mark = time.monotonic()
         self._save_checkpoint(
             checkpoint, [r for run in runs.values() for r in run.open_records()], reading, now
         )
+        timing["checkpoint"] = round(time.monotonic() - mark, 3)
         retrying = [
             (run, bulk)
             for run in runs.values()
@@ -227,6 +230,7 @@ class Confirmer:
             retry_report = await self._retry(retrying, now, keep_alive)
             counts["retried"] = retry_report.get("records_accepted", 0)
         finished = []
+        mark = time.monotonic()
         for run in runs.values():
             done = run.all_final and self._sending_done(run)
             if run.changed or done:
@@ -236,6 +240,7 @@ class Confirmer:
             if done:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
+        timing["results"] = round(time.monotonic() - mark, 3)
         self._forget_merged()
         counts["completed_runs"] = len(finished)
         still_open = [r for run in runs.values() for r in run.open_records()]
