@@ -25,6 +25,7 @@ after the log was read past them, or written late) are looked up per worker
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
@@ -156,7 +157,7 @@ class Confirmer:
         self._extra_codes = settings.transient_error_codes
         self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
         self._cursor: str | None = None
-        self._merged: list[str] = []
+        self._forgetting: asyncio.Future[None] | None = None
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
@@ -241,7 +242,8 @@ class Confirmer:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
         timing["results"] = round(time.monotonic() - mark, 3)
-        self._forget_merged()
+        if self._forgetting is not None:
+            await self._forgetting
         counts["completed_runs"] = len(finished)
         still_open = [r for run in runs.values() for r in run.open_records()]
         self.open_ids = frozenset(r["id"] for r in still_open)
@@ -285,16 +287,19 @@ class Confirmer:
                     run = runs[run_id] = RunOutcomes(run_id, info["results_prefix"], info["kind"])
                 self._merge(run, info, sent)
                 merged.append(name)
-        self._merged = merged
+        # Saved before the batches go: a pass that dies in between merges them again, which
+        # changes nothing (a send time only moves forward).
+        for run in runs.values():
+            if run.changed:
+                self._save(run)  # still ``changed``: its results are written at the end
+        # Thousands of deletes after a day-1 load: done in the background while the log is
+        # read (the reading mostly waits for Graph's throttle), awaited at the end.
+        self._forgetting = asyncio.get_running_loop().run_in_executor(None, self._forget, merged)
         return runs
 
-    def _forget_merged(self) -> None:
-        """The tracked batches merged by this pass, once the outcome files holding their
-        records are saved: a pass that dies before merges them again next time, which changes
-        nothing (a send time only moves forward)."""
+    def _forget(self, names: list[str]) -> None:
         with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
-            list(pool.map(partial(self.store.delete, STATE_CONTAINER), self._merged))
-        self._merged = []
+            list(pool.map(partial(self.store.delete, STATE_CONTAINER), names))
 
     def _merge(self, run: RunOutcomes, info: dict[str, Any], sent: list[Any]) -> None:
         accepted_at = info["accepted_at"]
