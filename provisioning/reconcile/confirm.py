@@ -74,6 +74,7 @@ LOOKUP_BACKOFF = dt.timedelta(minutes=5)
 LATE_AFTER = dt.timedelta(minutes=30)
 # Tracked batches read (and deleted) at once while merging.
 _STORAGE_THREADS = 16
+_FORGET_THREADS = 4
 # What a pass keeps of its budget for what follows the reading (results, retries, drift).
 RESULTS_SHARE = 0.2
 # Codes Entra gives to conditions that pass (throttling, timeouts, service trouble). The
@@ -298,7 +299,9 @@ class Confirmer:
         return runs
 
     def _forget(self, names: list[str]) -> None:
-        with ThreadPoolExecutor(_STORAGE_THREADS) as pool:
+        # Few threads: more would take the GIL from the reader, whose requests must leave on
+        # their pace slots (one late by more than the pace's margin can earn a 429).
+        with ThreadPoolExecutor(_FORGET_THREADS) as pool:
             list(pool.map(partial(self.store.delete, STATE_CONTAINER), names))
 
     def _merge(self, run: RunOutcomes, info: dict[str, Any], sent: list[Any]) -> None:
