@@ -433,3 +433,22 @@ def test_a_pass_that_dies_after_its_checkpoint_loses_no_outcome_and_gives_none_a
     first, second = (ledger(s)[0] for s in sorted(runs(), key=lambda s: s["started"]))
     assert (first["entra_action"], second["entra_action"]) == ("create", "update")
     assert first["match"] == second["match"] == ""
+
+
+def test_graph_dropping_log_reads_never_fails_the_pass(
+    env: dict[str, str], emulator: GraphEmulator
+) -> None:
+    drop(csv_bytes([worker(n) for n in range(1, 4)]))
+    emulator.set_faults(read_sequence=[0] * 6)  # every read's connection dropped
+
+    cut = confirm(deadline=time.monotonic() + 4.0)
+
+    # The first drop is waited out on the pace (2 s), the next backoff (4 s) is more than the
+    # budget: the reading stops, the pass ends, nothing is lost.
+    assert cut["log"]["stopped"].startswith("held until ") and cut["matched"] == 0
+    assert cut["open_records"] == 3
+    emulator.set_faults(read_sequence=[0])  # one more drop, then Graph answers
+
+    later = confirm()
+
+    assert later["matched"] == 3 and later["completed_runs"] == 1

@@ -21,13 +21,14 @@ Tokens, request bodies and response bodies are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -241,6 +242,20 @@ async def _content(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
+@contextlib.contextmanager
+def unreachable_is_unavailable() -> Iterator[None]:
+    """Graph not reached (no token, no connection, a timeout or a dropped connection) as
+    :class:`GraphUnavailable`, never as raw httpx, kiota or azure-core exceptions."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise GraphUnavailable(_reason(exc), exc) from exc
+    except KiotaNoResponse as exc:  # kiota's "Unable to get response" (a private name)
+        raise GraphUnavailable(type(exc).__name__, exc) from exc
+    except AzureError as exc:
+        raise GraphUnavailable(_credential_reason(exc), exc) from exc
+
+
 class ReadPace(Protocol):
     """What paced reads need of a pace (:class:`~provisioning.graph.tenant_pace.TenantPace`)."""
 
@@ -275,9 +290,10 @@ async def json_pages(
     about 6 ms per provisioning-log entry (measured, benchmarks/reconcile.py), ten minutes for a
     day-1 load of 100,000.
 
-    With a ``pace``, each request first takes a slot of it (waiting at most ``max_wait()``
-    seconds, else ``WaitTooLong`` from the pace), the SDK's retries are off, and a 429 (or
-    503/504) puts its Retry-After on the pace, so every reader of every process waits it out,
+    Graph not reached raises :class:`GraphUnavailable`. With a ``pace``, each request first
+    takes a slot of it (waiting at most ``max_wait()`` seconds, else ``WaitTooLong`` from the
+    pace), the SDK's retries are off, and a 429 (or 503/504, or Graph not reached) puts its
+    Retry-After (or a backoff) on the pace, so every reader of every process waits it out,
     before the same page is asked again."""
     info: RequestInformation | None = builder.to_get_request_information(config)
     while info is not None:
@@ -288,13 +304,22 @@ async def json_pages(
             if pace is not None:
                 permit = await pace.acquire(max_wait() if max_wait else math.inf)
                 pace.release(permit)
-            response = await _native_response(adapter, info)
-            content = await _content(response)
+            backoff = _READ_BACKOFF * 2 ** (attempt - 1)
+            try:
+                with unreachable_is_unavailable():
+                    response = await _native_response(adapter, info)
+                    content = await _content(response)
+            except GraphUnavailable:
+                if pace is None or attempt == _READ_ATTEMPTS:
+                    raise
+                pace.penalise(backoff)
+                await pace.aclose()
+                continue
             status = response.status_code
             if pace is None or status not in (429, 503, 504) or attempt == _READ_ATTEMPTS:
                 break
             wait = parse_retry_after(response.headers.get("Retry-After"))
-            pace.penalise(wait if wait is not None else _READ_BACKOFF * 2 ** (attempt - 1))
+            pace.penalise(wait if wait is not None else backoff)
             await pace.aclose()  # the penalty is written before the next slot is asked for
         if not 200 <= status < 300:
             raise GraphError(status, *parse_error(content))
@@ -427,13 +452,8 @@ class GraphClient:
         dropped connection, or 408/429/5xx after the SDK's retries); a permanent error answer
         (401, 403, 404) still raises the SDK's ``APIError``."""
         try:
-            job = await self._job_builder().get()
-        except httpx.TransportError as exc:
-            raise GraphUnavailable(_reason(exc), exc) from exc
-        except KiotaNoResponse as exc:  # kiota's "Unable to get response" (a private name)
-            raise GraphUnavailable(type(exc).__name__, exc) from exc
-        except AzureError as exc:
-            raise GraphUnavailable(_credential_reason(exc), exc) from exc
+            with unreachable_is_unavailable():
+                job = await self._job_builder().get()
         except APIError as exc:
             status = exc.response_status_code
             if status is None or status not in RETRYABLE_STATUSES:

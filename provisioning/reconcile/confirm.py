@@ -467,8 +467,9 @@ class Confirmer:
         except WaitTooLong:
             reading["stopped"] = "budget"
         except Paused as exc:
-            # Graph's Retry-After outlasts the budget: the next pass reads on after it.
-            reading["stopped"] = f"throttled until {iso_at(exc.until)}"
+            # A wait Graph asked for (Retry-After), or a backoff after it could not be
+            # reached, outlasts the budget: the next pass reads on after it.
+            reading["stopped"] = f"held until {iso_at(exc.until)}"
         except GraphServiceError as exc:
             # Graph down, or still throttling after every retry: what was read counts, the
             # rest waits for the next pass.
