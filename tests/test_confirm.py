@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from graph_emulator import GraphEmulator
-from provisioning.clock import utcnow
+from provisioning.clock import iso, utcnow
 from provisioning.graph.client import GraphClient
 from provisioning.graph.provisioning_logs import GraphLog
 from provisioning.graph.tenant_pace import TenantPace
@@ -452,3 +452,36 @@ def test_graph_dropping_log_reads_never_fails_the_pass(
     later = confirm()
 
     assert later["matched"] == 3 and later["completed_runs"] == 1
+
+
+def test_a_skipped_manager_settles_from_a_read_to_the_end_less_the_overlap() -> None:
+    """In a quiet log (read to its end, no cursor yet: the skip came from a per-worker
+    lookup) the log counts as read up to that read less the overlap, not up to the read."""
+    from provisioning.reconcile.confirm import MANAGER_SETTLE
+    from provisioning.reconcile.log_checkpoint import LogCheckpoint
+    from provisioning.reconcile.run_outcomes import RunOutcomes
+
+    skipped = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    overlap = dt.timedelta(seconds=60)
+    confirmer = Confirmer(
+        Settings(log_overlap_seconds=overlap.total_seconds()),
+        None,  # type: ignore[arg-type]  # nothing is noted: the record names no manager
+        log_source=None,  # type: ignore[arg-type]
+        poster=None,
+        sleep=_no_sleep,
+        clock=utcnow,
+    )
+
+    def settles(complete: dt.datetime) -> bool:
+        record = {"manager": "pending", "manager_skipped_at": iso(skipped), "log_time": ""}
+        run = RunOutcomes("r", "p/", "file", {"b": record})
+        checkpoint = LogCheckpoint(complete=iso(complete))
+        confirmer._settle_managers(checkpoint, [(run, "b", record)], skipped, TIMEOUT)
+        return record["manager"] == "unresolved"
+
+    just_past = skipped + MANAGER_SETTLE + dt.timedelta(seconds=1)
+    assert not settles(just_past)  # read then, but only what was older than the overlap
+    assert settles(just_past + overlap)
+
+
+TIMEOUT = dt.timedelta(minutes=120)

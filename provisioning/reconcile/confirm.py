@@ -159,6 +159,7 @@ class Confirmer:
         self._overlap = dt.timedelta(seconds=settings.log_overlap_seconds)
         self._cursor: str | None = None
         self._forgetting: asyncio.Future[None] | None = None
+        self._legacy = False  # state/outcomes-consumed.json was read (and is to be removed)
         # Workers with a record still awaiting its outcome after the pass (the drift report
         # leaves them out: Entra may not have applied them yet).
         self.open_ids: frozenset[str] = frozenset()
@@ -173,13 +174,20 @@ class Confirmer:
         """One pass; ``deadline`` (``time.monotonic()``) is when the pass must be done: the
         reading stops in time to leave :data:`RESULTS_SHARE` of what is left for the rest."""
         now = self._clock()
-        began = time.monotonic()
+        began = mark = time.monotonic()
+        timing: dict[str, float] = {}
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            timing[phase] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+
         read_until = began + (deadline - began) * (1 - RESULTS_SHARE)
         checkpoint = self._checkpoint()
         self._cursor = checkpoint.cursor
         runs = self._load_runs()
         keep_alive()
-        timing = {"load": round(time.monotonic() - began, 3)}
+        lap("load")
         counts: dict[str, Any] = {"runs": len(runs), "matched": 0, "unconfirmed": 0, "retried": 0}
         open_records = [
             (run, bulk, r)
@@ -194,9 +202,9 @@ class Confirmer:
             found = await self._read(
                 checkpoint, open_records, tracked, now, read_until, reading, keep_alive
             )
-            timing["read"] = round(time.monotonic() - began - timing["load"], 3)
+            lap("read")
             counts["matched"] = self._match(checkpoint, runs, open_records, found, now)
-            timing["match"] = round(time.monotonic() - began - timing["load"] - timing["read"], 3)
+            lap("match")
         timeout = dt.timedelta(minutes=self.settings.outcome_timeout_minutes)
         for run, _bulk, record in open_records:
             if record["state"] == "pending" and now - parse_iso(record["sent"]) > timeout:
@@ -220,7 +228,7 @@ class Confirmer:
         self._save_checkpoint(
             checkpoint, [r for run in runs.values() for r in run.open_records()], reading, now
         )
-        timing["checkpoint"] = round(time.monotonic() - mark, 3)
+        lap("checkpoint")
         retrying = [
             (run, bulk)
             for run in runs.values()
@@ -232,7 +240,7 @@ class Confirmer:
             retry_report = await self._retry(retrying, now, keep_alive)
             counts["retried"] = retry_report.get("records_accepted", 0)
         finished = []
-        mark = time.monotonic()
+        mark = time.monotonic()  # the retries are not timed
         for run in runs.values():
             done = run.all_final and self._sending_done(run)
             if run.changed or done:
@@ -242,7 +250,7 @@ class Confirmer:
             if done:
                 self.store.delete(STATE_CONTAINER, run.name)
                 finished.append(run.run_id)
-        timing["results"] = round(time.monotonic() - mark, 3)
+        lap("results")
         if self._forgetting is not None:
             await self._forgetting
         counts["completed_runs"] = len(finished)
@@ -368,6 +376,7 @@ class Confirmer:
             # Another job's log (the app was pointed at a new job): nothing of it applies.
             checkpoint = LogCheckpoint(job_id=job_id)
         legacy = self.store.read_json(STATE_CONTAINER, LEGACY_CONSUMED)
+        self._legacy = legacy is not None
         if legacy is not None and isinstance(legacy[0], dict):
             checkpoint.consumed.update({str(k): str(v) for k, v in legacy[0].items()})
         return checkpoint
@@ -515,7 +524,7 @@ class Confirmer:
                     recovered.setdefault(entry.change_id or "", []).append(entry)
                 elif entry.id not in checkpoint.consumed:
                     checkpoint.consumed[entry.id] = iso(entry.at)
-                    self._apply_later(record, entry)
+                    self._apply_later(record, entry, resolved)
                     run.changed = True
             for change_id, group_entries in recovered.items():
                 run_id, bulk, _ = checkpoint.changes[change_id]
@@ -608,10 +617,10 @@ class Confirmer:
                 record["manager_ref"] = group.skipped_manager
         self._set_state(record, group.status, failed)
 
-    def _apply_later(self, record: dict[str, Any], entry: LogEntry) -> None:
+    def _apply_later(self, record: dict[str, Any], entry: LogEntry, resolved: list[str]) -> None:
         """A later entry of a record's change: the manager set, or a failure after all."""
         if entry.manager_set and record.get("manager") in ("pending", "unresolved"):
-            note_resolved(self.store, [record["id"]])
+            resolved.append(record["id"])
             record.update(manager="set", manager_reason=None)
         if entry.status == "failure" and record["state"] != "failure":
             record.update(
@@ -644,8 +653,9 @@ class Confirmer:
         the outcome timed out): unresolved, and handed to the follow-up."""
         # How far the log is known to be read: its cursor, or (in a quiet log, read to its
         # end) the time of that read less the overlap.
-        known = [t for t in (checkpoint.cursor_time(), checkpoint.complete_time()) if t]
-        read = max(known[0], known[-1] - self._overlap) if known else None
+        cursor, complete = checkpoint.cursor_time(), checkpoint.complete_time()
+        known = [t for t in (cursor, complete - self._overlap if complete else None) if t]
+        read = max(known) if known else None
         unresolved: list[Unresolved] = []
         for run, _bulk, record in awaiting:
             if record.get("manager") != "pending":
@@ -707,8 +717,9 @@ class Confirmer:
         checkpoint.prune(horizon - TOLERANCE)
         checkpoint.last_pass = {**reading, "at": iso(now), "open_records": len(still_open)}
         self.store.write_json(STATE_CONTAINER, CHECKPOINT, checkpoint.dump(), indent=None)
-        if self.store.exists(STATE_CONTAINER, LEGACY_CONSUMED):
+        if self._legacy:  # taken over: the checkpoint holds its ids now
             self.store.delete(STATE_CONTAINER, LEGACY_CONSUMED)
+            self._legacy = False
 
     # --- retries -------------------------------------------------------------------------
 
