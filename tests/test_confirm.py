@@ -485,3 +485,23 @@ def test_a_skipped_manager_settles_from_a_read_to_the_end_less_the_overlap() -> 
 
 
 TIMEOUT = dt.timedelta(minutes=120)
+
+
+def test_a_log_read_graph_refuses_stops_the_reading_and_logs_no_message(
+    env: dict[str, str], emulator: GraphEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Graph's error message may quote the query, whose per-worker form names an HR id: the
+    pass says only what kind of error stopped it."""
+    drop(csv_bytes([worker(1)]))
+    emulator.set_faults(read_sequence=[500])
+
+    with caplog.at_level("INFO"):
+        report = confirm()
+
+    assert report["log"]["stopped"] == "graph: GraphError HTTP 500"
+    assert report["open_records"] == 1
+    messages = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("provisioning"))
+    assert "stopped (graph: GraphError HTTP 500)" in messages
+    from graph_emulator.server import FAULT_BODIES
+
+    assert FAULT_BODIES[500][1] not in messages

@@ -481,9 +481,13 @@ class Confirmer:
             reading["stopped"] = f"held until {iso_at(exc.until)}"
         except GraphServiceError as exc:
             # Graph down, or still throttling after every retry: what was read counts, the
-            # rest waits for the next pass.
-            reading["stopped"] = f"graph: {exc}"[:200]
-            log.warning("outcomes: reading the provisioning log stopped (%s)", exc)
+            # rest waits for the next pass. Only the kind and status are said: Graph's message
+            # may quote the filter, and a per-worker lookup's names an HR id.
+            status = getattr(exc, "status", None)
+            reading["stopped"] = f"graph: {type(exc).__name__}" + (
+                f" HTTP {status}" if status else ""
+            )
+            log.warning("outcomes: reading the provisioning log stopped (%s)", reading["stopped"])
         return found
 
     # --- matching log entries ------------------------------------------------------------
