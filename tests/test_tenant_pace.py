@@ -58,6 +58,41 @@ def test_senders_sharing_only_storage_keep_one_window(store: BlobStore) -> None:
     assert elapsed < 6 * 0.65 + 1.5, elapsed
 
 
+class FirstWriteSlow(BlobStore):
+    """Azurite, with this handle's first write returning ``delay`` seconds after it was made:
+    a slot reserved "now" comes back late (storage slow for a moment, a busy event loop)."""
+
+    def __init__(self, store: BlobStore, delay: float) -> None:
+        super().__init__(store._service)
+        self.delay = delay
+        self.writes = 0
+
+    def write_json(self, *args: Any, **kwargs: Any) -> str:
+        etag = super().write_json(*args, **kwargs)
+        self.writes += 1
+        if self.writes == 1:
+            time.sleep(self.delay)
+        return etag
+
+
+def test_a_slot_reached_late_is_taken_again(store: BlobStore) -> None:
+    """One sender's slot write comes back 0.3 s late while two others fill the window: that
+    slot is given back and taken again, since sent that late it would share a window with the
+    sends after it (the next window is counted from the slot)."""
+    settings = pace_settings()
+    times: list[float] = []
+
+    async def run() -> None:
+        paces = [TenantPace(FirstWriteSlow(store, delay=0.3), settings)]
+        paces += [TenantPace(store, settings) for _ in range(2)]
+        await asyncio.gather(*(take(pace, 4, times) for pace in paces))
+
+    asyncio.run(run())
+    assert len(times) == 12
+    assert most_in_window(times, 0.5) <= 5
+    assert sum(read_book(store).calls.values()) == 12  # the late slot went back: one call each
+
+
 def test_one_senders_429_holds_every_sender(store: BlobStore) -> None:
     settings = pace_settings()
 

@@ -66,6 +66,12 @@ _FALLBACK_SECONDS = 10.0
 # A slot slept on longer than this is checked against the book again before it is used: a
 # penalty or pause set meanwhile by another sender wins.
 _RECHECK_SECONDS = 1.0
+# A slot reached later than this share of the margin (a slow storage write, a busy event loop)
+# is not used: the next window is counted from the slot, so a send later than the margin could
+# share a window with the sends after it. The other half covers the way from here to Graph.
+_LATE_SHARE = 0.5
+# Slots reached late this many times in a row: storage is too slow for the book.
+_LATE_ATTEMPTS = 3
 
 
 class StorageSlow(Exception):
@@ -183,12 +189,16 @@ class TenantPace:
         sleep = sleep or self._sleep
         deadline = self._clock() + max_wait
         horizon = math.inf if self.priority == "interactive" else 0.0
+        late = 0
         async with self._lock:
             while True:
                 now = self._clock()
                 if now < self._fallback_until:
                     return await self._fallback_acquire(deadline - now, sleep)
                 try:
+                    if late >= _LATE_ATTEMPTS:
+                        late = 0
+                        raise StorageSlow(f"{_LATE_ATTEMPTS} slots in a row were reached late")
                     slot, book, now = await self._io(partial(self._reserve, horizon))
                 except StorageSlow as exc:
                     log.warning(
@@ -216,6 +226,10 @@ class TenantPace:
                 if slot is None:
                     continue  # bulk: the slot may be free now; try for it again
                 if due - now > _RECHECK_SECONDS and await self._overtaken(slot):
+                    continue
+                if self._clock() - slot > self.limits.margin * _LATE_SHARE:
+                    late += 1
+                    await self._give_back(slot)
                     continue
                 return Permit(slot)
 
