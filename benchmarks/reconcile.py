@@ -103,7 +103,7 @@ async def outcome_passes(budget: float, trace: bool) -> dict[str, Any]:
             confirmer = Confirmer(
                 settings,
                 store,
-                log_source=GraphLog(graph.sdk, graph.job_id, pace=pace),
+                log_source=GraphLog(graph, pace=pace),
                 poster=graph,
                 sleep=no_sleep,
                 clock=utcnow,

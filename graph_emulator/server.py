@@ -209,7 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _msi(self) -> None:
         state = self._state()
         emulator = self.server.emulator
-        # An endpoint that is down fails whatever the request, so the fault comes first.
+        # A slow endpoint is slow whatever it answers; an endpoint that is down fails whatever
+        # the request, so the faults come first.
+        time.sleep(state.token_latency())
         failure = state.take_token_failure()
         if failure == 0:
             self._drop()
@@ -852,8 +854,8 @@ class GraphEmulator:
         ``job_id``), ``rate_limit``, ``log_rate_limit`` (provisioning-log reads per app, as
         ``rate_limit``; ``None`` turns it off), ``retry_after`` (bulkUpload 429s only),
         ``daily_quota``, ``fail_records``, ``log_delay``, ``token_failures`` (+
-        ``token_status``), ``read_sequence``, ``retry_after_seconds``, ``reject_records``,
-        ``bucket_full_for`` (seconds). Returns the resulting settings."""
+        ``token_status``), ``token_latency_ms``, ``read_sequence``, ``retry_after_seconds``,
+        ``reject_records``, ``bucket_full_for`` (seconds). Returns the resulting settings."""
         return self.state.set_faults(changes)
 
     def reset(self) -> None:

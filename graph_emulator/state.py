@@ -185,6 +185,7 @@ class Faults:
     log_delay: float = 0.0
     token_failures: int = 0  # the next N token requests fail ...
     token_status: int = 500  # ... answering this (0: the connection is dropped)
+    token_latency_ms: int = 0  # each token request is answered this late (a cold endpoint)
     read_sequence: list[int] = field(default_factory=list)  # next Graph reads (GET) answer these
     # Retry-After (seconds) of the 429s of status_sequence.
     retry_after_seconds: int = 1
@@ -203,6 +204,7 @@ class Faults:
             "reject_records": list(self.reject_records),
             "token_failures": self.token_failures,
             "token_status": self.token_status,
+            "token_latency_ms": self.token_latency_ms,
             "latency_ms": self.latency_ms,
             "drop_connections": self.drop_connections,
             "fail_records": copy.deepcopy(self.fail_records),
@@ -533,6 +535,7 @@ class EmulatorState:
             "job_id",
             "token_failures",
             "token_status",
+            "token_latency_ms",
             "read_sequence",
             "retry_after_seconds",
             "reject_records",
@@ -564,7 +567,7 @@ class EmulatorState:
                 if token_status not in TOKEN_FAULT_STATUSES or isinstance(token_status, bool):
                     raise FaultError(f"token_status must be one of {TOKEN_FAULT_STATUSES}")
                 faults.token_status = token_status
-            for key in ("latency_ms", "drop_connections", "token_failures"):
+            for key in ("latency_ms", "drop_connections", "token_failures", "token_latency_ms"):
                 if key in changes:
                     value = changes[key]
                     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -672,6 +675,10 @@ class EmulatorState:
     def latency(self) -> float:
         with self.lock:
             return self.faults.latency_ms / 1000.0
+
+    def token_latency(self) -> float:
+        with self.lock:
+            return self.faults.token_latency_ms / 1000.0
 
     def take_drop(self) -> bool:
         with self.lock:

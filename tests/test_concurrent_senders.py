@@ -83,6 +83,9 @@ class HoldOnly:
     async def job_status(self) -> JobStatus:
         return JobStatus("Active")
 
+    async def ready(self) -> None:
+        raise AssertionError("the preparation asked for a token to send")
+
     async def post_bulk(self, body: bytes, client_request_id: str) -> Any:
         raise AssertionError("the preparation sent a request")
 

@@ -53,7 +53,7 @@ def confirm(
             confirmer = Confirmer(
                 settings,
                 store(),
-                log_source=GraphLog(graph.sdk, graph.job_id, pace=pace, page_size=page_size),
+                log_source=GraphLog(graph, pace=pace, page_size=page_size),
                 poster=graph,
                 sleep=_no_sleep,
                 clock=clock,

@@ -152,7 +152,7 @@ def read_pages(
             else None
         )
         async with GraphClient.from_settings(settings) as client:
-            log = GraphLog(client.sdk, client.job_id, pace=pace, page_size=page_size)
+            log = GraphLog(client, pace=pace, page_size=page_size)
             pages = [page async for page in log.pages(since, source_id=source_id)]
         if pace is not None:
             await pace.aclose()
@@ -341,7 +341,7 @@ def test_a_failing_page_raises_instead_of_ending_the_read(logs: GraphEmulator) -
 
     async def go() -> None:
         async with GraphClient.from_settings(settings_for(logs)) as client:
-            async for page in GraphLog(client.sdk, client.job_id, page_size=3).pages(EPOCH):
+            async for page in GraphLog(client, page_size=3).pages(EPOCH):
                 got.append(page)
 
     with pytest.raises(GraphError) as caught:
@@ -375,6 +375,21 @@ def test_a_paced_read_stays_within_the_log_read_throttle(
     assert reads["max_in_window"] == 5
     assert took >= 10.0  # the sixth read waited for the window
     assert emu.pacing()["log_reads"]["throttled"] == 0
+
+
+def test_a_slow_token_comes_before_the_read_slot(emu: GraphEmulator, store: BlobStore) -> None:
+    """The managed-identity endpoint takes 0.6 s for the reader's first token. Asked for after
+    the first read's slot, it would make that read reach Graph 0.6 s late (more than the
+    pace's margin) and the sixth read, whose slot counts from the first's, would share Graph's
+    window with it: a 429. The token comes before the slot, so Graph answers none."""
+    emu.set_faults(log_rate_limit=(5, 2.0), token_latency_ms=600)
+    ids = [f"S{n}" for n in range(7)]
+    upload(emu, users(*ids))
+    settings = settings_for(emu, log_read_requests=5, log_read_window_seconds=2.0)
+    pages = read_pages(emu, page_size=1, store=store, settings=settings)
+    assert [[e.source_id for e in page] for page in pages] == [[i] for i in ids]
+    reads = emu.log_reads()
+    assert (reads["admitted"], reads["throttled"]) == (7, 0)
 
 
 def test_a_read_answered_429_asks_the_page_again(emu: GraphEmulator, store: BlobStore) -> None:

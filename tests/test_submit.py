@@ -41,7 +41,9 @@ from provisioning.graph.pacing import (
     retry_policy_for,
 )
 from provisioning.graph.submit import BatchOutcome, Submitter
+from provisioning.graph.tenant_pace import TenantPace
 from provisioning.settings import Settings
+from provisioning.storage import BlobStore
 from tests.graphs import emulator_settings, scim_operations
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -283,6 +285,34 @@ def test_pacing_at_the_limit_gets_no_429(emu: GraphEmulator) -> None:
     assert [u["status"] for u in uploads] == [202] * 15
     assert max_in_window([u["time"] for u in uploads], 0.5) <= 5
     assert elapsed >= 1.0  # three windows: 0, 0.5, 1.0
+
+
+def test_a_slow_token_comes_before_the_slot_so_no_send_is_late(
+    emu: GraphEmulator, store: BlobStore
+) -> None:
+    """Two processes' senders, each with its own cold credential, share the tenant's pace at
+    Graph's limit (5 per 1 s) while the managed-identity endpoint takes 0.6 s per token. Had
+    the token been asked for after the slot, the first sends would reach Graph 0.6 s after
+    their slots, in the window of the slots counted from them: 429s. The token comes first,
+    so no send is late and the emulator answers none."""
+    emu.set_faults(rate_limit=(5, 1.0), token_latency_ms=600)
+    settings = emulator_settings(emu, rate_limit_requests=5, rate_limit_window_seconds=1.0)
+
+    async def sender(name: str) -> list[BatchOutcome]:
+        async with GraphClient.from_settings(settings) as client:
+            submitter = Submitter(client, TenantPace(store, settings), retry_policy_for(settings))
+            return [
+                await submitter.submit(body(1, f"{name}{i}-"), f"crid-{name}-{i}") for i in range(6)
+            ]
+
+    async def main() -> list[list[BatchOutcome]]:
+        return await asyncio.gather(sender("A"), sender("B"))
+
+    outcomes = [o for each in asyncio.run(main()) for o in each]
+    assert [statuses(o) for o in outcomes] == [[202]] * 12
+    uploads = emu.uploads()
+    assert [u["status"] for u in uploads] == [202] * 12
+    assert max_in_window([u["time"] for u in uploads], 1.0) <= 5
 
 
 def test_503_503_then_accepted_with_backoff(emu: GraphEmulator) -> None:
@@ -605,6 +635,9 @@ class ScriptedClient:
     def __init__(self, answers: list[HttpResult | TransportError]) -> None:
         self.answers = answers
         self.calls = 0
+
+    async def ready(self) -> None:
+        """The token is at hand (the credential is not what these tests are about)."""
 
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
         answer = self.answers[self.calls]

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -281,6 +281,7 @@ async def json_pages(
     *,
     pace: ReadPace | None = None,
     max_wait: Callable[[], float] | None = None,
+    authenticate: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The ``value`` of each page of the collection of an SDK request ``builder`` (such as
     ``sdk.users``), queried with ``config``, following ``@odata.nextLink``.
@@ -294,19 +295,22 @@ async def json_pages(
     takes a slot of it (waiting at most ``max_wait()`` seconds, else ``WaitTooLong`` from the
     pace), the SDK's retries are off, and a 429 (or 503/504, or Graph not reached) puts its
     Retry-After (or a backoff) on the pace, so every reader of every process waits it out,
-    before the same page is asked again."""
+    before the same page is asked again; ``authenticate`` (:meth:`GraphClient.authenticate`)
+    then has the token before the slot is taken."""
     info: RequestInformation | None = builder.to_get_request_information(config)
     while info is not None:
         info.headers.try_add("Accept", "application/json")
         if pace is not None:
             info.add_request_options([RetryHandlerOption(max_retries=0, should_retry=False)])
         for attempt in range(1, _READ_ATTEMPTS + 1):
-            if pace is not None:
-                permit = await pace.acquire(max_wait() if max_wait else math.inf)
-                pace.release(permit)
             backoff = _READ_BACKOFF * 2 ** (attempt - 1)
             try:
                 with unreachable_is_unavailable():
+                    if pace is not None:
+                        if authenticate is not None:
+                            await authenticate()
+                        permit = await pace.acquire(max_wait() if max_wait else math.inf)
+                        pace.release(permit)
                     response = await _native_response(adapter, info)
                     content = await _content(response)
             except GraphUnavailable:
@@ -350,6 +354,7 @@ class GraphClient:
         adapter: GraphRequestAdapter,
         http_client: httpx.AsyncClient,
         credential: AsyncTokenCredential,
+        auth: AzureIdentityAuthenticationProvider,
         service_principal_id: str,
         job_id: str,
     ) -> None:
@@ -362,6 +367,7 @@ class GraphClient:
         self.sdk = GraphServiceClient(request_adapter=adapter)
         self._http = http_client
         self._credential = credential
+        self._auth = auth
         self.service_principal_id = service_principal_id
         self.job_id = job_id
 
@@ -394,7 +400,9 @@ class GraphClient:
         )
         adapter = GraphRequestAdapter(auth, client=http_client)
         adapter.base_url = settings.graph_url.rstrip("/")
-        return cls(adapter, http_client, credential, settings.service_principal_id, settings.job_id)
+        return cls(
+            adapter, http_client, credential, auth, settings.service_principal_id, settings.job_id
+        )
 
     def _job_builder(self) -> Any:
         return self.sdk.service_principals.by_service_principal_id(
@@ -412,6 +420,26 @@ class GraphClient:
         # instead, so that each attempt is paced and recorded.
         info.add_request_options([RetryHandlerOption(max_retries=0, should_retry=False)])
         return info
+
+    async def authenticate(self) -> None:
+        """Have a Graph token before a pace slot is taken. A token request between the slot and
+        the request (a process's first, or a refresh near expiry: a cold managed-identity
+        endpoint can take a second) makes the request late on its slot, and one later than the
+        pace's margin shares Graph's window with the requests counted from its slot: a 429
+        for every sender. The token is asked for through the SDK's own authentication
+        provider, so the credential's cache answers the request's own ask at once. Raises the
+        credential's ``AzureError``."""
+        info = self.bulk_upload_request(b"", "token")
+        self.adapter.set_base_url_for_request_information(info)
+        await self._auth.authenticate_request(info)
+
+    async def ready(self) -> None:
+        """:meth:`authenticate` before a bulkUpload's slot: a credential failure raises
+        ``TransportError`` (nothing sent), as in ``post_bulk``."""
+        try:
+            await self.authenticate()
+        except AzureError as exc:
+            raise TransportError(_credential_reason(exc), exc, sent=False) from exc
 
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult:
         """Send one bulkUpload request once. 4xx/5xx come back as ``HttpResult``; no HTTP
@@ -486,6 +514,8 @@ def _enum_text(value: object) -> str | None:
 
 
 class GraphApi(Protocol):
+    async def ready(self) -> None: ...
+
     async def post_bulk(self, body: bytes, client_request_id: str) -> Any: ...
 
     async def job_status(self) -> JobStatus: ...

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph import GraphServiceClient
 from msgraph.generated.audit_logs.provisioning.provisioning_request_builder import (
     ProvisioningRequestBuilder,
 )
 
 from ..clock import iso, parse_iso
-from .client import ReadPace, json_pages
+from .client import GraphClient, ReadPace, json_pages
 
 # Reads are throttled per request (5 per 10 s), not per entry, so the fewer pages the better.
 # Microsoft documents no maximum $top for this resource; 1,000 is the largest page Graph's
@@ -144,15 +143,12 @@ class GraphLog:
     """The job's provisioning log, read page by page, paced with every other reader."""
 
     def __init__(
-        self,
-        sdk: GraphServiceClient,
-        job_id: str,
-        *,
-        pace: ReadPace | None = None,
-        page_size: int = PAGE_SIZE,
+        self, graph: GraphClient, *, pace: ReadPace | None = None, page_size: int = PAGE_SIZE
     ) -> None:
-        self.sdk = sdk
-        self.job_id = job_id
+        self.sdk = graph.sdk
+        self.job_id = graph.job_id
+        # Paced reads have their token before their slot (GraphClient.authenticate).
+        self.authenticate = graph.authenticate
         self.pace = pace
         self.page_size = page_size
 
@@ -178,5 +174,6 @@ class GraphLog:
             config,
             pace=self.pace,
             max_wait=max_wait or (lambda: math.inf),
+            authenticate=self.authenticate,
         ):
             yield [e for e in map(entry_of, page) if e is not None]

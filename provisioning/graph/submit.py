@@ -68,6 +68,8 @@ def is_bucket_full(result: HttpResult) -> bool:
 
 
 class BulkPoster(Protocol):
+    async def ready(self) -> None: ...
+
     async def post_bulk(self, body: bytes, client_request_id: str) -> HttpResult: ...
 
 
@@ -83,6 +85,17 @@ class Attempt:
     # may have applied it. False for every answer and for what was never sent (no connection,
     # no token).
     maybe_applied: bool = False
+
+    @classmethod
+    def unanswered(cls, started: float, t0: float, exc: TransportError) -> Attempt:
+        """An attempt that got no HTTP answer (no token, no connection, a dropped one)."""
+        return cls(
+            started_at=iso_at(started),
+            status=TRANSPORT_ERROR,
+            duration_ms=round((time.monotonic() - t0) * 1000),
+            error=exc.reason,
+            maybe_applied=exc.sent,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,20 +274,21 @@ class Submitter:
     async def _attempt(
         self, body: bytes, client_request_id: str
     ) -> tuple[HttpResult | None, Attempt]:
-        """One paced send. Raises ``WaitTooLong`` when the limiter would hold it too long."""
-        permit = await self.limiter.acquire(self.policy.max_wait, self._sleep)
+        """One paced send. Raises ``WaitTooLong`` when the limiter would hold it too long.
+        The token comes first, so that no slot waits on it (and none is taken without one)."""
+        started = self._clock()
+        t0 = time.monotonic()
+        try:
+            await self.client.ready()
+            permit = await self.limiter.acquire(self.policy.max_wait, self._sleep)
+        except TransportError as exc:
+            return None, Attempt.unanswered(started, t0, exc)
         started = self._clock()
         t0 = time.monotonic()
         try:
             result = await self.client.post_bulk(body, client_request_id)
         except TransportError as exc:
-            return None, Attempt(
-                started_at=iso_at(started),
-                status=TRANSPORT_ERROR,
-                duration_ms=round((time.monotonic() - t0) * 1000),
-                error=exc.reason,
-                maybe_applied=exc.sent,
-            )
+            return None, Attempt.unanswered(started, t0, exc)
         finally:
             self.limiter.release(permit)
         return result, Attempt(

@@ -129,7 +129,7 @@ class Reconciler:
             confirmer = Confirmer(
                 self.settings,
                 self.store,
-                log_source=GraphLog(self.graph.sdk, self.graph.job_id, pace=read_pace),
+                log_source=GraphLog(self.graph, pace=read_pace),
                 poster=self.graph,
                 sleep=keeper.sleep,
                 clock=self._clock,
