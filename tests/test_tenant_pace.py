@@ -58,19 +58,20 @@ def test_senders_sharing_only_storage_keep_one_window(store: BlobStore) -> None:
     assert elapsed < 6 * 0.65 + 1.5, elapsed
 
 
-class FirstWriteSlow(BlobStore):
-    """Azurite, with this handle's first write returning ``delay`` seconds after it was made:
-    a slot reserved "now" comes back late (storage slow for a moment, a busy event loop)."""
+class SlowWrites(BlobStore):
+    """Azurite, with this handle's first ``slow`` writes returning ``delay`` seconds after they
+    were made: a slot reserved "now" comes back late (storage slow for a moment, a busy event
+    loop)."""
 
-    def __init__(self, store: BlobStore, delay: float) -> None:
+    def __init__(self, store: BlobStore, delay: float, slow: int = 1) -> None:
         super().__init__(store._service)
-        self.delay = delay
+        self.delay, self.slow = delay, slow
         self.writes = 0
 
     def write_json(self, *args: Any, **kwargs: Any) -> str:
         etag = super().write_json(*args, **kwargs)
         self.writes += 1
-        if self.writes == 1:
+        if self.writes <= self.slow:
             time.sleep(self.delay)
         return etag
 
@@ -83,7 +84,7 @@ def test_a_slot_reached_late_is_taken_again(store: BlobStore) -> None:
     times: list[float] = []
 
     async def run() -> None:
-        paces = [TenantPace(FirstWriteSlow(store, delay=0.3), settings)]
+        paces = [TenantPace(SlowWrites(store, delay=0.3), settings)]
         paces += [TenantPace(store, settings) for _ in range(2)]
         await asyncio.gather(*(take(pace, 4, times) for pace in paces))
 
@@ -91,6 +92,24 @@ def test_a_slot_reached_late_is_taken_again(store: BlobStore) -> None:
     assert len(times) == 12
     assert most_in_window(times, 0.5) <= 5
     assert sum(read_book(store).calls.values()) == 12  # the late slot went back: one call each
+
+
+def test_slots_reached_late_three_times_in_a_row_fall_back_to_the_local_pace(
+    store: BlobStore,
+) -> None:
+    """Every write of the book comes back late: after three slots given back, the process
+    paces itself (PROVISIONING_PACE_FALLBACK_SHARE of the limit) instead of trying forever."""
+    settings = pace_settings()
+    times: list[float] = []
+
+    async def run() -> TenantPace:
+        pace = TenantPace(SlowWrites(store, delay=0.2, slow=1000), settings)
+        await take(pace, 2, times)
+        return pace
+
+    pace = asyncio.run(run())
+    assert pace.fallback_sends == 2
+    assert sum(read_book(store).calls.values()) == 0  # every late slot went back
 
 
 def test_one_senders_429_holds_every_sender(store: BlobStore) -> None:

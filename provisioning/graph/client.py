@@ -429,7 +429,8 @@ class GraphClient:
         for every sender. The token is asked for through the SDK's own authentication
         provider, so the credential's cache answers the request's own ask at once. Raises the
         credential's ``AzureError``."""
-        info = self.bulk_upload_request(b"", "token")
+        # A fresh request each time: the provider skips one that has its header already.
+        info = RequestInformation(Method.GET, "{+baseurl}")
         self.adapter.set_base_url_for_request_information(info)
         await self._auth.authenticate_request(info)
 

@@ -280,9 +280,9 @@ class Submitter:
         t0 = time.monotonic()
         try:
             await self.client.ready()
-            permit = await self.limiter.acquire(self.policy.max_wait, self._sleep)
         except TransportError as exc:
             return None, Attempt.unanswered(started, t0, exc)
+        permit = await self.limiter.acquire(self.policy.max_wait, self._sleep)
         started = self._clock()
         t0 = time.monotonic()
         try:

@@ -196,20 +196,9 @@ class TenantPace:
                 if now < self._fallback_until:
                     return await self._fallback_acquire(deadline - now, sleep)
                 try:
-                    if late >= _LATE_ATTEMPTS:
-                        late = 0
-                        raise StorageSlow(f"{_LATE_ATTEMPTS} slots in a row were reached late")
                     slot, book, now = await self._io(partial(self._reserve, horizon))
                 except StorageSlow as exc:
-                    log.warning(
-                        "pace document slow or unavailable (%s): pacing this process at %d "
-                        "requests per %.2f s for %.0f s",
-                        exc,
-                        self._fallback.requests,
-                        self._fallback.window_seconds,
-                        _FALLBACK_SECONDS,
-                    )
-                    self._fallback_until = now + _FALLBACK_SECONDS
+                    self._fall_back(str(exc), now)
                     continue
                 due = slot if slot is not None else next_slot(book, now, self.limits)
                 if due > deadline:
@@ -228,10 +217,24 @@ class TenantPace:
                 if due - now > _RECHECK_SECONDS and await self._overtaken(slot):
                     continue
                 if self._clock() - slot > self.limits.margin * _LATE_SHARE:
-                    late += 1
                     await self._give_back(slot)
+                    late += 1
+                    if late == _LATE_ATTEMPTS:
+                        self._fall_back(f"{late} slots in a row were reached late", self._clock())
                     continue
                 return Permit(slot)
+
+    def _fall_back(self, reason: str, now: float) -> None:
+        """Storage is too slow for the book: this process paces itself for a while."""
+        log.warning(
+            "pace document slow or unavailable (%s): pacing this process at %d "
+            "requests per %.2f s for %.0f s",
+            reason,
+            self._fallback.requests,
+            self._fallback.window_seconds,
+            _FALLBACK_SECONDS,
+        )
+        self._fallback_until = now + _FALLBACK_SECONDS
 
     def _reserve(self, horizon: float) -> tuple[float | None, PaceBook, float]:
         """(slot or None, the book as written, the time it was read): the time is taken after
